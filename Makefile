@@ -1,0 +1,36 @@
+# Two commands on a fresh machine (Python 3.11, pip, make): `make demo` and `make test`.
+# Both build .venv from uv.lock with a project-local uv (installed into .tools/ by pip).
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+VENV := .venv
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: demo test dev bench env clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# Compiled bytecode matters here: PYTHONDONTWRITEBYTECODE is set and feast/catboost import slowly.
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
+	touch $@
+
+env: $(VENV)/.synced
+
+demo: env
+	mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/retrain demo --spec dagster_project/retraining.yaml
+
+test: env
+	$(VENV)/bin/pytest
+
+dev: env
+	mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/dagster dev -m dagster_project.definitions
+
+clean:
+	rm -rf .tools $(VENV)

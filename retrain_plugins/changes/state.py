@@ -1,0 +1,123 @@
+"""The change-detection state store: a small SQLite file under the retraining's data dir.
+
+It holds what the sensor last saw of the source files (so a tick without file changes reads no
+data), the fingerprint each sub-model was last trained on (written by the training run, read by the
+sensor), and a log of requests. The sensor cursor stays a tick counter. SQLite in WAL mode lets the
+sensor read while a run writes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NamedTuple
+
+from retrain_plugins.partitions import PartitionKey
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    source TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    ts_min INTEGER, ts_max INTEGER, PRIMARY KEY (source, path));
+CREATE TABLE IF NOT EXISTS trained (
+    window TEXT NOT NULL, cohort TEXT NOT NULL, fingerprint TEXT NOT NULL, rows INTEGER NOT NULL,
+    status TEXT NOT NULL, run_id TEXT, trained_at REAL NOT NULL, PRIMARY KEY (window, cohort));
+CREATE TABLE IF NOT EXISTS requests (
+    seq INTEGER NOT NULL, window TEXT NOT NULL, cohort TEXT NOT NULL, reason TEXT NOT NULL,
+    fingerprint TEXT NOT NULL, detail TEXT, requested_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class FileState(NamedTuple):
+    size: int
+    mtime_ns: int
+    ts_min: int | None  # microseconds since epoch of the file's first and last timestamp
+    ts_max: int | None
+
+
+class Trained(NamedTuple):
+    fingerprint: str
+    rows: int
+    status: str
+    run_id: str | None
+    trained_at: float
+
+
+class StateStore:
+    """Change-detection state of one retraining (``<data_dir>/state/<name>/state.sqlite``)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=30.0)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            with con:  # one transaction
+                yield con
+        finally:
+            con.close()
+
+    # -- files -----------------------------------------------------------------------------
+    def files(self) -> dict[tuple[str, str], FileState]:
+        with self._connect() as con:
+            rows = con.execute("SELECT source, path, size, mtime_ns, ts_min, ts_max FROM files").fetchall()
+        return {(s, p): FileState(*rest) for s, p, *rest in rows}
+
+    def save_files(self, changed: dict[tuple[str, str], FileState | None]) -> None:
+        """Record new states (``None`` deletes the entry) in one transaction."""
+        with self._connect() as con:
+            for (source, path), state in changed.items():
+                if state is None:
+                    con.execute("DELETE FROM files WHERE source = ? AND path = ?", (source, path))
+                else:
+                    con.execute(
+                        "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", (source, path, *state)
+                    )
+
+    # -- trained fingerprints ----------------------------------------------------------------
+    def trained(self) -> dict[PartitionKey, Trained]:
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT window, cohort, fingerprint, rows, status, run_id, trained_at FROM trained"
+            ).fetchall()
+        return {PartitionKey(w, c): Trained(*rest) for w, c, *rest in rows}
+
+    def record_trained(
+        self, key: PartitionKey, fingerprint: str, rows: int, status: str, run_id: str | None
+    ) -> None:
+        with self._connect() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO trained VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key.window, key.cohort, fingerprint, rows, status, run_id, time.time()),
+            )
+
+    # -- requests ----------------------------------------------------------------------------
+    def next_seq(self) -> int:
+        with self._connect() as con:
+            con.execute(
+                "INSERT INTO counters VALUES ('tick', 1) ON CONFLICT(name) DO UPDATE SET value = value + 1"
+            )
+            return con.execute("SELECT value FROM counters WHERE name = 'tick'").fetchone()[0]
+
+    def log_requests(self, seq: int, rows: Iterable[tuple[PartitionKey, str, str, str]]) -> None:
+        now = time.time()
+        with self._connect() as con:
+            con.executemany(
+                "INSERT INTO requests VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(seq, k.window, k.cohort, reason, fp, detail, now) for k, reason, fp, detail in rows],
+            )
+
+    def requests(self) -> list[tuple[int, PartitionKey, str, str, str]]:
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT seq, window, cohort, reason, fingerprint, detail FROM requests ORDER BY seq, window, cohort"
+            ).fetchall()
+        return [(seq, PartitionKey(w, c), reason, fp, detail) for seq, w, c, reason, fp, detail in rows]

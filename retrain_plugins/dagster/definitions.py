@@ -1,0 +1,38 @@
+"""``build_definitions``: everything Dagster needs for one or more retrainings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from dagster import Definitions
+
+from retrain_plugins.dagster.assets import build_retraining_assets
+from retrain_plugins.dagster.resources import FeastResource, ModelStoreResource
+from retrain_plugins.dagster.sensors import build_change_sensor
+from retrain_plugins.spec import RetrainingSpec
+
+
+def build_definitions(specs: RetrainingSpec | Sequence[RetrainingSpec]) -> Definitions:
+    """Assets, change sensor and resources of each retraining.
+
+    Retrainings in one code location share one Feast repo and one model-store root (the first
+    spec's); each keeps its own assets, sensor, store folder and state.
+    """
+    specs = [specs] if isinstance(specs, RetrainingSpec) else list(specs)
+    if not specs:
+        raise ValueError("build_definitions needs at least one RetrainingSpec")
+    assets, sensors = [], []
+    for spec in specs:
+        built = build_retraining_assets(spec)
+        assets.extend(built)
+        sensors.append(build_change_sensor(spec, built))
+    first = specs[0]
+    return Definitions(
+        assets=assets,
+        sensors=sensors,
+        resources={
+            "feast": FeastResource(repo_path=str(first.feature_repo)),
+            "model_store": ModelStoreResource(root=str(Path(first.data_dir) / "models")),
+        },
+    )

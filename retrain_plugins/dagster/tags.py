@@ -1,0 +1,30 @@
+"""Run tags that carry why a partition is being retrained."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from retrain_plugins.partitions import PartitionKey
+
+REASON_TAG = "retrain/reason"
+REASONS_TAG = "retrain/reasons"
+_MAX_TAG = 4000
+
+
+def reason_tags(reasons: Mapping[PartitionKey, str]) -> dict[str, str]:
+    """Tags for one run: the distinct reasons, and the reason of each partition when it fits."""
+    tags = {REASON_TAG: ",".join(sorted(set(reasons.values())))}
+    per = json.dumps({str(k): r for k, r in sorted(reasons.items())}, separators=(",", ":"))
+    if len(per) <= _MAX_TAG:
+        tags[REASONS_TAG] = per
+    return tags
+
+
+def reason_for(tags: Mapping[str, str], key: PartitionKey) -> str:
+    """The reason recorded for ``key`` in a run's tags; ``manual`` for runs started by hand."""
+    if REASONS_TAG in tags:
+        found = json.loads(tags[REASONS_TAG]).get(str(key))
+        if found:
+            return found
+    return tags.get(REASON_TAG, "manual") or "manual"

@@ -1,0 +1,171 @@
+"""Partitions of a retraining: time window x cohort.
+
+One :class:`dagster.MultiPartitionsDefinition` per retraining (dimension ``window``: a Dagster
+time-window definition; dimension ``cohort``: static values) is shared by the assets and the
+sensor. Windows come from Dagster itself (``time_window_for_partition_key``), so the library's idea
+of a window's interval is Dagster's. Keys are built with ``MultiPartitionKey``, never by string
+formatting (the key string orders dimensions by name).
+
+Cohort values are arbitrary strings in the data; Dagster static keys cannot contain ``| [ ] ,``,
+so they are percent-encoded reversibly (:func:`encode_cohort`). Paths use a stricter encoding
+(:func:`path_segment`) so no cohort value can escape a store directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import NamedTuple
+from urllib.parse import quote, unquote
+
+from dagster import (
+    DailyPartitionsDefinition,
+    MonthlyPartitionsDefinition,
+    MultiPartitionKey,
+    MultiPartitionsDefinition,
+    StaticPartitionsDefinition,
+    TimeWindowPartitionsDefinition,
+    WeeklyPartitionsDefinition,
+)
+
+from retrain_plugins.spec import RetrainingSpec
+
+WINDOW = "window"
+COHORT = "cohort"
+_KEY_SAFE = "-_.~ !#$&'()*+:;<=>?@^`{}"  # everything printable but % | [ ] , / \ " is kept as is
+
+
+def encode_cohort(cohort: str) -> str:
+    """Cohort value -> Dagster partition key (reversible; no ``| [ ] ,``)."""
+    return quote(cohort, safe=_KEY_SAFE)
+
+
+def decode_cohort(key: str) -> str:
+    """Dagster partition key -> cohort value."""
+    return unquote(key)
+
+
+def path_segment(cohort: str) -> str:
+    """Cohort value -> one safe path segment (no separators, never ``.`` or ``..``)."""
+    segment = quote(cohort, safe="-_~")
+    return segment.replace(".", "%2E") if segment.strip(".") == "" else segment.replace("/", "%2F")
+
+
+class Window(NamedTuple):
+    key: str
+    start: datetime
+    end: datetime
+
+
+class PartitionKey(NamedTuple):
+    """One sub-model's partition: a window key and a (decoded) cohort value."""
+
+    window: str
+    cohort: str
+
+    def to_dagster(self) -> MultiPartitionKey:
+        return MultiPartitionKey({WINDOW: self.window, COHORT: encode_cohort(self.cohort)})
+
+    @classmethod
+    def from_dagster(cls, key: str | MultiPartitionKey) -> "PartitionKey":
+        if not isinstance(key, MultiPartitionKey):
+            # The string form orders dimensions by name: "cohort|window".
+            cohort, window = str(key).split("|")
+            key = MultiPartitionKey({WINDOW: window, COHORT: cohort})
+        dims = key.keys_by_dimension
+        return cls(dims[WINDOW], decode_cohort(dims[COHORT]))
+
+    def __str__(self) -> str:
+        return f"{self.window}/{self.cohort}"
+
+
+def window_partitions_def(spec: RetrainingSpec) -> TimeWindowPartitionsDefinition:
+    start = spec.windows.start.isoformat()
+    end = spec.windows.end.isoformat() if spec.windows.end else None
+    cls = {
+        "daily": DailyPartitionsDefinition,
+        "weekly": WeeklyPartitionsDefinition,
+        "monthly": MonthlyPartitionsDefinition,
+    }[spec.windows.granularity]
+    return cls(start_date=start, end_date=end, timezone="UTC")
+
+
+def partitions_def(spec: RetrainingSpec) -> MultiPartitionsDefinition:
+    """The one partitions definition of this retraining, used by assets and sensors alike."""
+    return MultiPartitionsDefinition(
+        {
+            WINDOW: window_partitions_def(spec),
+            COHORT: StaticPartitionsDefinition([encode_cohort(c) for c in spec.cohorts]),
+        }
+    )
+
+
+def windows(spec: RetrainingSpec) -> list[Window]:
+    """Every window of the retraining, oldest first, as UTC intervals [start, end)."""
+    definition = window_partitions_def(spec)
+    result = []
+    for key in definition.get_partition_keys():
+        tw = definition.time_window_for_partition_key(key)
+        result.append(Window(key, tw.start, tw.end))
+    return result
+
+
+def training_windows(window: str, window_keys: Sequence[str], lookback: int) -> list[str]:
+    """Windows whose labels sub-model ``window`` trains on: ``w-L+1 .. w`` (existing ones)."""
+    i = window_keys.index(window)
+    return list(window_keys[max(0, i - lookback + 1) : i + 1])
+
+
+def dependents(window: str, window_keys: Sequence[str], lookback: int) -> list[str]:
+    """Windows whose sub-models read ``window``'s labels: ``w .. w+L-1`` (the lookback followers)."""
+    i = window_keys.index(window)
+    return list(window_keys[i : i + lookback])
+
+
+def all_partitions(spec: RetrainingSpec) -> list[PartitionKey]:
+    return [PartitionKey(w.key, c) for w in windows(spec) for c in spec.cohorts]
+
+
+def rectangles(
+    keys: Iterable[PartitionKey], window_keys: Sequence[str], cohorts: Sequence[str]
+) -> list[tuple[PartitionKey, PartitionKey, list[PartitionKey]]]:
+    """Cover ``keys`` exactly with as few (window range x cohort range) rectangles as is easy.
+
+    Dagster runs a partition *range* of a multi-partitioned asset with a single-run backfill
+    policy as one run over the rectangle ``start..end`` in both dimensions, so each rectangle is one
+    run; each rectangle comes with the keys it covers. Runs of consecutive windows per cohort are found first, then neighbouring cohorts (in
+    Dagster's key order) with the same window run are merged.
+    """
+    wanted = set(keys)
+    order = {w: i for i, w in enumerate(window_keys)}
+    # Dagster orders static keys as given; the spec sorts cohorts, and encoding keeps that order
+    # for a range only if we follow the order of the encoded keys.
+    cohort_order = sorted(cohorts, key=encode_cohort)
+    spans: list[tuple[int, int, str]] = []
+    for cohort in cohort_order:
+        idx = sorted(order[k.window] for k in wanted if k.cohort == cohort)
+        start = prev = None
+        for i in idx:
+            if start is None:
+                start = prev = i
+            elif i == prev + 1:
+                prev = i
+            else:
+                spans.append((start, prev, cohort))
+                start = prev = i
+        if start is not None:
+            spans.append((start, prev, cohort))
+    merged: list[tuple[int, int, str, str]] = []
+    position = {c: i for i, c in enumerate(cohort_order)}
+    for w0, w1, cohort in sorted(spans, key=lambda s: (s[0], s[1], position[s[2]])):
+        if merged and merged[-1][:2] == (w0, w1) and position[merged[-1][3]] + 1 == position[cohort]:
+            merged[-1] = (w0, w1, merged[-1][2], cohort)
+        else:
+            merged.append((w0, w1, cohort, cohort))
+    result = []
+    for w0, w1, c0, c1 in merged:
+        inside = [
+            k for k in wanted if w0 <= order[k.window] <= w1 and position[c0] <= position[k.cohort] <= position[c1]
+        ]
+        result.append((PartitionKey(window_keys[w0], c0), PartitionKey(window_keys[w1], c1), sorted(inside)))
+    return result

@@ -1,0 +1,89 @@
+"""RoutedModel: one ``predict`` over every sub-model of a retraining.
+
+The ``model_bundle`` asset publishes ``bundle.json``: for each cohort, its sub-models by window.
+A row is served by its cohort's sub-model of the newest window starting at or before the row's
+time (or the newest window when no time is given), and the result says which one served it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from retrain_plugins.errors import RoutingError
+from retrain_plugins.partitions import PartitionKey
+from retrain_plugins.store import ModelStore, atomic_write_text
+from retrain_plugins.trainers import make_trainer
+
+BUNDLE = "bundle.json"
+
+
+def publish_bundle(store: ModelStore, spec_payload: dict[str, Any]) -> dict[str, Any]:
+    """Write ``bundle.json`` from the store's current entries; return it."""
+    routes: dict[str, list[dict[str, Any]]] = {}
+    for key, entry in sorted(store.entries().items()):
+        routes.setdefault(key.cohort, []).append(entry)
+    bundle = {**spec_payload, "routes": routes, "published_at": datetime.now().astimezone().isoformat()}
+    atomic_write_text(store.root / BUNDLE, json.dumps(bundle, indent=1, sort_keys=True))
+    return bundle
+
+
+class RoutedModel:
+    """Predict with the sub-model of each row's cohort (and time)."""
+
+    def __init__(self, store: ModelStore, bundle: dict[str, Any]):
+        self.store = store
+        self.bundle = bundle
+        self.features: list[str] = bundle["feature_columns"]
+        self.cohort_column: str = bundle["cohort_column"]
+        self._trainer = make_trainer(bundle["trainer"], bundle.get("trainer_params"))
+        self._models: dict[str, Any] = {}
+
+    @classmethod
+    def load(cls, store_root: Path) -> "RoutedModel":
+        path = Path(store_root) / BUNDLE
+        if not path.exists():
+            raise RoutingError(f"no model bundle at {path}: materialize the model_bundle asset first")
+        return cls(ModelStore(store_root), json.loads(path.read_text()))
+
+    @property
+    def cohorts(self) -> list[str]:
+        return sorted(self.bundle["routes"])
+
+    def _model(self, entry: dict[str, Any]) -> Any:
+        if entry["path"] not in self._models:
+            self._models[entry["path"]] = self._trainer.load(self.store.verified_path(entry))
+        return self._models[entry["path"]]
+
+    def _route(self, cohort: str, when: datetime | None) -> dict[str, Any]:
+        entries = self.bundle["routes"].get(cohort)
+        if not entries:
+            raise RoutingError(
+                f"cohort {cohort!r} has no sub-model; cohorts with sub-models: {self.cohorts}"
+            )
+        if when is None:
+            return entries[-1]
+        eligible = [e for e in entries if datetime.fromisoformat(e["window_start"]) <= when]
+        return eligible[-1] if eligible else entries[0]
+
+    def predict(self, frame: pl.DataFrame, timestamp_column: str | None = None) -> pl.DataFrame:
+        """Return ``frame`` plus ``prediction`` (probability of 1) and ``served_by`` per row."""
+        missing = [c for c in [self.cohort_column, *self.features] if c not in frame.columns]
+        if missing:
+            raise RoutingError(f"prediction frame lacks columns {missing}")
+        prediction = np.full(frame.height, np.nan)
+        served = np.empty(frame.height, dtype=object)
+        indexed = frame.with_row_index("_i")
+        group_cols = [self.cohort_column] + ([timestamp_column] if timestamp_column else [])
+        for keys, rows in indexed.group_by(group_cols, maintain_order=True):
+            when = keys[1] if timestamp_column else None
+            entry = self._route(str(keys[0]), when)
+            idx = rows["_i"].to_numpy()
+            prediction[idx] = self._trainer.predict_proba(self._model(entry), rows.select(self.features))
+            served[idx] = str(PartitionKey(entry["window"], entry["cohort"]))
+        return frame.with_columns(pl.Series("prediction", prediction), pl.Series("served_by", served, dtype=pl.String))

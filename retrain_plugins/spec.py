@@ -1,0 +1,124 @@
+"""RetrainingSpec: the declarative description of one retraining.
+
+One spec says which Feast feature service feeds the model, where the labels are, how the data is
+partitioned (time window x cohort), which trainer fits each sub-model, and where the retraining
+keeps its state. It is validated on construction (pydantic); checks that need the Feast registry or
+the data live in :func:`retrain_plugins.feast_view.resolve_feature_view` and
+:func:`retrain_plugins.training_sets.check_label_source`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from retrain_plugins.errors import SpecError
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LabelSource(_Model):
+    """Where the labelled rows are: one row per (entity, label time)."""
+
+    path: str = Field(description="Parquet glob of the label rows, e.g. 'sources/labels/*/*.parquet'.")
+    entity_column: str = Field(description="Join key of the Feast entity, e.g. 'customer_id'.")
+    timestamp_column: str = Field(description="Label time; features are joined as of this time.")
+    label_column: str = Field(description="Binary target column (0/1).")
+    cohort_column: str = Field(description="Column whose value picks the sub-model, e.g. 'region'.")
+
+
+class Windows(_Model):
+    """The time-window dimension of the partitions."""
+
+    granularity: Literal["daily", "weekly", "monthly"] = "monthly"
+    start: date = Field(description="First window start (inclusive).")
+    end: date | None = Field(default=None, description="End of the last window (exclusive); open if unset.")
+    lookback: int = Field(default=1, ge=1, description="Sub-model (w, c) trains on windows w-L+1 .. w.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Windows":
+        if self.end is not None and self.end <= self.start:
+            raise ValueError(f"windows.end ({self.end}) must be after windows.start ({self.start})")
+        return self
+
+
+class TrainerSpec(_Model):
+    """Which trainer fits each sub-model, and how it is evaluated."""
+
+    name: str = Field(default="catboost", description="Registered trainer name or dotted path.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Trainer parameters.")
+    holdout_fraction: float = Field(
+        default=0.2, gt=0.0, lt=0.9, description="Newest share of label rows held out for metrics."
+    )
+
+
+class RetrainingSpec(_Model):
+    """One retraining: feature service x labels x partitions x trainer.
+
+    Relative paths are resolved against ``base_dir`` (the folder of the YAML file, or the caller's
+    choice in Python) by :meth:`resolve`.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Asset key prefix and store name.")
+    feature_repo: Path = Field(description="Folder holding feature_store.yaml.")
+    feature_service: str = Field(description="Feast feature service that defines the features.")
+    labels: LabelSource
+    windows: Windows
+    cohorts: tuple[str, ...] = Field(min_length=1, description="Cohort values, one sub-model each per window.")
+    trainer: TrainerSpec = TrainerSpec()
+    data_dir: Path = Field(description="Root of label sources, model store, training sets and state.")
+
+    @field_validator("cohorts")
+    @classmethod
+    def _unique_cohorts(cls, cohorts: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(cohorts)) != len(cohorts):
+            raise ValueError(f"cohorts must be unique, got {list(cohorts)}")
+        if any(not c for c in cohorts):
+            raise ValueError("cohorts must be non-empty strings")
+        return tuple(sorted(cohorts))
+
+    def resolve(self, base_dir: Path) -> "RetrainingSpec":
+        """Return a copy with ``feature_repo`` and ``data_dir`` made absolute against ``base_dir``."""
+        base = Path(base_dir).resolve()
+        return self.model_copy(
+            update={
+                "feature_repo": (base / self.feature_repo).resolve(),
+                "data_dir": (base / self.data_dir).resolve(),
+            }
+        )
+
+    @property
+    def label_glob(self) -> str:
+        path = Path(self.labels.path)
+        return str(path if path.is_absolute() else self.data_dir / path)
+
+    def definition_version(self) -> str:
+        """Hash of everything that defines a sub-model but the data: its code version."""
+        payload = {
+            "feature_service": self.feature_service,
+            "labels": self.labels.model_dump(exclude={"path"}),
+            "lookback": self.windows.lookback,
+            "trainer": self.trainer.model_dump(),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> "RetrainingSpec":
+        """Load and validate a spec file; errors name the file and the field."""
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise SpecError(f"cannot read retraining spec {path}: {exc}") from exc
+        try:
+            return cls.model_validate(raw).resolve(path.parent)
+        except ValueError as exc:
+            raise SpecError(f"invalid retraining spec {path}: {exc}") from exc

@@ -1,0 +1,151 @@
+"""ModelStore: per-partition artifacts plus one manifest, written atomically.
+
+Layout under ``root``::
+
+    artifacts/<window>/<cohort>/<sha256[:16]><suffix>   one file per trained model, never rewritten
+    manifest.json                                       current entry + history per partition
+    manifest.lock                                       serializes manifest updates (flock)
+
+An artifact is written to a temporary file in the same folder, fsynced, then renamed into place
+under its content hash; only after that is the manifest (also temp + rename) switched to it. A
+crash at any point leaves the previous manifest, which names only complete files, so a failed run
+never replaces a good model. Artifacts of unaffected partitions are never opened for writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from retrain_plugins.errors import StoreError
+from retrain_plugins.partitions import PartitionKey, path_segment
+
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a fsynced temp file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class ModelStore:
+    """Artifacts and manifest of one retraining's sub-models."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "manifest.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {"version": 1, "partitions": {}}
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise StoreError(f"model store manifest {self.manifest_path} is not valid JSON: {exc}") from exc
+
+    @staticmethod
+    def _key(key: PartitionKey) -> str:
+        return json.dumps([key.window, key.cohort])
+
+    def entries(self) -> dict[PartitionKey, dict[str, Any]]:
+        """The current entry of every partition that has one."""
+        partitions = self._read()["partitions"]
+        return {
+            PartitionKey(*json.loads(k)): v["current"] for k, v in partitions.items() if v.get("current")
+        }
+
+    def history(self, key: PartitionKey) -> list[dict[str, Any]]:
+        return self._read()["partitions"].get(self._key(key), {}).get("history", [])
+
+    def path_of(self, entry: dict[str, Any]) -> Path:
+        return self.root / entry["path"]
+
+    def put(
+        self, key: PartitionKey, write: Callable[[Path], None], suffix: str, metadata: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Write an artifact with ``write(tmp_path)`` and make it the partition's current model."""
+        folder = self.root / "artifacts" / path_segment(key.window) / path_segment(key.cohort)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".incoming.", suffix=suffix)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            write(tmp)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            digest = sha256_file(tmp)
+            final = folder / f"{digest[:16]}{suffix}"
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        entry = {
+            **metadata,
+            "window": key.window,
+            "cohort": key.cohort,
+            "path": str(final.relative_to(self.root)),
+            "sha256": digest,
+            "size_bytes": final.stat().st_size,
+            "created_at": time.time(),
+        }
+        with self._locked():
+            manifest = self._read()
+            slot = manifest["partitions"].setdefault(self._key(key), {"current": None, "history": []})
+            if slot["current"]:
+                slot["history"].append(slot["current"])
+            slot["current"] = entry
+            atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
+        return entry
+
+    def verified_path(self, entry: dict[str, Any]) -> Path:
+        """The artifact's path after checking its checksum against the manifest."""
+        path = self.path_of(entry)
+        if not path.exists():
+            raise StoreError(f"artifact {path} of {entry['window']}/{entry['cohort']} is missing")
+        actual = sha256_file(path)
+        if actual != entry["sha256"]:
+            raise StoreError(
+                f"artifact {path} of {entry['window']}/{entry['cohort']} is corrupted: "
+                f"sha256 {actual[:16]}... != manifest {entry['sha256'][:16]}..."
+            )
+        return path

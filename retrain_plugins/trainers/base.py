@@ -1,0 +1,102 @@
+"""The trainer plugin interface and the shared fit-and-evaluate routine.
+
+A trainer fits one binary classifier on a feature matrix, predicts probabilities, and saves and
+loads its model in a native, non-pickle format. Built-in trainers are registered through the
+``retrain_plugins.trainers`` entry-point group exactly as third-party trainers are.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+import polars as pl
+from sklearn.metrics import log_loss, roc_auc_score
+
+from retrain_plugins.errors import DataError
+
+
+class Trainer(abc.ABC):
+    """Base class of trainers. Subclasses set ``name`` and ``suffix`` and implement the hooks."""
+
+    name: ClassVar[str]
+    suffix: ClassVar[str]
+    defaults: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, params: Mapping[str, Any] | None = None):
+        self.params = {**self.defaults, **(params or {})}
+
+    @abc.abstractmethod
+    def fit(self, features: pl.DataFrame, labels: np.ndarray) -> Any:
+        """Fit a fresh model on the rows in the given order (deterministically)."""
+
+    @abc.abstractmethod
+    def predict_proba(self, model: Any, features: pl.DataFrame) -> np.ndarray:
+        """Probability of the positive class for each row."""
+
+    @abc.abstractmethod
+    def save(self, model: Any, path: Path) -> None:
+        """Write the model to ``path`` in a native, non-pickle format."""
+
+    @abc.abstractmethod
+    def load(self, path: Path) -> Any:
+        """Read a model written by :meth:`save`."""
+
+
+class FitOutcome(NamedTuple):
+    model: Any
+    metrics: dict[str, float | int | None]
+    seconds: float
+
+
+def _clean(frame: pl.DataFrame, features: Sequence[str], label: str, where: str) -> tuple[pl.DataFrame, np.ndarray]:
+    missing = [c for c in [*features, label] if c not in frame.columns]
+    if missing:
+        raise DataError(f"{where}: training frame lacks columns {missing}")
+    y = frame[label].cast(pl.Float64, strict=False).to_numpy()
+    bad = ~np.isin(y, (0.0, 1.0))
+    if bad.any():
+        raise DataError(f"{where}: label column {label!r} has {int(bad.sum())} values outside {{0, 1}}")
+    x = frame.select(features).cast(pl.Float64, strict=False)
+    return x, y.astype(np.int64)
+
+
+def fit_and_evaluate(
+    trainer: Trainer,
+    frame: pl.DataFrame,
+    features: Sequence[str],
+    label: str,
+    holdout_fraction: float,
+    where: str,
+) -> FitOutcome:
+    """Fit on the older rows, measure on the newest ``holdout_fraction`` (a time-based holdout).
+
+    ``frame`` must already be in time order (training sets are sorted by label time). The model
+    kept is the one fitted on the training part: its holdout metrics are honest.
+    """
+    x, y = _clean(frame, features, label, where)
+    n = len(y)
+    n_hold = int(round(n * holdout_fraction)) if n >= 10 else 0
+    n_train = n - n_hold
+    if n_train == 0 or len(np.unique(y[:n_train])) < 2:
+        raise DataError(f"{where}: needs both label classes in its {n_train} training rows")
+    started = time.perf_counter()
+    model = trainer.fit(x.head(n_train), y[:n_train])
+    seconds = time.perf_counter() - started
+    metrics: dict[str, float | int | None] = {
+        "rows": n,
+        "rows_train": n_train,
+        "rows_holdout": n_hold,
+        "label_rate": float(y.mean()),
+        "auc_holdout": None,
+        "logloss_holdout": None,
+    }
+    if n_hold and len(np.unique(y[n_train:])) == 2:
+        p = trainer.predict_proba(model, x.tail(n_hold))
+        metrics["auc_holdout"] = float(roc_auc_score(y[n_train:], p))
+        metrics["logloss_holdout"] = float(log_loss(y[n_train:], p, labels=[0, 1]))
+    return FitOutcome(model, metrics, seconds)

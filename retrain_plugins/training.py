@@ -1,0 +1,113 @@
+"""Materialize one partition: training set to parquet, sub-model into the store.
+
+These are the two steps the Dagster assets run per partition key, kept free of Dagster so they can
+be called, tested and benchmarked on their own. Each returns the metadata the asset records.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from retrain_plugins.changes.fingerprints import EMPTY, frame_cells, partition_fingerprint
+from retrain_plugins.changes.state import StateStore
+from retrain_plugins.errors import DataError
+from retrain_plugins.feast_view import FeatureServiceView
+from retrain_plugins.layout import training_set_path
+from retrain_plugins.partitions import PartitionKey, training_windows, windows
+from retrain_plugins.spec import RetrainingSpec
+from retrain_plugins.store import ModelStore, atomic_write_text
+from retrain_plugins.trainers import fit_and_evaluate, make_trainer
+from retrain_plugins.training_sets import feast_training_set
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+
+def build_training_set(
+    spec: RetrainingSpec, view: FeatureServiceView, store: "FeatureStore", key: PartitionKey
+) -> dict[str, Any]:
+    """Retrieve ``key``'s training set through Feast, write it, return its metadata."""
+    all_windows = windows(spec)
+    span = training_windows(key.window, [w.key for w in all_windows], spec.windows.lookback)
+    started = time.perf_counter()
+    frame = feast_training_set(spec, view, [w for w in all_windows if w.key in span], key.cohort, store)
+    seconds = time.perf_counter() - started
+    fingerprint = partition_fingerprint(frame_cells(spec, view, frame), span, key.cohort)
+    path = training_set_path(spec, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.write_parquet(tmp)
+    tmp.replace(path)
+    meta = {
+        "partition": str(key),
+        "windows": span,
+        "rows": frame.height,
+        "label_rate": float(frame[spec.labels.label_column].mean()) if frame.height else None,
+        "fingerprint": fingerprint,
+        "feature_service": spec.feature_service,
+        "feature_service_version": view.version,
+        "retrieval_seconds": round(seconds, 3),
+        "path": str(path),
+    }
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+    return meta
+
+
+def train_sub_model(
+    spec: RetrainingSpec,
+    view: FeatureServiceView,
+    models: ModelStore,
+    state: StateStore,
+    key: PartitionKey,
+    reason: str,
+    run_id: str | None,
+) -> dict[str, Any]:
+    """Fit ``key``'s sub-model on its stored training set and promote it; return its metadata.
+
+    A partition without labelled rows, or with a single label class, is skipped with a recorded
+    reason (its previous model, if any, keeps serving).
+    """
+    path = training_set_path(spec, key)
+    if not path.exists():
+        raise DataError(f"training set of {key} is missing at {path}: materialize training_set first")
+    ts_meta = json.loads(path.with_suffix(".json").read_text())
+    frame = pl.read_parquet(path)
+    label = spec.labels.label_column
+    base = {"partition": str(key), "reason": reason, "fingerprint": ts_meta["fingerprint"], "rows": frame.height}
+    if ts_meta["fingerprint"] == EMPTY or frame[label].n_unique() < 2:
+        why = "no labelled rows" if frame.height == 0 else "a single label class"
+        state.record_trained(key, ts_meta["fingerprint"], frame.height, "skipped", run_id)
+        return {**base, "status": "skipped", "skip_reason": why}
+    trainer = make_trainer(spec.trainer.name, spec.trainer.params)
+    outcome = fit_and_evaluate(
+        trainer, frame, view.feature_columns, label, spec.trainer.holdout_fraction, where=f"partition {key}"
+    )
+    entry = models.put(
+        key,
+        lambda p: trainer.save(outcome.model, p),
+        trainer.suffix,
+        {
+            **base,
+            **outcome.metrics,
+            "training_seconds": round(outcome.seconds, 3),
+            "strategy": "refit",
+            "trainer": trainer.name,
+            "trainer_params": trainer.params,
+            "feature_service": spec.feature_service,
+            "feature_service_version": view.version,
+            "feature_columns": view.feature_columns,
+            "window_start": _window_start(spec, key.window),
+            "run_id": run_id,
+        },
+    )
+    state.record_trained(key, ts_meta["fingerprint"], frame.height, "trained", run_id)
+    return {**entry, "status": "trained"}
+
+
+def _window_start(spec: RetrainingSpec, window: str) -> str:
+    return next(w.start.isoformat() for w in windows(spec) if w.key == window)

@@ -1,0 +1,160 @@
+"""One partition's training set: label rows -> Feast point-in-time join -> frame.
+
+The label rows of cohort ``c`` in windows ``w-L+1 .. w`` form the entity frame; Feast's
+``get_historical_features`` joins the feature service's features as of each label time. Rows are
+carried with a ``row_id`` (Feast does not keep row order) and the result is sorted by
+(label time, entity), so the same data always yields the same frame and the same model.
+
+:func:`asof_training_set` computes the same frame independently with DuckDB ``ASOF JOIN`` from the
+Feast definitions (TTL, timestamp field, join key). It is the reference the Feast path is tested
+against, and the basis of the content fingerprints the change sensor compares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from retrain_plugins.errors import DataError, SpecError
+from retrain_plugins.feast_view import FeatureServiceView, feature_store
+from retrain_plugins.partitions import Window
+from retrain_plugins.spec import RetrainingSpec
+from retrain_plugins.sql import connect, ident, parquet, query
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+ROW_ID = "row_id"
+WINDOW_COL = "window"
+
+
+def check_label_source(spec: RetrainingSpec, view: FeatureServiceView | None = None) -> None:
+    """Fail with a message naming the column if the label source does not fit the spec."""
+    con = connect()
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM {parquet('p')}", {"p": spec.label_glob}).fetchall()
+    except Exception as exc:  # duckdb raises IOException/InvalidInputException variants
+        raise DataError(f"cannot read label source {spec.label_glob}: {exc}") from exc
+    types = {name: dtype for name, dtype, *_ in described}
+    labels = spec.labels
+    for role, column in (
+        ("entity_column", labels.entity_column),
+        ("timestamp_column", labels.timestamp_column),
+        ("label_column", labels.label_column),
+        ("cohort_column", labels.cohort_column),
+    ):
+        if column not in types:
+            raise SpecError(
+                f"labels.{role} {column!r} is not a column of the label source {spec.label_glob}; "
+                f"columns are {sorted(types)}"
+            )
+    if not types[labels.timestamp_column].startswith("TIMESTAMP"):
+        raise DataError(
+            f"label column {labels.timestamp_column!r} in {spec.label_glob} has type "
+            f"{types[labels.timestamp_column]}, expected a timestamp"
+        )
+    if view is not None:
+        for fv in view.views:
+            if fv.join_keys != (labels.entity_column,):
+                raise SpecError(
+                    f"feature view {fv.name!r} joins on {list(fv.join_keys)} but labels.entity_column "
+                    f"is {labels.entity_column!r}"
+                )
+
+
+def label_rows(spec: RetrainingSpec, windows: Sequence[Window], cohorts: Sequence[str] | None) -> pl.DataFrame:
+    """Label rows in ``windows`` (and ``cohorts``; all if None), with their window key and a row id."""
+    lab = spec.labels
+    con = connect()
+    con.register("windows_tbl", _windows_frame(windows))
+    cohort_filter = "" if cohorts is None else f"AND list_contains($cohorts, CAST(l.{ident(lab.cohort_column)} AS VARCHAR))"
+    sql = f"""
+        SELECT l.{ident(lab.entity_column)} AS {ident(lab.entity_column)},
+               l.{ident(lab.timestamp_column)} AS {ident(lab.timestamp_column)},
+               CAST(l.{ident(lab.cohort_column)} AS VARCHAR) AS {ident(lab.cohort_column)},
+               l.{ident(lab.label_column)} AS {ident(lab.label_column)},
+               w.key AS {ident(WINDOW_COL)}
+        FROM {parquet('labels')} AS l
+        JOIN windows_tbl AS w
+          ON l.{ident(lab.timestamp_column)} >= w.start AND l.{ident(lab.timestamp_column)} < w."end"
+        WHERE TRUE {cohort_filter}
+        ORDER BY 2, 1
+    """
+    params: dict = {"labels": spec.label_glob}
+    if cohorts is not None:
+        params["cohorts"] = list(cohorts)
+    frame = query(con, sql, params)
+    return frame.with_row_index(ROW_ID).with_columns(pl.col(ROW_ID).cast(pl.Int64))
+
+
+def feast_training_set(
+    spec: RetrainingSpec,
+    view: FeatureServiceView,
+    windows: Sequence[Window],
+    cohort: str,
+    store: "FeatureStore | None" = None,
+) -> pl.DataFrame:
+    """The training set of ``cohort`` over ``windows``, joined point-in-time by Feast."""
+    labels = label_rows(spec, windows, [cohort])
+    columns = [ROW_ID, *labels.columns[1:], *view.feature_columns]
+    if labels.height == 0:
+        return pl.DataFrame(schema={**labels.schema, **{f: pl.Float64 for f in view.feature_columns}}).select(columns)
+    store = store or feature_store(str(spec.feature_repo))
+    ts = spec.labels.timestamp_column
+    entity_df = labels.rename({ts: "event_timestamp"}).to_pandas()
+    try:
+        service = store.get_feature_service(spec.feature_service)
+    except Exception as exc:
+        raise SpecError(f"feature service {spec.feature_service!r} not found in {spec.feature_repo}: {exc}") from exc
+    job = store.get_historical_features(entity_df=entity_df, features=service)
+    frame = pl.from_arrow(job.to_arrow()).rename({"event_timestamp": ts})
+    if frame.height != labels.height:
+        raise DataError(f"Feast returned {frame.height} rows for {labels.height} label rows of {cohort!r}")
+    return frame.select(columns).sort(ROW_ID)
+
+
+def asof_training_set(
+    spec: RetrainingSpec, view: FeatureServiceView, windows: Sequence[Window], cohorts: Sequence[str] | None
+) -> pl.DataFrame:
+    """The same join as Feast's, computed independently with DuckDB ``ASOF LEFT JOIN``.
+
+    Feast's rule: the latest feature row with ``ts <= label time`` and ``ts + ttl >= label time``.
+    ASOF picks the latest row at or before the label time; a row older than the TTL is nulled.
+    """
+    con = connect()
+    lab = spec.labels
+    con.register("labels_tbl", label_rows(spec, windows, cohorts))
+    ts, key = ident(lab.timestamp_column), ident(lab.entity_column)
+    selects, joins, params = [], [], {}
+    lo = min(w.start for w in windows) if windows else None
+    for i, fv in enumerate(view.views):
+        alias, fts = f"f{i}", ident(fv.timestamp_field)
+        params[f"src{i}"] = fv.source_path
+        cols = ", ".join(ident(f) for f in fv.features)
+        window_filter = ""
+        if lo is not None and fv.ttl_seconds:
+            params[f"lo{i}"] = lo
+            params[f"ttl{i}"] = fv.ttl_seconds
+            window_filter = f"WHERE {fts} >= CAST($lo{i} AS TIMESTAMPTZ) - to_seconds(CAST($ttl{i} AS DOUBLE))"
+        joins.append(
+            f"ASOF LEFT JOIN (SELECT {ident(fv.join_keys[0])} AS _k, {fts} AS _ts, {cols} "
+            f"FROM {parquet(f'src{i}')} {window_filter}) AS {alias} "
+            f"ON l.{key} = {alias}._k AND l.{ts} >= {alias}._ts"
+        )
+        for f in fv.features:
+            if fv.ttl_seconds:
+                keep = f"{alias}._ts + to_seconds(CAST({fv.ttl_seconds} AS DOUBLE)) >= l.{ts}"
+                selects.append(f"CASE WHEN {keep} THEN {alias}.{ident(f)} END AS {ident(f)}")
+            else:
+                selects.append(f"{alias}.{ident(f)} AS {ident(f)}")
+    sql = f"SELECT l.*, {', '.join(selects)} FROM labels_tbl AS l {' '.join(joins)} ORDER BY l.{ROW_ID}"
+    return query(con, sql, params)
+
+
+def _windows_frame(windows: Sequence[Window]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"key": [w.key for w in windows], "start": [w.start for w in windows], "end": [w.end for w in windows]},
+        schema={"key": pl.String, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC")},
+    )
