@@ -1,0 +1,123 @@
+"""Shared fixtures: small real projects (Feast repo + generated data + applied registry).
+
+Building a project is: copy ``feature_repo/`` next to a fresh ``data/``, generate the seeded demo
+data at test size, ``feast apply`` (in-process), and optionally materialize every partition
+through Dagster. A materialized template is built once per session and copied per test; the copy
+is re-applied so its Feast sources point at its own data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+from dagster import DagsterInstance, Definitions
+
+from retrain_plugins import RetrainingSpec, apply_feature_repo, build_definitions
+from retrain_plugins.dagster.execution import materialize_all
+from retrain_plugins.demo.generate import DemoConfig, generate
+from retrain_plugins.layout import model_store_root
+from retrain_plugins.partitions import PartitionKey
+from retrain_plugins.store import ModelStore
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG = DemoConfig(n_customers=60, months=3)
+COHORTS = ("east", "north", "south", "west")
+
+
+def make_spec(root: Path, **overrides) -> RetrainingSpec:
+    raw = {
+        "name": "churn",
+        "feature_repo": "feature_repo",
+        "feature_service": "churn_model_v1",
+        "data_dir": "data",
+        "labels": {
+            "path": "sources/labels/*/*.parquet",
+            "entity_column": "customer_id",
+            "timestamp_column": "label_timestamp",
+            "label_column": "churned",
+            "cohort_column": "region",
+        },
+        "windows": {"granularity": "monthly", "start": "2025-01-01", "end": "2025-04-01", "lookback": 1},
+        "cohorts": list(COHORTS),
+        "trainer": {"name": "catboost", "params": {"iterations": 25, "depth": 4}},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return RetrainingSpec.model_validate(raw).resolve(root)
+
+
+class Project(NamedTuple):
+    root: Path
+    spec: RetrainingSpec
+    defs: Definitions
+    instance: DagsterInstance
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def sensor(self) -> str:
+        return f"{self.spec.name}_change_sensor"
+
+    def models(self) -> dict[PartitionKey, dict]:
+        return ModelStore(model_store_root(self.spec)).entries()
+
+    def artifact_digests(self) -> dict[PartitionKey, tuple[str, str, int]]:
+        """(path, sha256 of the bytes on disk, mtime_ns) of every current sub-model file."""
+        store = ModelStore(model_store_root(self.spec))
+        out = {}
+        for key, entry in store.entries().items():
+            path = store.path_of(entry)
+            out[key] = (entry["path"], hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+        return out
+
+
+def new_project(root: Path, config: DemoConfig = CONFIG, **spec_overrides) -> Project:
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
+    generate(root / "data", config)
+    spec = make_spec(root, **spec_overrides)
+    apply_feature_repo(spec.feature_repo, in_process=True)
+    return Project(root, spec, build_definitions(spec), DagsterInstance.ephemeral())
+
+
+@pytest.fixture(scope="session")
+def materialized_template(tmp_path_factory) -> Path:
+    project = new_project(tmp_path_factory.mktemp("template") / "project")
+    result = materialize_all(project.defs, project.spec, project.instance)
+    assert result.success
+    return project.root
+
+
+@pytest.fixture
+def project(tmp_path) -> Project:
+    """A fresh project with data and an applied registry, nothing materialized."""
+    return new_project(tmp_path / "project")
+
+
+@pytest.fixture
+def materialized(materialized_template, tmp_path) -> Project:
+    """A copy of the session's fully materialized project, on a fresh Dagster instance."""
+    root = tmp_path / "project"
+    shutil.copytree(materialized_template, root)
+    spec = make_spec(root)
+    apply_feature_repo(spec.feature_repo, in_process=True)
+    return Project(root, spec, build_definitions(spec), DagsterInstance.ephemeral())
+
+
+@pytest.fixture
+def make_project(tmp_path):
+    """Build a project with spec overrides, e.g. ``make_project(windows={"lookback": 2})``."""
+
+    def make(name: str = "custom", config: DemoConfig = CONFIG, **overrides) -> Project:
+        return new_project(tmp_path / name, config, **overrides)
+
+    return make
