@@ -7,6 +7,7 @@ UV := .tools/bin/uv
 VENV := .venv
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export UV_PYTHON_DOWNLOADS := never
+export RETRAIN_SPEC ?= $(CURDIR)/dagster_project/retraining.yaml
 
 .PHONY: demo test dev bench env clean
 

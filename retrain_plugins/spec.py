@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from retrain_plugins.errors import SpecError
 
@@ -120,5 +120,10 @@ class RetrainingSpec(_Model):
             raise SpecError(f"cannot read retraining spec {path}: {exc}") from exc
         try:
             return cls.model_validate(raw).resolve(path.parent)
-        except ValueError as exc:
-            raise SpecError(f"invalid retraining spec {path}: {exc}") from exc
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+                + (f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else "")
+                for err in exc.errors()
+            )
+            raise SpecError(f"invalid retraining spec {path}: {problems}") from exc

@@ -16,41 +16,17 @@ from typing import NamedTuple
 import pytest
 from dagster import DagsterInstance, Definitions
 
-from retrain_plugins import RetrainingSpec, apply_feature_repo, build_definitions
+from retrain_plugins import RetrainingSpec, apply_feature_repo, build_definitions  # noqa: F401
 from retrain_plugins.dagster.execution import materialize_all
 from retrain_plugins.demo.generate import DemoConfig, generate
 from retrain_plugins.layout import model_store_root
 from retrain_plugins.partitions import PartitionKey
 from retrain_plugins.store import ModelStore
 
+from .helpers import make_spec
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = DemoConfig(n_customers=60, months=3)
-COHORTS = ("east", "north", "south", "west")
-
-
-def make_spec(root: Path, **overrides) -> RetrainingSpec:
-    raw = {
-        "name": "churn",
-        "feature_repo": "feature_repo",
-        "feature_service": "churn_model_v1",
-        "data_dir": "data",
-        "labels": {
-            "path": "sources/labels/*/*.parquet",
-            "entity_column": "customer_id",
-            "timestamp_column": "label_timestamp",
-            "label_column": "churned",
-            "cohort_column": "region",
-        },
-        "windows": {"granularity": "monthly", "start": "2025-01-01", "end": "2025-04-01", "lookback": 1},
-        "cohorts": list(COHORTS),
-        "trainer": {"name": "catboost", "params": {"iterations": 25, "depth": 4}},
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(raw.get(key), dict):
-            raw[key] = {**raw[key], **value}
-        else:
-            raw[key] = value
-    return RetrainingSpec.model_validate(raw).resolve(root)
 
 
 class Project(NamedTuple):

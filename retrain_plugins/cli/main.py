@@ -76,11 +76,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="retrain", description="Partial retraining of per-segment models.")
     sub = top.add_subparsers(dest="command", required=True)
-    default_spec = "dagster_project/retraining.yaml"
+    default_spec = os.environ.get("RETRAIN_SPEC")
 
     def add(name: str, help_: str, fn) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("--spec", default=default_spec, help=f"retraining spec YAML (default {default_spec})")
+        p.add_argument(
+            "--spec",
+            default=default_spec,
+            required=default_spec is None,
+            help="retraining spec YAML (default: $RETRAIN_SPEC)",
+        )
         p.set_defaults(fn=fn)
         return p
 

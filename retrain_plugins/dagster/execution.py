@@ -34,8 +34,16 @@ def _assets(defs: Definitions, spec: RetrainingSpec) -> list:
     return [a for a in defs.assets if a.key.path[0] == spec.name]
 
 
+def _run_config(log_level: str | None) -> dict | None:
+    return {"loggers": {"console": {"config": {"log_level": log_level}}}} if log_level else None
+
+
 def materialize_all(
-    defs: Definitions, spec: RetrainingSpec, instance: DagsterInstance, tags: dict[str, str] | None = None
+    defs: Definitions,
+    spec: RetrainingSpec,
+    instance: DagsterInstance,
+    tags: dict[str, str] | None = None,
+    log_level: str | None = None,
 ) -> ExecuteInProcessResult:
     """Materialize every partition of the retraining (and the bundle) in one run."""
     keys = [w.key for w in windows(spec)]
@@ -46,6 +54,7 @@ def materialize_all(
         _assets(defs, spec),
         instance=instance,
         resources=defs.resources,
+        run_config=_run_config(log_level),
         tags={ASSET_PARTITION_RANGE_START_TAG: str(start), ASSET_PARTITION_RANGE_END_TAG: str(end), **(tags or {})},
     )
 
@@ -61,7 +70,11 @@ def tick(defs: Definitions, sensor_name: str, instance: DagsterInstance, cursor:
 
 
 def execute(
-    defs: Definitions, spec: RetrainingSpec, requests: Sequence[RunRequest], instance: DagsterInstance
+    defs: Definitions,
+    spec: RetrainingSpec,
+    requests: Sequence[RunRequest],
+    instance: DagsterInstance,
+    log_level: str | None = None,
 ) -> list[ExecuteInProcessResult]:
     """Execute run requests in-process, as the daemon would launch them (same tags, same selection)."""
     results = []
@@ -71,6 +84,7 @@ def execute(
                 _assets(defs, spec),
                 instance=instance,
                 resources=defs.resources,
+                run_config=_run_config(log_level),
                 selection=request.asset_selection,
                 partition_key=request.partition_key,
                 tags=dict(request.tags),

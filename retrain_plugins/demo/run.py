@@ -59,7 +59,7 @@ def run_demo(
     partitions = all_partitions(spec)
     say(f"3/6 materializing all {len(partitions)} partitions (one run, single-run backfill policy)")
     started = time.perf_counter()
-    materialize_all(defs, spec, instance)
+    materialize_all(defs, spec, instance, log_level="WARNING")
     full_seconds = time.perf_counter() - started
     sensor = f"{spec.name}_change_sensor"
     baseline = tick(defs, sensor, instance)
@@ -72,7 +72,7 @@ def run_demo(
     say("5/6 sensor tick + the runs it requested")
     started = time.perf_counter()
     result = tick(defs, sensor, instance)
-    execute(defs, spec, result.run_requests, instance)
+    execute(defs, spec, result.run_requests, instance, log_level="WARNING")
     partial_seconds = time.perf_counter() - started
     reasons: dict[str, str] = {}
     for request in result.run_requests:

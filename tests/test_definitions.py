@@ -1,0 +1,50 @@
+"""The example code location loads, and its asset graph is what the README describes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from dagster import AssetKey, Definitions
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dagster_project_definitions_load_and_validate():
+    from dagster_project.definitions import defs
+
+    loaded = defs()
+    assert isinstance(loaded, Definitions)
+    Definitions.validate_loadable(loaded)
+    graph = loaded.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {"churn/training_set", "churn/sub_model", "churn/model_bundle"}
+    assert graph.get(AssetKey(["churn", "sub_model"])).parent_keys == {AssetKey(["churn", "training_set"])}
+    assert graph.get(AssetKey(["churn", "model_bundle"])).parent_keys == {AssetKey(["churn", "sub_model"])}
+    sensor = loaded.resolve_sensor_def("churn_change_sensor")
+    assert sensor.minimum_interval_seconds == 60
+    partitions = graph.get(AssetKey(["churn", "sub_model"])).partitions_def
+    assert len(partitions.get_partition_keys()) == 48
+
+
+def test_dagster_cli_validates_the_code_location():
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("dagster")), "definitions", "validate", "-m", "dagster_project.definitions"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "All code locations passed validation" in done.stderr + done.stdout
+
+
+def test_library_never_imports_the_example_project():
+    offenders = [
+        str(p.relative_to(REPO_ROOT))
+        for p in (REPO_ROOT / "retrain_plugins").rglob("*.py")
+        if re.search(r"^\s*(from|import)\s+dagster_project\b", p.read_text(), re.MULTILINE)
+    ]
+    assert offenders == []

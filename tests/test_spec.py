@@ -1,0 +1,69 @@
+"""Bad specs fail with a message that names the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from retrain_plugins import RetrainingSpec, SpecError, check_label_source, load_feature_service_view
+from retrain_plugins.trainers import trainer_class
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_spec_file_is_valid():
+    spec = RetrainingSpec.from_yaml(REPO_ROOT / "dagster_project" / "retraining.yaml")
+    assert spec.feature_repo == REPO_ROOT / "feature_repo"
+    assert spec.data_dir == REPO_ROOT / "data"
+    assert spec.cohorts == ("east", "north", "south", "west")
+
+
+
+def test_unknown_feature_service(project):
+    spec = project.spec.model_copy(update={"feature_service": "churn_model_v9"})
+    with pytest.raises(SpecError, match=r"feature service 'churn_model_v9' is not in the Feast registry.*churn_model_v1"):
+        load_feature_service_view(spec)
+
+
+def test_cohort_column_missing_from_the_data(project):
+    labels = project.spec.labels.model_copy(update={"cohort_column": "plan"})
+    spec = project.spec.model_copy(update={"labels": labels})
+    with pytest.raises(SpecError, match=r"labels.cohort_column 'plan' is not a column of the label source"):
+        check_label_source(spec)
+
+
+def test_missing_registry_says_to_apply(project):
+    (project.data / "feast" / "registry.db").unlink()
+    spec = project.spec.model_copy(update={"name": "fresh"})
+    with pytest.raises(SpecError, match="registry .* does not exist: run `feast"):
+        load_feature_service_view(spec)
+
+
+def test_yaml_errors_name_the_file_and_field(tmp_path):
+    raw = yaml.safe_load((REPO_ROOT / "dagster_project" / "retraining.yaml").read_text())
+    raw["windows"]["lookback"] = 0
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match=r"bad.yaml.*windows.lookback"):
+        RetrainingSpec.from_yaml(path)
+    raw["windows"]["lookback"] = 1
+    raw["cohorts"] = ["north", "north"]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match="cohorts must be unique"):
+        RetrainingSpec.from_yaml(path)
+    raw["cohorts"] = ["north"]
+    raw["labelz"] = raw.pop("labels")
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SpecError, match="labelz"):
+        RetrainingSpec.from_yaml(path)
+
+
+def test_unknown_trainer_and_wrong_base_class():
+    with pytest.raises(SpecError, match=r"unknown trainer 'xgboost'; registered trainers: \['catboost'"):
+        trainer_class("xgboost")
+    with pytest.raises(SpecError, match="not a retrain_plugins Trainer"):
+        trainer_class("collections.OrderedDict")
+    assert trainer_class("catboost").name == "catboost"
+    assert trainer_class("retrain_plugins.trainers.catboost:CatBoostTrainer").suffix == ".cbm"
