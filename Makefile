@@ -5,7 +5,7 @@ PYTHON ?= python3
 UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 VENV := .venv
-export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export UV_PYTHON_DOWNLOADS := never
 export RETRAIN_SPEC ?= $(CURDIR)/dagster_project/retraining.yaml
 
@@ -24,14 +24,14 @@ env: $(VENV)/.synced
 
 demo: env
 	mkdir -p $(DAGSTER_HOME)
-	$(VENV)/bin/retrain demo --spec dagster_project/retraining.yaml
+	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/retrain demo --spec dagster_project/retraining.yaml
 
 test: env
 	$(VENV)/bin/pytest
 
 dev: env
 	mkdir -p $(DAGSTER_HOME)
-	$(VENV)/bin/dagster dev -m dagster_project.definitions
+	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/dagster dev -m dagster_project.definitions
 
 clean:
 	rm -rf .tools $(VENV)

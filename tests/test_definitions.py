@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -33,6 +34,7 @@ def test_dagster_cli_validates_the_code_location():
     done = subprocess.run(
         [str(Path(sys.executable).with_name("dagster")), "definitions", "validate", "-m", "dagster_project.definitions"],
         cwd=REPO_ROOT,
+        env={k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"},
         capture_output=True,
         text=True,
         timeout=300,
