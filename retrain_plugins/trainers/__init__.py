@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -17,24 +18,42 @@ def _registered() -> dict[str, Any]:
 
 
 def trainer_class(name: str) -> type[Trainer]:
-    """Resolve a trainer by registered short name or ``package.module:Class`` / ``package.module.Class``."""
+    """Resolve a trainer by registered short name or ``package.module:Class`` / ``package.module.Class``.
+
+    Args:
+        name: A name registered in the ``retrain_plugins.trainers`` entry-point group, or a
+            dotted path to a Trainer subclass.
+
+    Raises:
+        SpecError: The name is unknown, cannot be imported, or is not a concrete Trainer subclass
+            declaring ``name`` and ``suffix``.
+    """
     registered = _registered()
     if name in registered:
-        cls = registered[name].load()
+        try:
+            cls = registered[name].load()
+        except (ImportError, AttributeError) as exc:
+            raise SpecError(f"trainer {name!r} ({registered[name].value}) cannot be imported: {exc}") from exc
     elif "." in name or ":" in name:
         module_name, _, attr = name.replace(":", ".").rpartition(".")
         try:
             cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
+        except (ImportError, AttributeError, ValueError) as exc:
             raise SpecError(f"trainer {name!r} cannot be imported: {exc}") from exc
     else:
         raise SpecError(f"unknown trainer {name!r}; registered trainers: {sorted(registered)}")
     if not (isinstance(cls, type) and issubclass(cls, Trainer)):
         raise SpecError(f"trainer {name!r} resolves to {cls!r}, which is not a retrain_plugins Trainer")
+    if inspect.isabstract(cls):
+        raise SpecError(f"trainer {name!r} resolves to {cls!r}, which leaves abstract methods unimplemented")
+    undeclared = [attr for attr in ("name", "suffix") if not isinstance(getattr(cls, attr, None), str)]
+    if undeclared:
+        raise SpecError(f"trainer {name!r} resolves to {cls!r}, which does not declare {undeclared}")
     return cls
 
 
 def make_trainer(name: str, params: dict[str, Any] | None = None) -> Trainer:
+    """Resolve ``name`` with :func:`trainer_class` and instantiate it with ``params``."""
     return trainer_class(name)(params)
 
 

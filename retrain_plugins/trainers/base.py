@@ -21,11 +21,20 @@ from retrain_plugins.errors import DataError
 
 
 class Trainer(abc.ABC):
-    """Base class of trainers. Subclasses set ``name`` and ``suffix`` and implement the hooks."""
+    """Base class of trainers. Subclasses set ``name`` and ``suffix`` and implement the hooks.
+
+    Attributes:
+        name: Short name, the one the trainer is registered under in the entry-point group.
+        suffix: File suffix of saved models, with its leading dot (``".cbm"``).
+        defaults: Parameters used unless the spec's ``trainer.params`` overrides them.
+        test_params: Parameters :mod:`retrain_plugins.testing` fits with (``{}``: the defaults);
+            set them to keep the conformance checks fast, as sktime's estimator templates do.
+    """
 
     name: ClassVar[str]
     suffix: ClassVar[str]
     defaults: ClassVar[Mapping[str, Any]] = {}
+    test_params: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, params: Mapping[str, Any] | None = None):
         self.params = {**self.defaults, **(params or {})}

@@ -1,0 +1,300 @@
+"""Trainer plugins: every registered trainer passes the conformance kit; the kit catches bad ones.
+
+Trainers are discovered from the entry-point group, so a newly registered plugin is covered here
+without editing this file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import re
+import zipfile
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
+
+import retrain_plugins.trainers as trainers
+from retrain_plugins import DataError, RetrainError, SpecError, StoreError
+from retrain_plugins.testing import CHECKS, check_trainer, make_dataset
+from retrain_plugins.trainers import ENTRY_POINT_GROUP, Trainer, make_trainer, trainer_class
+from retrain_plugins.trainers.sklearn import HistGradientBoostingTrainer, TreeEnsemble
+
+REGISTERED = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+
+
+def test_builtin_trainers_are_registered_like_third_party_ones():
+    assert {"catboost", "sklearn_hgb"} <= {ep.name for ep in REGISTERED}
+    for ep in REGISTERED:
+        cls = trainer_class(ep.name)
+        assert cls is ep.load()
+        assert cls.name == ep.name, f"{ep.value} declares name {cls.name!r} but is registered as {ep.name!r}"
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("ep", REGISTERED, ids=lambda ep: ep.name)
+def test_registered_trainer_conforms(ep: EntryPoint, check):
+    check(ep.load(), None)
+
+
+# --- a stand-in third-party trainer, and broken variants the kit must reject ---------------------
+
+
+def _design(features: pl.DataFrame) -> np.ndarray:
+    x = features.cast(pl.Float64, strict=False).to_numpy()
+    return np.column_stack([np.ones(len(x)), np.nan_to_num(x), np.isnan(x)])
+
+
+class LinearTrainer(Trainer):
+    """Least squares on values and missing indicators, saved as a plain ``.npy``."""
+
+    name = "linear"
+    suffix = ".npy"
+
+    def fit(self, features: pl.DataFrame, labels: np.ndarray) -> np.ndarray:
+        return np.linalg.lstsq(_design(features), 2.0 * labels - 1.0, rcond=None)[0]
+
+    def predict_proba(self, model: np.ndarray, features: pl.DataFrame) -> np.ndarray:
+        design = _design(features)
+        z = np.zeros(len(design))
+        for j, w in enumerate(model):  # column by column: a row's score never depends on the batch
+            z += design[:, j] * w
+        return 1.0 / (1.0 + np.exp(-2.0 * z))
+
+    def save(self, model: np.ndarray, path: Path) -> None:
+        with open(path, "wb") as fh:
+            np.save(fh, model, allow_pickle=False)
+
+    def load(self, path: Path) -> np.ndarray:
+        return np.load(path, allow_pickle=False)
+
+
+class PickleInNpyTrainer(LinearTrainer):
+    def save(self, model: np.ndarray, path: Path) -> None:
+        box = np.empty(1, dtype=object)
+        box[0] = {"weights": model}
+        with open(path, "wb") as fh:
+            np.save(fh, box, allow_pickle=True)
+
+    def load(self, path: Path) -> np.ndarray:
+        return np.load(path, allow_pickle=True)[0]["weights"]
+
+
+class PickleTrainer(LinearTrainer):
+    def save(self, model: np.ndarray, path: Path) -> None:
+        path.write_bytes(pickle.dumps(model, protocol=5))
+
+    def load(self, path: Path) -> np.ndarray:
+        return pickle.loads(path.read_bytes())
+
+
+class UnseededTrainer(LinearTrainer):
+    def fit(self, features: pl.DataFrame, labels: np.ndarray) -> np.ndarray:
+        return super().fit(features, labels) + np.random.default_rng().normal(scale=1e-6)
+
+
+class Float32Trainer(LinearTrainer):
+    def save(self, model: np.ndarray, path: Path) -> None:
+        super().save(model.astype(np.float32), path)
+
+    def load(self, path: Path) -> np.ndarray:
+        return super().load(path).astype(np.float64)
+
+
+def test_a_third_party_trainer_passes_the_kit():
+    check_trainer(LinearTrainer)
+
+
+@pytest.mark.parametrize(
+    ("cls", "failures"),
+    [
+        (PickleInNpyTrainer, {"check_artifact_not_pickle": r"load tried to unpickle"}),
+        (PickleTrainer, {"check_artifact_not_pickle": r"starts with the pickle protocol opcode 0x80"}),
+        (UnseededTrainer, {"check_deterministic_refit": r"refit is not deterministic: \d+ of 480 predictions differ"}),
+        (Float32Trainer, {"check_save_load_round_trip": r"save/load changes \d+ of 480 predictions"}),
+    ],
+    ids=lambda v: v.__name__ if isinstance(v, type) else "",
+)
+def test_the_kit_names_exactly_the_broken_property(cls: type[Trainer], failures: dict[str, str]):
+    with pytest.raises(AssertionError) as info:
+        check_trainer(cls)
+    message = str(info.value)
+    assert message.startswith(f"trainer {__name__}.{cls.__qualname__} fails {len(failures)} of {len(CHECKS)} checks")
+    found = dict(re.findall(r"^- (check_\w+): (.*)$", message, flags=re.MULTILINE))
+    assert set(found) == set(failures)
+    for check, pattern in failures.items():
+        assert re.search(pattern, found[check]), found[check]
+
+
+# --- choosing a trainer by name ----------------------------------------------------------------------
+
+
+class Nameless(LinearTrainer):
+    name = None  # type: ignore[assignment]
+    suffix = None  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("path", ["sklearn_hgb", "retrain_plugins.trainers.sklearn:HistGradientBoostingTrainer",
+                                  "retrain_plugins.trainers.sklearn.HistGradientBoostingTrainer"])
+def test_builtin_trainer_by_short_name_or_dotted_path(path: str):
+    assert trainer_class(path) is HistGradientBoostingTrainer
+
+
+@pytest.mark.parametrize("path", [f"{__name__}:LinearTrainer", f"{__name__}.LinearTrainer"])
+def test_unregistered_trainer_by_dotted_path(path: str):
+    assert trainer_class(path) is LinearTrainer
+    assert make_trainer(path, {"alpha": 1}).params == {"alpha": 1}
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("xgboost", r"unknown trainer 'xgboost'; registered trainers: \[.*'catboost'.*'sklearn_hgb'.*\]"),
+        ("no_such_package.trainers:Fast", r"trainer 'no_such_package.trainers:Fast' cannot be imported: No module"),
+        ("retrain_plugins.trainers.sklearn:Missing", r"cannot be imported: .*has no attribute 'Missing'"),
+        ("sklearn.ensemble.HistGradientBoostingClassifier", r"Classifier'>, which is not a retrain_plugins"),
+        ("os.path:join", r"resolves to <function join.*not a retrain_plugins Trainer"),
+        ("retrain_plugins.trainers.base:Trainer", r"leaves abstract methods unimplemented"),
+        (f"{__name__}:Nameless", r"does not declare \['name', 'suffix'\]"),
+    ],
+)
+def test_bad_trainer_names_fail_clearly(name: str, message: str):
+    with pytest.raises(SpecError, match=message):
+        trainer_class(name)
+
+
+def test_registered_trainer_that_cannot_be_imported(monkeypatch):
+    broken = EntryPoint(name="broken", value="no_such_package:Trainer", group=ENTRY_POINT_GROUP)
+    monkeypatch.setattr(trainers, "_registered", lambda: {"broken": broken})
+    with pytest.raises(SpecError, match=r"trainer 'broken' \(no_such_package:Trainer\) cannot be imported"):
+        trainer_class("broken")
+
+
+# --- the scikit-learn trainer's array format -------------------------------------------------------
+
+
+def _probe_rows(model: TreeEnsemble, n_random: int, seed: int) -> np.ndarray:
+    """Random rows with NaN and +-inf in every column, plus rows exactly at and just above each threshold."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n_random, len(model.feature_names))) * 2
+    z[rng.random(z.shape) < 0.15] = np.nan
+    z[rng.random(z.shape) < 0.02] = np.inf
+    z[rng.random(z.shape) < 0.02] = -np.inf
+    inner = model.arrays["is_leaf"] == 0
+    feature, threshold = model.arrays["feature"][inner], model.arrays["threshold"][inner]
+    at = np.repeat(z[:1], 2 * len(feature), axis=0)
+    at[np.arange(len(feature)), feature] = threshold
+    at[len(feature) + np.arange(len(feature)), feature] = np.nextafter(threshold, np.inf)
+    return np.vstack([z, at])
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"max_depth": None, "max_leaf_nodes": 63, "max_iter": 60}, {"l2_regularization": 1.0, "max_bins": 16}],
+    ids=["defaults", "deep", "coarse"],
+)
+def test_exported_trees_predict_bit_identically_to_scikit_learn(tmp_path, params: dict[str, Any]):
+    features, labels = make_dataset(n_rows=1200, seed=7)  # column 'signal' has no NaN in training
+    trainer = HistGradientBoostingTrainer(params)
+    estimator_params = {k: v for k, v in trainer.params.items() if k != "n_threads"}
+    with threadpool_limits(limits=1, user_api="openmp"):  # OpenMP spin-waits crawl on a busy machine
+        estimator = HistGradientBoostingClassifier(**estimator_params).fit(features.to_numpy(), labels)
+        model = TreeEnsemble.from_estimator(estimator, features.columns)
+        z = _probe_rows(model, n_random=6_000, seed=1)  # with 200 trees, more rows than one chunk
+        expected = estimator.predict_proba(z)[:, 1]
+        refit_expected = estimator.predict_proba(features.to_numpy())[:, 1]
+    assert np.array_equal(model.predict_proba(z), expected)
+    trainer.save(model, tmp_path / "model.npz")
+    loaded = trainer.load(tmp_path / "model.npz")
+    assert np.array_equal(trainer.predict_proba(loaded, pl.DataFrame(z, schema=features.columns)), expected)
+    assert np.array_equal(trainer.predict_proba(trainer.fit(features, labels), features), refit_expected)
+
+
+def test_artifact_is_a_plain_npz_with_fixed_timestamps(tmp_path):
+    features, labels = make_dataset()
+    trainer = HistGradientBoostingTrainer({"max_iter": 10})
+    trainer.save(trainer.fit(features, labels), tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "meta.json"}
+    assert sorted(arrays) == sorted(
+        ["baseline", "roots", "value", "feature", "threshold", "missing_left", "left", "right", "is_leaf"]
+    )
+    assert all(a.dtype.kind in "fiu" for a in arrays.values())
+    assert len(arrays["roots"]) == 10
+    with zipfile.ZipFile(tmp_path / "m.npz") as zf:
+        meta = json.loads(zf.read("meta.json"))
+        assert {info.date_time for info in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    assert meta == {"format": "retrain_plugins.hist_gradient_boosting", "version": 1, "classes": [0, 1],
+                    "features": ["signal", "inverse", "noise", "sparse"]}
+
+
+def _rewrite(src: Path, dst: Path, **replace: bytes) -> Path:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            zout.writestr(name, replace.get(name.replace(".", "_"), zin.read(name)))
+    return dst
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def test_load_rejects_foreign_and_corrupt_files(tmp_path):
+    features, labels = make_dataset()
+    trainer = HistGradientBoostingTrainer({"max_iter": 5})
+    good = tmp_path / "good.npz"
+    model = trainer.fit(features, labels)
+    trainer.save(model, good)
+    catboost = make_trainer("catboost", {"iterations": 5})
+    catboost.save(catboost.fit(features, labels), tmp_path / "other.cbm")
+    looping = model.arrays["left"].copy()
+    looping[model.arrays["is_leaf"] == 0] = 0  # every split points back at the first root
+    cases = {
+        tmp_path / "other.cbm": r"is not a sklearn_hgb model file: File is not a zip file",
+        _rewrite(good, tmp_path / "v2.npz", meta_json=b'{"format": "retrain_plugins.hist_gradient_boosting", '
+                 b'"version": 2}'): r"format .* v2",
+        _rewrite(good, tmp_path / "loop.npz", left_npy=_npy(looping)): r"a split node points outside its tree",
+        _rewrite(good, tmp_path / "f32.npz", value_npy=_npy(model.arrays["value"].astype(np.float32))):
+            r"array 'value' is float32",
+    }
+    for path, message in cases.items():
+        with pytest.raises(StoreError, match=message):
+            trainer.load(path)
+
+
+def test_predict_matches_columns_by_name():
+    features, labels = make_dataset()
+    trainer = HistGradientBoostingTrainer({"max_iter": 10})
+    model = trainer.fit(features, labels)
+    shuffled = features.select(reversed(features.columns)).with_columns(extra=pl.lit(1.0))
+    assert np.array_equal(trainer.predict_proba(model, shuffled), trainer.predict_proba(model, features))
+    with pytest.raises(DataError, match=r"features lack columns \['noise'\]"):
+        trainer.predict_proba(model, features.drop("noise"))
+
+
+@pytest.mark.parametrize("params", [{"categorical_features": [0]}, {"loss": "exponential"}])
+def test_unsupported_estimator_params_fail_at_construction(params: dict[str, Any]):
+    with pytest.raises(SpecError, match="trainer sklearn_hgb"):
+        make_trainer("sklearn_hgb", params)
+
+
+def test_fit_refuses_an_export_that_predicts_differently(monkeypatch):
+    export = TreeEnsemble.from_estimator.__func__
+
+    def shifted(cls, estimator, names):
+        model = export(cls, estimator, names)
+        return TreeEnsemble({**model.arrays, "baseline": model.arrays["baseline"] + 1e-9}, model.feature_names)
+
+    monkeypatch.setattr(TreeEnsemble, "from_estimator", classmethod(shifted))
+    features, labels = make_dataset()
+    with pytest.raises(RetrainError, match="exported trees predict differently from scikit-learn"):
+        HistGradientBoostingTrainer({"max_iter": 5}).fit(features, labels)
