@@ -15,6 +15,7 @@ from retrain_plugins.partitions import PartitionKey, partitions_def
 from retrain_plugins.routing import RoutedModel, publish_bundle
 from retrain_plugins.spec import LabelSource, RetrainingSpec, TrainerSpec, Windows
 from retrain_plugins.store import ModelStore
+from retrain_plugins.testing import check_trainer
 from retrain_plugins.trainers import Trainer, make_trainer
 from retrain_plugins.trainers.catboost import CatBoostTrainer
 from retrain_plugins.training_sets import asof_training_set, check_label_source, feast_training_set
@@ -46,6 +47,7 @@ __all__ = [
     "build_definitions",
     "build_retraining_assets",
     "check_label_source",
+    "check_trainer",
     "detect_changes",
     "feast_training_set",
     "frame_cells",

@@ -54,7 +54,11 @@ class FeatureServiceView:
 
     @property
     def version(self) -> str:
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        """Hash of what defines the features; where the source files live is not part of it."""
+        payload = self.to_json()
+        for view in payload["views"]:
+            view.pop("source_path")
+        blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def to_json(self) -> dict:

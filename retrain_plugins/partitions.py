@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote, unquote
 
 from dagster import (
     DailyPartitionsDefinition,
+    DynamicPartitionsDefinition,
     MonthlyPartitionsDefinition,
     MultiPartitionKey,
     MultiPartitionsDefinition,
@@ -29,6 +30,9 @@ from dagster import (
 )
 
 from retrain_plugins.spec import RetrainingSpec
+
+if TYPE_CHECKING:
+    from dagster._core.instance import DynamicPartitionsStore
 
 WINDOW = "window"
 COHORT = "cohort"
@@ -90,14 +94,28 @@ def window_partitions_def(spec: RetrainingSpec) -> TimeWindowPartitionsDefinitio
     return cls(start_date=start, end_date=end, timezone="UTC")
 
 
+def cohort_partitions_def(spec: RetrainingSpec) -> StaticPartitionsDefinition | DynamicPartitionsDefinition:
+    """Static cohort keys from the spec, or a dynamic dimension named ``<name>_cohort``."""
+    if spec.dynamic_cohorts:
+        return DynamicPartitionsDefinition(name=f"{spec.name}_cohort")
+    return StaticPartitionsDefinition([encode_cohort(c) for c in spec.cohorts])
+
+
 def partitions_def(spec: RetrainingSpec) -> MultiPartitionsDefinition:
     """The one partitions definition of this retraining, used by assets and sensors alike."""
-    return MultiPartitionsDefinition(
-        {
-            WINDOW: window_partitions_def(spec),
-            COHORT: StaticPartitionsDefinition([encode_cohort(c) for c in spec.cohorts]),
-        }
-    )
+    return MultiPartitionsDefinition({WINDOW: window_partitions_def(spec), COHORT: cohort_partitions_def(spec)})
+
+
+def cohorts(spec: RetrainingSpec, instance: "DynamicPartitionsStore | None" = None) -> list[str]:
+    """Cohort values in Dagster's key order (a range of cohort keys follows this order).
+
+    Static: the spec's cohorts. Dynamic: the instance's partitions of the cohort dimension.
+    """
+    if not spec.dynamic_cohorts:
+        return list(spec.cohorts)
+    if instance is None:
+        raise ValueError(f"retraining {spec.name!r} has dynamic cohorts: pass the Dagster instance")
+    return [decode_cohort(k) for k in instance.get_dynamic_partitions(f"{spec.name}_cohort")]
 
 
 def windows(spec: RetrainingSpec) -> list[Window]:
@@ -122,25 +140,23 @@ def dependents(window: str, window_keys: Sequence[str], lookback: int) -> list[s
     return list(window_keys[i : i + lookback])
 
 
-def all_partitions(spec: RetrainingSpec) -> list[PartitionKey]:
-    return [PartitionKey(w.key, c) for w in windows(spec) for c in spec.cohorts]
+def all_partitions(spec: RetrainingSpec, instance: "DynamicPartitionsStore | None" = None) -> list[PartitionKey]:
+    return [PartitionKey(w.key, c) for w in windows(spec) for c in cohorts(spec, instance)]
 
 
 def rectangles(
-    keys: Iterable[PartitionKey], window_keys: Sequence[str], cohorts: Sequence[str]
+    keys: Iterable[PartitionKey], window_keys: Sequence[str], cohort_order: Sequence[str]
 ) -> list[tuple[PartitionKey, PartitionKey, list[PartitionKey]]]:
     """Cover ``keys`` exactly with as few (window range x cohort range) rectangles as is easy.
 
-    Dagster runs a partition *range* of a multi-partitioned asset with a single-run backfill
+    ``cohort_order`` is Dagster's order of the cohort keys (:func:`cohorts`). Dagster runs a
+    partition *range* of a multi-partitioned asset with a single-run backfill
     policy as one run over the rectangle ``start..end`` in both dimensions, so each rectangle is one
     run; each rectangle comes with the keys it covers. Runs of consecutive windows per cohort are found first, then neighbouring cohorts (in
     Dagster's key order) with the same window run are merged.
     """
     wanted = set(keys)
     order = {w: i for i, w in enumerate(window_keys)}
-    # Dagster orders static keys as given; the spec sorts cohorts, and encoding keeps that order
-    # for a range only if we follow the order of the encoded keys.
-    cohort_order = sorted(cohorts, key=encode_cohort)
     spans: list[tuple[int, int, str]] = []
     for cohort in cohort_order:
         idx = sorted(order[k.window] for k in wanted if k.cohort == cohort)

@@ -60,6 +60,30 @@ class TrainerSpec(_Model):
     )
 
 
+class DriftSpec(_Model):
+    """Population stability (PSI) check of a changed partition against what its model saw."""
+
+    enabled: bool = True
+    threshold: float = Field(default=0.2, gt=0.0, description="PSI above which a change is reported as drift.")
+    min_rows: int = Field(default=50, ge=2, description="Both samples need this many rows, or no drift is reported.")
+    bins: int = Field(default=10, ge=2, le=100, description="Quantile bins of the reference sample.")
+    top: int = Field(default=3, ge=1, description="How many drifting features to name.")
+
+
+class ChangeDetection(_Model):
+    """How the sensor treats changes that are not in the data."""
+
+    definition_change: Literal["mark_stale", "retrain_all"] = Field(
+        default="mark_stale",
+        description=(
+            "When the feature service, label definition or trainer parameters change: 'mark_stale' "
+            "(default) lists affected sub-models as stale without retraining them; 'retrain_all' "
+            "requests every partition that has data."
+        ),
+    )
+    drift: DriftSpec = DriftSpec()
+
+
 class RetrainingSpec(_Model):
     """One retraining: feature service x labels x partitions x trainer.
 
@@ -72,8 +96,13 @@ class RetrainingSpec(_Model):
     feature_service: str = Field(description="Feast feature service that defines the features.")
     labels: LabelSource
     windows: Windows
-    cohorts: tuple[str, ...] = Field(min_length=1, description="Cohort values, one sub-model each per window.")
+    cohorts: tuple[str, ...] = Field(default=(), description="Cohort values, one sub-model each per window.")
+    dynamic_cohorts: bool = Field(
+        default=False,
+        description="Cohorts are a Dagster dynamic dimension: a value new in the data adds its partitions.",
+    )
     trainer: TrainerSpec = TrainerSpec()
+    change_detection: ChangeDetection = ChangeDetection()
     data_dir: Path = Field(description="Root of label sources, model store, training sets and state.")
 
     @field_validator("cohorts")
@@ -84,6 +113,12 @@ class RetrainingSpec(_Model):
         if any(not c for c in cohorts):
             raise ValueError("cohorts must be non-empty strings")
         return tuple(sorted(cohorts))
+
+    @model_validator(mode="after")
+    def _some_cohorts(self) -> "RetrainingSpec":
+        if not self.cohorts and not self.dynamic_cohorts:
+            raise ValueError("cohorts must list at least one value unless dynamic_cohorts is true")
+        return self
 
     def resolve(self, base_dir: Path) -> "RetrainingSpec":
         """Return a copy with ``feature_repo`` and ``data_dir`` made absolute against ``base_dir``."""

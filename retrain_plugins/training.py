@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from retrain_plugins.changes.fingerprints import EMPTY, frame_cells, partition_fingerprint
+from retrain_plugins.changes.fingerprints import EMPTY, definition_version, frame_cells, partition_fingerprint
 from retrain_plugins.changes.state import StateStore
 from retrain_plugins.errors import DataError
 from retrain_plugins.feast_view import FeatureServiceView
@@ -66,6 +66,7 @@ def train_sub_model(
     key: PartitionKey,
     reason: str,
     run_id: str | None,
+    detail: str | None = None,
 ) -> dict[str, Any]:
     """Fit ``key``'s sub-model on its stored training set and promote it; return its metadata.
 
@@ -78,10 +79,18 @@ def train_sub_model(
     ts_meta = json.loads(path.with_suffix(".json").read_text())
     frame = pl.read_parquet(path)
     label = spec.labels.label_column
-    base = {"partition": str(key), "reason": reason, "fingerprint": ts_meta["fingerprint"], "rows": frame.height}
+    definition = definition_version(spec, view)
+    base = {
+        "partition": str(key),
+        "reason": reason,
+        "change": detail,
+        "fingerprint": ts_meta["fingerprint"],
+        "rows": frame.height,
+        "definition": definition,
+    }
     if ts_meta["fingerprint"] == EMPTY or frame[label].n_unique() < 2:
         why = "no labelled rows" if frame.height == 0 else "a single label class"
-        state.record_trained(key, ts_meta["fingerprint"], frame.height, "skipped", run_id)
+        state.record_trained(key, ts_meta["fingerprint"], frame.height, "skipped", run_id, definition)
         return {**base, "status": "skipped", "skip_reason": why}
     trainer = make_trainer(spec.trainer.name, spec.trainer.params)
     outcome = fit_and_evaluate(
@@ -105,7 +114,9 @@ def train_sub_model(
             "run_id": run_id,
         },
     )
-    state.record_trained(key, ts_meta["fingerprint"], frame.height, "trained", run_id)
+    state.record_trained(
+        key, ts_meta["fingerprint"], frame.height, "trained", run_id, definition, round(outcome.seconds, 3)
+    )
     return {**entry, "status": "trained"}
 
 

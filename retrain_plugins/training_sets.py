@@ -12,6 +12,7 @@ against, and the basis of the content fingerprints the change sensor compares.
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -64,7 +65,19 @@ def check_label_source(spec: RetrainingSpec, view: FeatureServiceView | None = N
                 )
 
 
-def label_rows(spec: RetrainingSpec, windows: Sequence[Window], cohorts: Sequence[str] | None) -> pl.DataFrame:
+def _files(pattern: str, exclude: frozenset[str]) -> str | list[str]:
+    """The glob itself, or its files minus ``exclude`` (unreadable files the caller skips)."""
+    if not exclude:
+        return pattern
+    return sorted(set(glob.glob(pattern)) - exclude)
+
+
+def label_rows(
+    spec: RetrainingSpec,
+    windows: Sequence[Window],
+    cohorts: Sequence[str] | None,
+    exclude: frozenset[str] = frozenset(),
+) -> pl.DataFrame:
     """Label rows in ``windows`` (and ``cohorts``; all if None), with their window key and a row id."""
     lab = spec.labels
     con = connect()
@@ -82,7 +95,7 @@ def label_rows(spec: RetrainingSpec, windows: Sequence[Window], cohorts: Sequenc
         WHERE TRUE {cohort_filter}
         ORDER BY 2, 1
     """
-    params: dict = {"labels": spec.label_glob}
+    params: dict = {"labels": _files(spec.label_glob, exclude)}
     if cohorts is not None:
         params["cohorts"] = list(cohorts)
     frame = query(con, sql, params)
@@ -116,7 +129,11 @@ def feast_training_set(
 
 
 def asof_training_set(
-    spec: RetrainingSpec, view: FeatureServiceView, windows: Sequence[Window], cohorts: Sequence[str] | None
+    spec: RetrainingSpec,
+    view: FeatureServiceView,
+    windows: Sequence[Window],
+    cohorts: Sequence[str] | None,
+    exclude: frozenset[str] = frozenset(),
 ) -> pl.DataFrame:
     """The same join as Feast's, computed independently with DuckDB ``ASOF LEFT JOIN``.
 
@@ -125,13 +142,13 @@ def asof_training_set(
     """
     con = connect()
     lab = spec.labels
-    con.register("labels_tbl", label_rows(spec, windows, cohorts))
+    con.register("labels_tbl", label_rows(spec, windows, cohorts, exclude))
     ts, key = ident(lab.timestamp_column), ident(lab.entity_column)
     selects, joins, params = [], [], {}
     lo = min(w.start for w in windows) if windows else None
     for i, fv in enumerate(view.views):
         alias, fts = f"f{i}", ident(fv.timestamp_field)
-        params[f"src{i}"] = fv.source_path
+        params[f"src{i}"] = _files(fv.source_path, exclude)
         cols = ", ".join(ident(f) for f in fv.features)
         window_filter = ""
         if lo is not None and fv.ttl_seconds:

@@ -56,10 +56,12 @@ class Project(NamedTuple):
         return out
 
 
-def new_project(root: Path, config: DemoConfig = CONFIG, **spec_overrides) -> Project:
+def new_project(root: Path, config: DemoConfig | None = CONFIG, **spec_overrides) -> Project:
+    """Copy the Feast repo to ``root``, generate data (unless ``config`` is None), apply."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
-    generate(root / "data", config)
+    if config is not None:
+        generate(root / "data", config)
     spec = make_spec(root, **spec_overrides)
     apply_feature_repo(spec.feature_repo, in_process=True)
     return Project(root, spec, build_definitions(spec), DagsterInstance.ephemeral())

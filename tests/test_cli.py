@@ -48,7 +48,7 @@ def test_demo_then_status(tmp_path):
     status = _run("status", "--spec", str(spec), root=tmp_path)
     assert status.returncode == 0, status.stderr
     rows = [line.split() for line in status.stdout.splitlines() if line.startswith("2025-")]
-    assert len(rows) == 12 and all(r[2] == "trained" for r in rows)
+    assert len(rows) == 12 and all(r[2] == "current" for r in rows)
 
 
 def test_errors_exit_non_zero_with_a_message(tmp_path):

@@ -1,12 +1,17 @@
 """Which partitions changed since their sub-model was trained, and why.
 
-Cheap first: a listing of the source files (path, size, mtime) is compared with the last one; a
-tick without file changes reads no data at all. Only windows that a changed file can reach are
+Cheap first: the source files' listing (path, size, mtime) is compared with the last one; a tick
+without file changes reads no data. Only windows that a changed file can reach are
 re-fingerprinted: a label file reaches the windows its timestamps fall in, a feature file the
-windows whose label times lie within the feature view's TTL after its rows. Both the new and the
-previously recorded time range of a changed file count, so rewritten or deleted rows are seen.
-Then the exact fingerprint of each candidate partition's training set decides: a rewritten but
-identical file requests nothing. With lookback L, a changed window also reaches its L-1 followers.
+windows whose label times lie within the feature view's TTL after its rows (old and new time range
+both count, so rewritten or deleted rows are seen). Changed (window, cohort) cells, compared with
+the cells last observed, make their partitions and the partitions' lookback followers candidates;
+a candidate is requested when its exact training-set fingerprint differs from the one its
+sub-model was trained on (a rewritten but identical file requests nothing).
+
+A change of definition (feature service, labels, lookback, trainer) re-baselines every cell and
+follows the spec's policy: ``mark_stale`` requests nothing, ``retrain_all`` requests every
+partition with data.
 """
 
 from __future__ import annotations
@@ -14,21 +19,26 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from retrain_plugins.changes.fingerprints import EMPTY, partition_fingerprint, source_cells
+import polars as pl
+
+from retrain_plugins.changes.drift import detect_drift
+from retrain_plugins.changes.fingerprints import EMPTY, Cell, definition_version, frame_cells, partition_fingerprint
 from retrain_plugins.changes.state import FileState, StateStore, Trained
 from retrain_plugins.errors import DataError
 from retrain_plugins.feast_view import FeatureServiceView
-from retrain_plugins.layout import state_path
+from retrain_plugins.layout import state_path, training_set_path
 from retrain_plugins.partitions import PartitionKey, Window, dependents, training_windows, windows
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.sql import connect, ident, parquet
+from retrain_plugins.training_sets import WINDOW_COL, asof_training_set
 
 LABELS = "labels"
-
 REASONS = ("new_data", "late_data", "edited_rows", "drift", "new_cohort", "definition_change", "manual")
+DEFINITION = "definition"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,20 +52,21 @@ class PartitionChange:
 
 @dataclasses.dataclass
 class ChangeReport:
-    """What one detection pass found; ``commit()`` records the file listing it was based on."""
+    """What one detection pass found; ``commit()`` records the state it was computed from."""
 
     changes: list[PartitionChange]
     changed_files: list[str]
     unreadable: dict[str, str]
-    unknown_cohorts: list[str]
+    new_cohorts: list[str]
+    vanished_cohorts: list[str]
+    stale_by_definition: int
     files_seen: int
-    _pending: dict = dataclasses.field(default_factory=dict, repr=False)
-    _state: StateStore | None = dataclasses.field(default=None, repr=False)
+    _commit: list = dataclasses.field(default_factory=list, repr=False)
 
     def commit(self) -> None:
-        if self._state is not None and self._pending:
-            self._state.save_files(self._pending)
-            self._pending = {}
+        for step in self._commit:
+            step()
+        self._commit = []
 
 
 def state_store(spec: RetrainingSpec) -> StateStore:
@@ -94,47 +105,43 @@ def _time_range(path: str, column: str) -> tuple[int | None, int | None]:
     return lo, hi
 
 
-def _reached_windows(all_windows: list[Window], lo_us: int, hi_us: int, reach: float) -> set[str]:
+def _reached(all_windows: list[Window], lo_us: int, hi_us: int, reach: float) -> set[str]:
     lo = datetime.fromtimestamp(lo_us / 1e6, tz=timezone.utc)
-    hi = datetime.max.replace(tzinfo=timezone.utc) if reach == float("inf") else (
-        datetime.fromtimestamp(hi_us / 1e6, tz=timezone.utc) + timedelta(seconds=reach)
-    )
+    if reach == float("inf"):
+        return {w.key for w in all_windows if w.end > lo}
+    hi = datetime.fromtimestamp(hi_us / 1e6, tz=timezone.utc) + timedelta(seconds=reach)
     return {w.key for w in all_windows if w.start <= hi and w.end > lo}
 
 
-def _reason(trained: Trained | None, fingerprint: str, rows: int) -> str:
-    if trained is None or trained.fingerprint == EMPTY:
-        return "new_data"
-    if rows > trained.rows:
-        return "late_data"
-    return "edited_rows"
+def _scan(spec, view, state, all_windows):
+    """Diff the listing: (new file states, unreadable files, reached windows, blocked windows, seen).
 
-
-def detect_changes(spec: RetrainingSpec, view: FeatureServiceView, state: StateStore) -> ChangeReport:
-    """Compare sources with the state store; return the partitions whose training set changed."""
-    all_windows = windows(spec)
-    keys = [w.key for w in all_windows]
+    A changed file that cannot be read is left out: its listing is not recorded (so it is looked at
+    again next tick) and the windows its previous content reached are *blocked*: nothing that
+    trains on them is evaluated until the file is readable again.
+    """
     previous = state.files()
     pending: dict[tuple[str, str], FileState | None] = {}
     unreadable: dict[str, str] = {}
     reached: set[str] = set()
-    files_seen = 0
+    blocked: set[str] = set()
+    seen = 0
     for source, (pattern, ts_column, reach) in _sources(spec, view).items():
         now = _listing(pattern)
-        files_seen += len(now)
+        seen += len(now)
         old = {p: s for (src, p), s in previous.items() if src == source}
         for path in sorted(set(now) | set(old)):
             before = old.get(path)
             if path in now and before is not None and (before.size, before.mtime_ns) == now[path]:
                 continue
-            ranges = []
-            if before is not None and before.ts_min is not None:
-                ranges.append((before.ts_min, before.ts_max))
+            ranges = [(before.ts_min, before.ts_max)] if before is not None and before.ts_min is not None else []
             if path in now:
                 try:
                     lo, hi = _time_range(path, ts_column)
                 except DataError as exc:
                     unreadable[path] = str(exc)
+                    for lo, hi in ranges:
+                        blocked |= _reached(all_windows, lo, hi, reach)
                     continue
                 pending[(source, path)] = FileState(*now[path], lo, hi)
                 if lo is not None:
@@ -142,33 +149,116 @@ def detect_changes(spec: RetrainingSpec, view: FeatureServiceView, state: StateS
             else:
                 pending[(source, path)] = None
             for lo, hi in ranges:
-                reached |= _reached_windows(all_windows, lo, hi, reach)
+                reached |= _reached(all_windows, lo, hi, reach)
+    return pending, unreadable, reached, blocked, seen
 
-    affected = {d for w in reached for d in dependents(w, keys, spec.windows.lookback)}
-    needed = {t for w in affected for t in training_windows(w, keys, spec.windows.lookback)}
-    cells = source_cells(spec, view, [w for w in all_windows if w.key in needed])
+
+def _reason(trained: Trained | None, rows: int, known: bool) -> str:
+    if not known:
+        return "new_cohort"
+    if trained is None or trained.fingerprint == EMPTY:
+        return "new_data"
+    if rows > trained.rows:
+        return "late_data"
+    return "edited_rows"
+
+
+def _reference(spec: RetrainingSpec, key: PartitionKey, keys: Sequence[str]) -> pl.DataFrame | None:
+    """What the current model of ``key`` saw: its own training set, else the previous window's."""
+    i = keys.index(key.window)
+    for window in (key.window, keys[i - 1] if i else None):
+        if window is not None:
+            path = training_set_path(spec, PartitionKey(window, key.cohort))
+            if path.exists():
+                return pl.read_parquet(path)
+    return None
+
+
+def detect_changes(
+    spec: RetrainingSpec, view: FeatureServiceView, state: StateStore, known_cohorts: Sequence[str]
+) -> ChangeReport:
+    """Compare the sources with the state store; return the partitions to retrain and why.
+
+    ``known_cohorts`` are the cohorts that have partitions now; cells of other cohorts are new
+    cohorts (requested with reason ``new_cohort``; for static cohorts they are only reported).
+    """
+    all_windows = windows(spec)
+    keys = [w.key for w in all_windows]
+    lookback = spec.windows.lookback
+    definition = definition_version(spec, view)
+    pending, unreadable, reached, blocked, seen = _scan(spec, view, state, all_windows)
+    definition_changed = state.get_meta(DEFINITION) not in (None, definition)
+    if definition_changed:
+        reached = set(keys)
+    held = {d for b in blocked for d in dependents(b, keys, lookback)}
+    affected = {d for w in reached for d in dependents(w, keys, lookback)} - held
+    windows_to_read = {t for d in affected for t in training_windows(d, keys, lookback)}
+    frame = (
+        asof_training_set(
+            spec, view, [w for w in all_windows if w.key in windows_to_read], None, frozenset(unreadable)
+        )
+        if windows_to_read
+        else None
+    )
+    now = {k: (c.rows, c.digest) for k, c in frame_cells(spec, view, frame).items()} if frame is not None else {}
+    before = state.cells()
+    observed = {k: v for k, v in before.items() if k[0] not in windows_to_read} | now
+    changed_cells = {k for k in set(now) | {k for k in before if k[0] in windows_to_read} if now.get(k) != before.get(k)}
+
+    known = set(known_cohorts)
+    data_cohorts = {c for _, c in observed}
+    new_cohorts = sorted(data_cohorts - known) if spec.dynamic_cohorts else []
     trained = state.trained()
+    if definition_changed:
+        candidates = {PartitionKey(w, c) for w in affected for c in data_cohorts & known | set(new_cohorts)}
+    else:
+        candidates = {
+            PartitionKey(d, c) for (w, c) in changed_cells for d in dependents(w, keys, lookback) if d in affected
+        }
+    cells = {k: Cell(*v) for k, v in observed.items()}
     changes = []
-    for window in sorted(affected, key=keys.index):
-        span = training_windows(window, keys, spec.windows.lookback)
-        for cohort in spec.cohorts:
-            key = PartitionKey(window, cohort)
-            fingerprint = partition_fingerprint(cells, span, cohort)
-            before = trained.get(key)
-            if fingerprint == (before.fingerprint if before else EMPTY):
-                continue
-            rows = sum(cells[(w, cohort)].rows for w in span if (w, cohort) in cells)
-            changed = [w for w in span if (w, cohort) in cells or before is not None]
-            detail = f"windows {changed[0]}..{changed[-1]}" if changed else ""
-            changes.append(PartitionChange(key, _reason(before, fingerprint, rows), fingerprint, rows, detail))
-    known = set(spec.cohorts)
-    unknown = sorted({c for _, c in cells} - known)
-    return ChangeReport(
+    for key in sorted(candidates, key=lambda k: (keys.index(k.window), k.cohort)):
+        if key.cohort not in known and key.cohort not in new_cohorts:
+            continue
+        span = training_windows(key.window, keys, lookback)
+        fingerprint = partition_fingerprint(cells, span, key.cohort)
+        record = trained.get(key)
+        rows = sum(cells[(w, key.cohort)].rows for w in span if (w, key.cohort) in cells)
+        if definition_changed and spec.change_detection.definition_change == "retrain_all" and fingerprint != EMPTY:
+            changes.append(PartitionChange(key, "definition_change", fingerprint, rows, f"definition {definition}"))
+            continue
+        if definition_changed:
+            continue
+        if record is not None and record.definition == definition and record.fingerprint == fingerprint:
+            continue
+        if record is None and fingerprint == EMPTY:
+            continue
+        reason = _reason(record, rows, key.cohort in known)
+        detail = f"{rows} rows in {span[0]}..{span[-1]}" + (f" (was {record.rows})" if record else "")
+        if reason in ("late_data", "edited_rows", "new_data"):
+            reference = _reference(spec, key, keys)
+            current = frame.filter(pl.col(WINDOW_COL).is_in(span) & (pl.col(spec.labels.cohort_column) == key.cohort))
+            drift = None if reference is None else detect_drift(
+                reference, current, view.feature_columns, spec.labels.label_column, spec.change_detection.drift
+            )
+            if drift is not None and drift.drifted:
+                reason, detail = "drift", f"{detail}; {drift.describe()}"
+        changes.append(PartitionChange(key, reason, fingerprint, rows, detail))
+
+    stale = sum(1 for r in trained.values() if r.definition != definition and r.status == "trained")
+    vanished = sorted({c for _, c in before} - data_cohorts)
+    report = ChangeReport(
         changes=changes,
         changed_files=sorted(p for _, p in pending),
         unreadable=unreadable,
-        unknown_cohorts=unknown,
-        files_seen=files_seen,
-        _pending=pending,
-        _state=state,
+        new_cohorts=new_cohorts if spec.dynamic_cohorts else sorted(data_cohorts - known),
+        vanished_cohorts=vanished,
+        stale_by_definition=stale,
+        files_seen=seen,
     )
+    report._commit = [
+        lambda: state.save_files(pending),
+        lambda: state.save_cells(windows_to_read, now),
+        lambda: state.set_meta(DEFINITION, definition),
+    ]
+    return report

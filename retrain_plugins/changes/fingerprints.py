@@ -83,3 +83,8 @@ def partition_fingerprint(cells: Mapping[CellKey, Cell], training_windows: Itera
     if not parts:
         return EMPTY
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def definition_version(spec: RetrainingSpec, view: FeatureServiceView) -> str:
+    """Code version of a sub-model: spec definition (labels, lookback, trainer) + feature service."""
+    return hashlib.sha256(f"{spec.definition_version()}:{view.version}".encode()).hexdigest()[:16]

@@ -21,9 +21,17 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     source TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
     ts_min INTEGER, ts_max INTEGER, PRIMARY KEY (source, path));
+CREATE TABLE IF NOT EXISTS cells (
+    window TEXT NOT NULL, cohort TEXT NOT NULL, rows INTEGER NOT NULL, digest TEXT NOT NULL,
+    PRIMARY KEY (window, cohort));
 CREATE TABLE IF NOT EXISTS trained (
     window TEXT NOT NULL, cohort TEXT NOT NULL, fingerprint TEXT NOT NULL, rows INTEGER NOT NULL,
-    status TEXT NOT NULL, run_id TEXT, trained_at REAL NOT NULL, PRIMARY KEY (window, cohort));
+    status TEXT NOT NULL, run_id TEXT, trained_at REAL NOT NULL, definition TEXT NOT NULL,
+    training_seconds REAL, PRIMARY KEY (window, cohort));
+CREATE TABLE IF NOT EXISTS ledger (
+    seq INTEGER NOT NULL, at REAL NOT NULL, requested INTEGER NOT NULL, skipped INTEGER NOT NULL,
+    seconds_avoided REAL NOT NULL, reasons TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS requests (
     seq INTEGER NOT NULL, window TEXT NOT NULL, cohort TEXT NOT NULL, reason TEXT NOT NULL,
     fingerprint TEXT NOT NULL, detail TEXT, requested_at REAL NOT NULL);
@@ -44,6 +52,17 @@ class Trained(NamedTuple):
     status: str
     run_id: str | None
     trained_at: float
+    definition: str
+    training_seconds: float | None
+
+
+class LedgerRow(NamedTuple):
+    seq: int
+    at: float
+    requested: int
+    skipped: int
+    seconds_avoided: float
+    reasons: str
 
 
 class StateStore:
@@ -82,22 +101,70 @@ class StateStore:
                         "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", (source, path, *state)
                     )
 
+    # -- observed cells ----------------------------------------------------------------------
+    def cells(self) -> dict[tuple[str, str], tuple[int, str]]:
+        """Last observed (rows, digest) of every (window, cohort) cell."""
+        with self._connect() as con:
+            rows = con.execute("SELECT window, cohort, rows, digest FROM cells").fetchall()
+        return {(w, c): (n, d) for w, c, n, d in rows}
+
+    def save_cells(self, windows: Iterable[str], cells: dict[tuple[str, str], tuple[int, str]]) -> None:
+        """Replace the observed cells of ``windows`` with ``cells`` (cells gone from the data vanish)."""
+        windows = list(windows)
+        with self._connect() as con:
+            con.executemany("DELETE FROM cells WHERE window = ?", [(w,) for w in windows])
+            con.executemany(
+                "INSERT INTO cells VALUES (?, ?, ?, ?)",
+                [(w, c, n, d) for (w, c), (n, d) in cells.items() if w in set(windows)],
+            )
+
+    # -- meta ----------------------------------------------------------------------------------
+    def get_meta(self, name: str) -> str | None:
+        with self._connect() as con:
+            row = con.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self._connect() as con:
+            con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+
     # -- trained fingerprints ----------------------------------------------------------------
     def trained(self) -> dict[PartitionKey, Trained]:
         with self._connect() as con:
             rows = con.execute(
-                "SELECT window, cohort, fingerprint, rows, status, run_id, trained_at FROM trained"
+                "SELECT window, cohort, fingerprint, rows, status, run_id, trained_at, definition, "
+                "training_seconds FROM trained"
             ).fetchall()
         return {PartitionKey(w, c): Trained(*rest) for w, c, *rest in rows}
 
     def record_trained(
-        self, key: PartitionKey, fingerprint: str, rows: int, status: str, run_id: str | None
+        self,
+        key: PartitionKey,
+        fingerprint: str,
+        rows: int,
+        status: str,
+        run_id: str | None,
+        definition: str,
+        training_seconds: float | None = None,
     ) -> None:
         with self._connect() as con:
             con.execute(
-                "INSERT OR REPLACE INTO trained VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key.window, key.cohort, fingerprint, rows, status, run_id, time.time()),
+                "INSERT OR REPLACE INTO trained VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key.window, key.cohort, fingerprint, rows, status, run_id, time.time(), definition, training_seconds),
             )
+
+    # -- savings ledger ------------------------------------------------------------------------
+    def record_ledger(self, seq: int, requested: int, skipped: int, seconds_avoided: float, reasons: str) -> None:
+        with self._connect() as con:
+            con.execute(
+                "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, time.time(), requested, skipped, seconds_avoided, reasons),
+            )
+
+    def ledger(self) -> list[LedgerRow]:
+        with self._connect() as con:
+            rows = con.execute("SELECT * FROM ledger ORDER BY seq").fetchall()
+        return [LedgerRow(*r) for r in rows]
 
     # -- requests ----------------------------------------------------------------------------
     def next_seq(self) -> int:

@@ -1,4 +1,4 @@
-"""``retrain`` subcommands. Exit code 0 on success, 1 on a known error (message on stderr), 2 on usage."""
+"""``retrain`` subcommands (demo, apply, status, explain, savings, predict). Exit code 0 on success, 1 on a known error (message on stderr), 2 on usage."""
 
 from __future__ import annotations
 
@@ -55,6 +55,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from retrain_plugins.cli.status import explain
+    from retrain_plugins.partitions import PartitionKey
+
+    print(explain(_spec(args), PartitionKey(args.window, args.cohort)))
+    return 0
+
+
+def cmd_savings(args: argparse.Namespace) -> int:
+    from retrain_plugins.cli.status import savings
+    from retrain_plugins.cli.table import render
+
+    rows = savings(_spec(args))
+    print(render(("tick", "at", "retrained", "skipped", "training s avoided", "reasons"), rows))
+    print(f"total: {sum(r[2] for r in rows)} retrained, {sum(r[3] for r in rows)} skipped, "
+          f"{sum(r[4] for r in rows):.1f} s of training avoided")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import polars as pl
 
@@ -93,6 +112,10 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", choices=sorted(DEMO_SIZES), default="demo", help="customers per cohort")
     add("apply", "feast apply the spec's repo and check the label source against the spec.", cmd_apply)
     add("status", "Every partition with its state, rows, holdout AUC and last reason.", cmd_status)
+    explain = add("explain", "Why one partition was or was not retrained.", cmd_explain)
+    explain.add_argument("window", help="window key, e.g. 2025-03-01")
+    explain.add_argument("cohort", help="cohort value, e.g. north")
+    add("savings", "The savings ledger: partitions skipped and training time avoided per update.", cmd_savings)
     predict = add("predict", "Score a parquet file through the routed model.", cmd_predict)
     predict.add_argument("--input", required=True, help="parquet with the cohort column and the features")
     predict.add_argument("--output", help="parquet to write (default: print the first rows)")

@@ -1,32 +1,113 @@
-"""Per-partition status: what serves, what was skipped, what was never trained."""
+"""Per-partition status and explanations, from the state store and the model store.
+
+States: ``current`` (trained on the data as last observed), ``stale: data changed`` (observed data
+differs from what the sub-model was trained on: a run is pending or failed), ``stale: definition
+changed`` (trained under an older feature service / label / trainer definition), ``skipped``
+(no labelled rows or one label class), ``never trained``.
+"""
 
 from __future__ import annotations
 
-from retrain_plugins.changes.detector import state_store
+from typing import Any
+
+from retrain_plugins.changes.detector import DEFINITION, state_store
+from retrain_plugins.changes.fingerprints import EMPTY, Cell, partition_fingerprint
 from retrain_plugins.layout import model_store_root
-from retrain_plugins.partitions import all_partitions
+from retrain_plugins.partitions import PartitionKey, training_windows, windows
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.store import ModelStore
 
-HEADERS = ("window", "cohort", "state", "rows", "auc_holdout", "reason", "trained_by_run")
+HEADERS = ("window", "cohort", "state", "rows", "auc_holdout", "reason", "trained_at")
+
+
+def partition_states(spec: RetrainingSpec) -> list[dict[str, Any]]:
+    """One dict per known partition (static cohorts, plus any cohort seen in the data or trained)."""
+    state = state_store(spec)
+    entries = ModelStore(model_store_root(spec)).entries()
+    trained = state.trained()
+    cells = {k: Cell(*v) for k, v in state.cells().items()}
+    definition = state.get_meta(DEFINITION)
+    keys = [w.key for w in windows(spec)]
+    cohorts = sorted(set(spec.cohorts) | {c for _, c in cells} | {k.cohort for k in trained})
+    rows = []
+    for window in keys:
+        for cohort in cohorts:
+            key = PartitionKey(window, cohort)
+            record, entry = trained.get(key), entries.get(key)
+            observed = partition_fingerprint(cells, training_windows(window, keys, spec.windows.lookback), cohort) if cells else None
+            if record is None:
+                status = "never trained" if observed not in (None, EMPTY) else "no data"
+            elif definition is not None and record.definition != definition and record.status == "trained":
+                status = "stale: definition changed"
+            elif observed is not None and observed != record.fingerprint:
+                status = "stale: data changed"
+            elif record.status == "skipped":
+                status = "skipped"
+            else:
+                status = "current"
+            rows.append(
+                {
+                    "partition": key,
+                    "state": status,
+                    "record": record,
+                    "entry": entry,
+                    "observed_fingerprint": observed,
+                }
+            )
+    return rows
 
 
 def status_rows(spec: RetrainingSpec) -> list[tuple]:
-    entries = ModelStore(model_store_root(spec)).entries()
-    trained = state_store(spec).trained()
-    rows = []
-    for key in all_partitions(spec):
-        entry, record = entries.get(key), trained.get(key)
-        state = record.status if record else "never trained"
-        rows.append(
+    from datetime import datetime
+
+    out = []
+    for item in partition_states(spec):
+        key, record, entry = item["partition"], item["record"], item["entry"]
+        out.append(
             (
                 key.window,
                 key.cohort,
-                state,
+                item["state"],
                 record.rows if record else None,
                 entry.get("auc_holdout") if entry else None,
                 entry.get("reason") if entry else None,
-                (record.run_id or "")[:8] if record else None,
+                datetime.fromtimestamp(record.trained_at).strftime("%Y-%m-%d %H:%M:%S") if record else None,
             )
         )
-    return rows
+    return out
+
+
+def explain(spec: RetrainingSpec, key: PartitionKey) -> str:
+    """Why ``key`` was or was not retrained: its state, model, and the requests that named it."""
+    item = next((i for i in partition_states(spec) if i["partition"] == key), None)
+    if item is None:
+        return f"{key}: not a partition of {spec.name!r} (windows {windows(spec)[0].key}..{windows(spec)[-1].key})"
+    record, entry = item["record"], item["entry"]
+    lines = [f"partition {key} of {spec.name!r}: {item['state']}"]
+    if record:
+        lines.append(
+            f"  last run {record.run_id}: {record.status} on {record.rows} rows, fingerprint {record.fingerprint}"
+        )
+    lines.append(f"  data as last observed by the sensor: fingerprint {item['observed_fingerprint']}")
+    if entry:
+        lines.append(
+            f"  serving model {entry['path']} (sha256 {entry['sha256'][:16]}), reason {entry.get('reason')}, "
+            f"holdout AUC {entry.get('auc_holdout')}, change: {entry.get('change') or '-'}"
+        )
+    history = [r for r in state_store(spec).requests() if r[1] == key]
+    if history:
+        lines.append("  requested by the change sensor:")
+        lines += [f"    tick {seq}: {reason} ({detail})" for seq, _, reason, _, detail in history]
+    else:
+        lines.append("  never requested by the change sensor (no change reached it since it was trained)")
+    return "\n".join(lines)
+
+
+def savings(spec: RetrainingSpec) -> list[tuple]:
+    """The savings ledger: per sensor update, partitions retrained vs skipped, training time avoided."""
+    from datetime import datetime
+
+    return [
+        (row.seq, datetime.fromtimestamp(row.at).strftime("%Y-%m-%d %H:%M:%S"), row.requested, row.skipped, round(row.seconds_avoided, 1), row.reasons)
+        for row in state_store(spec).ledger()
+    ]

@@ -22,7 +22,7 @@ from dagster import (
 
 from retrain_plugins.changes.state import StateStore
 from retrain_plugins.dagster.resources import FeastResource, ModelStoreResource
-from retrain_plugins.dagster.tags import reason_for
+from retrain_plugins.dagster.tags import detail_for, reason_for
 from retrain_plugins.feast_view import load_feature_service_view
 from retrain_plugins.layout import state_path
 from retrain_plugins.partitions import PartitionKey, partitions_def
@@ -105,7 +105,8 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
         for partition_key in context.partition_keys:
             key = PartitionKey.from_dagster(partition_key)
             reason = reason_for(context.run.tags, key)
-            meta = train_sub_model(spec, view, models, state, key, reason, context.run.run_id)
+            detail = detail_for(context.run.tags, key)
+            meta = train_sub_model(spec, view, models, state, key, reason, context.run.run_id, detail)
             context.log.info(f"{key}: {meta['status']} ({reason})")
             context.add_asset_metadata(_metadata(meta), partition_key=partition_key)
         return MaterializeResult()

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from dagster import (
+    AddDynamicPartitionsRequest,
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
@@ -20,7 +21,7 @@ from dagster import (
 )
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from retrain_plugins.partitions import PartitionKey, windows
+from retrain_plugins.partitions import PartitionKey, cohorts, encode_cohort, windows
 from retrain_plugins.spec import RetrainingSpec
 
 
@@ -47,9 +48,13 @@ def materialize_all(
 ) -> ExecuteInProcessResult:
     """Materialize every partition of the retraining (and the bundle) in one run."""
     keys = [w.key for w in windows(spec)]
-    cohorts = sorted(spec.cohorts, key=lambda c: PartitionKey(keys[0], c).to_dagster().keys_by_dimension["cohort"])
-    start = PartitionKey(keys[0], cohorts[0]).to_dagster()
-    end = PartitionKey(keys[-1], cohorts[-1]).to_dagster()
+    if spec.dynamic_cohorts:  # the spec's initial cohorts become the dynamic partitions
+        known = set(cohorts(spec, instance))
+        name = f"{spec.name}_cohort"
+        instance.add_dynamic_partitions(name, [encode_cohort(c) for c in spec.cohorts if c not in known])
+    order = cohorts(spec, instance)
+    start = PartitionKey(keys[0], order[0]).to_dagster()
+    end = PartitionKey(keys[-1], order[-1]).to_dagster()
     return materialize(
         _assets(defs, spec),
         instance=instance,
@@ -63,9 +68,19 @@ def tick(defs: Definitions, sensor_name: str, instance: DagsterInstance, cursor:
     """Evaluate one tick of ``sensor_name`` against ``instance``."""
     sensor_def = defs.resolve_sensor_def(sensor_name)
     context = build_sensor_context(
-        instance=instance, definitions=defs, cursor=cursor, instance_ref=instance.get_ref() if instance.is_persistent else None
+        instance=instance,
+        definitions=defs,
+        cursor=cursor,
+        instance_ref=instance.get_ref() if instance.is_persistent else None,
     )
     data = sensor_def.evaluate_tick(context)
+    # What the daemon does with a tick's dynamic partition requests, before launching its runs.
+    for request in data.dynamic_partitions_requests or []:
+        if isinstance(request, AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        else:
+            for key in request.partition_keys:
+                instance.delete_dynamic_partition(request.partitions_def_name, key)
     return Tick(list(data.run_requests or []), data.skip_message, data.cursor)
 
 

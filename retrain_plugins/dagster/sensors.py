@@ -3,11 +3,11 @@
 Each tick runs :func:`retrain_plugins.changes.detector.detect_changes` (file listing first, exact
 fingerprints only where files changed) and turns the affected partitions into as few runs as
 possible: one run per (window range x cohort range) rectangle, which Dagster executes as a single
-run thanks to the assets' single-run backfill policy. Run keys carry a tick sequence number from
-the state store, not the fingerprint: a partition whose data changes back to an earlier state
+run thanks to the assets' single-run backfill policy. New cohorts of a dynamic cohort dimension
+are added in the same tick as their runs are requested. Run keys carry a tick sequence number
+from the state store, not the fingerprint: a partition whose data changes back to an earlier state
 must still run again. The cursor is that sequence number; all other state is in the state store.
 """
-
 
 from collections.abc import Sequence
 
@@ -22,22 +22,27 @@ from dagster import (
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from retrain_plugins.changes.detector import ChangeReport, PartitionChange, detect_changes, state_store
+from retrain_plugins.changes.state import StateStore
 from retrain_plugins.dagster.assets import RetrainingAssets
-from retrain_plugins.dagster.tags import reason_tags
+from retrain_plugins.dagster.tags import detail_tags, reason_tags
 from retrain_plugins.feast_view import load_feature_service_view
-from retrain_plugins.partitions import rectangles, windows
+from retrain_plugins.partitions import cohort_partitions_def, cohorts, encode_cohort, rectangles, windows
 from retrain_plugins.spec import RetrainingSpec
 
 
 def run_requests_for(
-    spec: RetrainingSpec, assets: RetrainingAssets, changes: Sequence[PartitionChange], seq: int
+    spec: RetrainingSpec,
+    assets: RetrainingAssets,
+    changes: Sequence[PartitionChange],
+    seq: int,
+    cohort_order: Sequence[str],
 ) -> list[RunRequest]:
     """Group ``changes`` into rectangle runs, each tagged with its partitions' reasons."""
-    reasons = {c.partition: c.reason for c in changes}
+    by_key = {c.partition: c for c in changes}
     window_keys = [w.key for w in windows(spec)]
     requests = []
-    for i, (start, end, members) in enumerate(rectangles(reasons, window_keys, spec.cohorts)):
-        inside = {k: reasons[k] for k in members}
+    for i, (start, end, members) in enumerate(rectangles(by_key, window_keys, cohort_order)):
+        inside = [by_key[k] for k in members]
         requests.append(
             RunRequest(
                 run_key=f"{spec.name}:{seq}:{i}",
@@ -45,20 +50,34 @@ def run_requests_for(
                 tags={
                     ASSET_PARTITION_RANGE_START_TAG: str(start.to_dagster()),
                     ASSET_PARTITION_RANGE_END_TAG: str(end.to_dagster()),
-                    **reason_tags(inside),
+                    **reason_tags({c.partition: c.reason for c in inside}),
+                    **detail_tags({c.partition: c.detail for c in inside}),
                 },
             )
         )
     return requests
 
 
-def _describe(report: ChangeReport) -> str:
+def describe(report: ChangeReport) -> str:
+    """One line on what a detection pass saw besides the requested partitions."""
     parts = [f"{len(report.changed_files)} changed file(s) of {report.files_seen}"]
     if report.unreadable:
-        parts.append("unreadable: " + "; ".join(report.unreadable.values()))
-    if report.unknown_cohorts:
-        parts.append(f"cohorts in the data but not in the spec: {report.unknown_cohorts}")
+        parts.append("unreadable, skipped until fixed: " + "; ".join(report.unreadable.values()))
+    if report.new_cohorts and not any(c.reason == "new_cohort" for c in report.changes):
+        parts.append(f"cohorts in the data but not in the spec (not trained): {report.new_cohorts}")
+    if report.vanished_cohorts:
+        parts.append(f"cohorts no longer in the data (their sub-models are kept): {report.vanished_cohorts}")
+    if report.stale_by_definition:
+        parts.append(f"{report.stale_by_definition} sub-model(s) stale by definition change (policy mark_stale)")
     return ", ".join(parts)
+
+
+def _record_savings(state: StateStore, seq: int, changes: Sequence[PartitionChange]) -> None:
+    requested = {c.partition for c in changes}
+    others = [r for k, r in state.trained().items() if k not in requested and r.status == "trained"]
+    avoided = sum(r.training_seconds or 0.0 for r in others)
+    reasons = ",".join(sorted({c.reason for c in changes}))
+    state.record_ledger(seq, len(requested), len(others), avoided, reasons)
 
 
 def build_change_sensor(
@@ -76,26 +95,33 @@ def build_change_sensor(
         default_status=default_status,
         description=(
             "Requests runs for exactly the (window, cohort) partitions whose training set changed "
-            "(new or late label rows, edited rows, changed feature rows), grouped into few runs."
+            "(new or late label rows, edited rows, changed feature rows, drift, new cohorts), "
+            "grouped into few runs, each tagged with its reasons."
         ),
     )
     def change_sensor(context: SensorEvaluationContext):
         view = load_feature_service_view(spec)
         state = state_store(spec)
-        report = detect_changes(spec, view, state)
-        summary = _describe(report)
+        known = cohorts(spec, context.instance)
+        report = detect_changes(spec, view, state, known)
+        summary = describe(report)
         if not report.changes:
             report.commit()
             return SkipReason(f"no partition changed ({summary})")
         seq = state.next_seq()
-        requests = run_requests_for(spec, assets, report.changes, seq)
+        added = [c for c in report.new_cohorts if spec.dynamic_cohorts and c not in known]
+        requests = run_requests_for(spec, assets, report.changes, seq, [*known, *added])
+        dynamic = (
+            [cohort_partitions_def(spec).build_add_request([encode_cohort(c) for c in added])] if added else []
+        )
         state.log_requests(seq, [(c.partition, c.reason, c.fingerprint, c.detail) for c in report.changes])
+        _record_savings(state, seq, report.changes)
         report.commit()
         context.log.info(
             f"{len(report.changes)} partition(s) in {len(requests)} run(s): "
-            + ", ".join(f"{c.partition} ({c.reason})" for c in report.changes)
+            + ", ".join(f"{c.partition} ({c.reason}: {c.detail})" for c in report.changes)
             + f"; {summary}"
         )
-        return SensorResult(run_requests=requests, cursor=str(seq))
+        return SensorResult(run_requests=requests, cursor=str(seq), dynamic_partitions_requests=dynamic)
 
     return change_sensor

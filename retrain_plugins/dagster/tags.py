@@ -28,3 +28,18 @@ def reason_for(tags: Mapping[str, str], key: PartitionKey) -> str:
         if found:
             return found
     return tags.get(REASON_TAG, "manual") or "manual"
+
+
+DETAIL_TAG = "retrain/details"
+
+
+def detail_tags(details: Mapping[PartitionKey, str]) -> dict[str, str]:
+    """What changed, per partition (row counts, windows, drifting features), when it fits a tag."""
+    text = json.dumps({str(k): d for k, d in sorted(details.items())}, separators=(",", ":"))
+    return {DETAIL_TAG: text} if len(text) <= _MAX_TAG else {}
+
+
+def detail_for(tags: Mapping[str, str], key: PartitionKey) -> str | None:
+    if DETAIL_TAG in tags:
+        return json.loads(tags[DETAIL_TAG]).get(str(key))
+    return None
