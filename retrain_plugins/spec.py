@@ -50,13 +50,52 @@ class Windows(_Model):
         return self
 
 
+Strategy = Literal["refit", "warm_start"]
+
+
 class TrainerSpec(_Model):
-    """Which trainer fits each sub-model, and how it is evaluated."""
+    """Which trainer fits each sub-model, how, and how it is evaluated."""
 
     name: str = Field(default="catboost", description="Registered trainer name or dotted path.")
     params: dict[str, Any] = Field(default_factory=dict, description="Trainer parameters.")
     holdout_fraction: float = Field(
         default=0.2, gt=0.0, lt=0.9, description="Newest share of label rows held out for metrics."
+    )
+    strategy: Strategy = Field(
+        default="refit",
+        description=(
+            "'refit': a fresh model on the partition's training set. 'warm_start': continue the "
+            "current sub-model on the rows that are new since it was trained (falls back to refit "
+            "when there is no current model, old rows changed, the features changed, the trainer "
+            "cannot continue, or max_trees would be exceeded)."
+        ),
+    )
+    strategy_overrides: dict[str, Strategy] = Field(
+        default_factory=dict, description="Per cohort ('north') or per partition ('2025-03-01/north')."
+    )
+    max_trees: int = Field(default=1000, ge=1, description="Cap on the trees of a warm-started model.")
+
+    def strategy_for(self, window: str, cohort: str) -> Strategy:
+        return self.strategy_overrides.get(f"{window}/{cohort}", self.strategy_overrides.get(cohort, self.strategy))
+
+
+class GateSpec(_Model):
+    """Champion/challenger: a candidate worse than the current sub-model is not promoted."""
+
+    enabled: bool = True
+    tolerance: float = Field(
+        default=0.02, ge=0.0, description="Largest holdout AUC drop (candidate vs current) still promoted."
+    )
+    auc_floor: float = Field(default=0.5, ge=0.0, le=1.0, description="Asset check: holdout AUC at least this.")
+
+
+class FallbackSpec(_Model):
+    """The global model that serves cohorts without (or with too small) a sub-model."""
+
+    enabled: bool = True
+    windows: int = Field(default=3, ge=1, description="Trains on every cohort's rows of the newest N windows.")
+    min_rows: int = Field(
+        default=30, ge=0, description="Cohorts whose newest sub-model has fewer rows are served by the fallback."
     )
 
 
@@ -102,6 +141,8 @@ class RetrainingSpec(_Model):
         description="Cohorts are a Dagster dynamic dimension: a value new in the data adds its partitions.",
     )
     trainer: TrainerSpec = TrainerSpec()
+    gate: GateSpec = GateSpec()
+    fallback: FallbackSpec = FallbackSpec()
     change_detection: ChangeDetection = ChangeDetection()
     data_dir: Path = Field(description="Root of label sources, model store, training sets and state.")
 
@@ -141,7 +182,7 @@ class RetrainingSpec(_Model):
             "feature_service": self.feature_service,
             "labels": self.labels.model_dump(exclude={"path"}),
             "lookback": self.windows.lookback,
-            "trainer": self.trainer.model_dump(),
+            "trainer": self.trainer.model_dump(exclude={"strategy", "strategy_overrides", "max_trees"}),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -101,9 +101,18 @@ class ModelStore:
         return self.root / entry["path"]
 
     def put(
-        self, key: PartitionKey, write: Callable[[Path], None], suffix: str, metadata: dict[str, Any]
+        self,
+        key: PartitionKey,
+        write: Callable[[Path], None],
+        suffix: str,
+        metadata: dict[str, Any],
+        promote: bool = True,
     ) -> dict[str, Any]:
-        """Write an artifact with ``write(tmp_path)`` and make it the partition's current model."""
+        """Write an artifact with ``write(tmp_path)``; make it the partition's current model.
+
+        With ``promote=False`` (a candidate the gate rejected) the artifact is kept and listed
+        under the partition's ``rejected`` candidates, and the current model is left as it is.
+        """
         folder = self.root / "artifacts" / path_segment(key.window) / path_segment(key.cohort)
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".incoming.", suffix=suffix)
@@ -130,12 +139,42 @@ class ModelStore:
         }
         with self._locked():
             manifest = self._read()
-            slot = manifest["partitions"].setdefault(self._key(key), {"current": None, "history": []})
-            if slot["current"]:
-                slot["history"].append(slot["current"])
-            slot["current"] = entry
-            atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
+            slot = self._slot(manifest, key)
+            if not promote:
+                slot.setdefault("rejected", []).append(entry)
+            else:
+                if slot["current"]:
+                    slot["history"].append(slot["current"])
+                slot["current"] = entry
+            self._write(manifest)
         return entry
+
+    def _slot(self, manifest: dict[str, Any], key: PartitionKey) -> dict[str, Any]:
+        return manifest["partitions"].setdefault(self._key(key), {"current": None, "history": []})
+
+    def _write(self, manifest: dict[str, Any]) -> None:
+        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
+
+    def rejected(self, key: PartitionKey) -> list[dict[str, Any]]:
+        return self._read()["partitions"].get(self._key(key), {}).get("rejected", [])
+
+    def rollback(self, key: PartitionKey) -> dict[str, Any]:
+        """Make the previous version of ``key`` current again; return it.
+
+        The replaced version is kept under ``rolled_back`` (its file stays), so a rollback is
+        itself reversible by hand.
+        """
+        with self._locked():
+            manifest = self._read()
+            slot = manifest["partitions"].get(self._key(key))
+            if not slot or not slot.get("history"):
+                raise StoreError(f"{key} has no previous version to roll back to")
+            previous = slot["history"].pop()
+            self.verified_path(previous)
+            slot.setdefault("rolled_back", []).append(slot["current"])
+            slot["current"] = {**previous, "rolled_back_at": time.time()}
+            self._write(manifest)
+            return slot["current"]
 
     def verified_path(self, entry: dict[str, Any]) -> Path:
         """The artifact's path after checking its checksum against the manifest."""

@@ -20,6 +20,7 @@ from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.layout import training_set_path
 from retrain_plugins.partitions import PartitionKey, training_windows, windows
 from retrain_plugins.spec import RetrainingSpec
+from retrain_plugins.policies import gate, plan
 from retrain_plugins.store import ModelStore, atomic_write_text
 from retrain_plugins.trainers import fit_and_evaluate, make_trainer
 from retrain_plugins.training_sets import feast_training_set
@@ -93,9 +94,19 @@ def train_sub_model(
         state.record_trained(key, ts_meta["fingerprint"], frame.height, "skipped", run_id, definition)
         return {**base, "status": "skipped", "skip_reason": why}
     trainer = make_trainer(spec.trainer.name, spec.trainer.params)
+    span = ts_meta["windows"]
+    chosen = plan(spec, view, trainer, models, key, frame, span)
     outcome = fit_and_evaluate(
-        trainer, frame, view.feature_columns, label, spec.trainer.holdout_fraction, where=f"partition {key}"
+        trainer,
+        frame,
+        view.feature_columns,
+        label,
+        spec.trainer.holdout_fraction,
+        where=f"partition {key}",
+        init_model=chosen.init_model,
+        train_from=chosen.train_from,
     )
+    verdict = gate(spec, view, trainer, models, key, outcome)
     entry = models.put(
         key,
         lambda p: trainer.save(outcome.model, p),
@@ -104,20 +115,28 @@ def train_sub_model(
             **base,
             **outcome.metrics,
             "training_seconds": round(outcome.seconds, 3),
-            "strategy": "refit",
+            "strategy": chosen.strategy,
+            "strategy_note": chosen.note or None,
+            "rows_trained": frame.height - chosen.train_from - (outcome.metrics["rows_holdout"] or 0),
+            "model_size": trainer.size(outcome.model),
+            "champion_auc_holdout": verdict.champion_auc,
+            "gate": verdict.note or ("promoted" if verdict.promote else "rejected"),
             "trainer": trainer.name,
             "trainer_params": trainer.params,
             "feature_service": spec.feature_service,
             "feature_service_version": view.version,
             "feature_columns": view.feature_columns,
+            "max_label_time": frame[spec.labels.timestamp_column].max().isoformat(),
             "window_start": _window_start(spec, key.window),
             "run_id": run_id,
         },
+        promote=verdict.promote,
     )
+    status = "trained" if verdict.promote else "rejected"
     state.record_trained(
-        key, ts_meta["fingerprint"], frame.height, "trained", run_id, definition, round(outcome.seconds, 3)
+        key, ts_meta["fingerprint"], frame.height, status, run_id, definition, round(outcome.seconds, 3)
     )
-    return {**entry, "status": "trained"}
+    return {**entry, "status": status}
 
 
 def _window_start(spec: RetrainingSpec, window: str) -> str:

@@ -25,6 +25,8 @@ def make_spec(root: Path, **overrides) -> RetrainingSpec:
         "windows": {"granularity": "monthly", "start": "2025-01-01", "end": "2025-04-01", "lookback": 1},
         "cohorts": list(COHORTS),
         "trainer": {"name": "catboost", "params": {"iterations": 25, "depth": 4}},
+        # Test partitions hold ~40 rows: their holdout AUC is too noisy for a gate; gate tests turn it on.
+        "gate": {"enabled": False},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(raw.get(key), dict):

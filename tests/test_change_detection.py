@@ -158,3 +158,26 @@ def test_explain_status_and_savings_ledger(materialized):
     assert "never requested by the change sensor" in untouched
     (row,) = savings(materialized.spec)
     assert row[2:4] == (1, 11) and row[4] > 0 and row[5] == "edited_rows"
+
+
+def test_schema_changes_are_held_with_the_file_and_column_named(materialized):
+    _settled(materialized)
+    path = materialized.data / "sources/activity/month=2025-02/part-0.parquet"
+    frame = pl.read_parquet(path)
+    frame.drop("spend_30d").write_parquet(path)
+    result = tick(materialized.defs, materialized.sensor, materialized.instance)
+    assert result.run_requests == []
+    assert f"{path}: missing column(s) ['spend_30d']" in result.skip_message
+    frame.with_columns(pl.col("spend_30d").cast(pl.String)).write_parquet(path)
+    result = tick(materialized.defs, materialized.sensor, materialized.instance)
+    assert f"{path}: column 'spend_30d' is VARCHAR, expected numeric" in result.skip_message
+    frame.write_parquet(path)  # back to the original rows
+    assert tick(materialized.defs, materialized.sensor, materialized.instance).run_requests == []
+
+
+def test_small_samples_never_report_drift(materialized):
+    strict = _with_spec(materialized, change_detection={"drift": {"min_rows": 1000, "threshold": 0.2}})
+    _settled(strict)
+    scenarios.drift(CONFIG, strict.data, "east", "2025-03", shift=2.5)
+    result = tick(strict.defs, strict.sensor, strict.instance)
+    assert _requests(result) == [("east|2025-03-01", "east|2025-03-01", {"2025-03-01/east": "edited_rows"})]

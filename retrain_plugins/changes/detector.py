@@ -21,7 +21,7 @@ import glob
 import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 
@@ -73,12 +73,22 @@ def state_store(spec: RetrainingSpec) -> StateStore:
     return StateStore(state_path(spec))
 
 
-def _sources(spec: RetrainingSpec, view: FeatureServiceView) -> dict[str, tuple[str, str, float]]:
-    """source name -> (glob, timestamp column, reach in seconds past a row's timestamp)."""
-    sources = {LABELS: (spec.label_glob, spec.labels.timestamp_column, 0.0)}
+class _Source(NamedTuple):
+    pattern: str
+    timestamp: str
+    reach: float  # seconds past a row's timestamp at which a label can still join it
+    numeric: tuple[str, ...]  # columns that must exist and be numeric
+    other: tuple[str, ...]  # columns that must exist
+
+
+def _sources(spec: RetrainingSpec, view: FeatureServiceView) -> dict[str, _Source]:
+    lab = spec.labels
+    sources = {
+        LABELS: _Source(spec.label_glob, lab.timestamp_column, 0.0, (lab.label_column,), (lab.entity_column, lab.cohort_column))
+    }
     for fv in view.views:
         reach = fv.ttl_seconds if fv.ttl_seconds is not None else float("inf")
-        sources[fv.name] = (fv.source_path, fv.timestamp_field, reach)
+        sources[fv.name] = _Source(fv.source_path, fv.timestamp_field, reach, fv.features, fv.join_keys)
     return sources
 
 
@@ -93,15 +103,32 @@ def _listing(pattern: str) -> dict[str, tuple[int, int]]:
     return found
 
 
-def _time_range(path: str, column: str) -> tuple[int | None, int | None]:
+_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+            "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL", "BOOLEAN")
+
+
+def _inspect(path: str, source: _Source) -> tuple[int | None, int | None]:
+    """Check a file's schema against what the retraining reads; return its time range (us)."""
     con = connect()
     try:
+        described = con.execute(f"DESCRIBE SELECT * FROM {parquet('p')}", {"p": path}).fetchall()
+        types = {name: dtype for name, dtype, *_ in described}
+        missing = [c for c in (source.timestamp, *source.numeric, *source.other) if c not in types]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {missing}")
+        if not types[source.timestamp].startswith("TIMESTAMP"):
+            raise DataError(f"{path}: column {source.timestamp!r} is {types[source.timestamp]}, expected a timestamp")
+        wrong = [f"{c!r} is {types[c]}" for c in source.numeric if not types[c].startswith(_NUMERIC)]
+        if wrong:
+            raise DataError(f"{path}: column {', '.join(wrong)}, expected numeric")
+        column = ident(source.timestamp)
         lo, hi = con.execute(
-            f"SELECT epoch_us(min({ident(column)})), epoch_us(max({ident(column)})) FROM {parquet('p')}",
-            {"p": path},
+            f"SELECT epoch_us(min({column})), epoch_us(max({column})) FROM {parquet('p')}", {"p": path}
         ).fetchone()
-    except Exception as exc:  # duckdb's IO/Binder/InvalidInput errors: all mean "cannot use this file"
-        raise DataError(f"{path}: cannot read timestamp column {column!r}: {exc}") from exc
+    except DataError:
+        raise
+    except Exception as exc:  # duckdb's IO/InvalidInput errors: the file cannot be read at all
+        raise DataError(f"{path}: unreadable parquet: {exc}") from exc
     return lo, hi
 
 
@@ -126,8 +153,9 @@ def _scan(spec, view, state, all_windows):
     reached: set[str] = set()
     blocked: set[str] = set()
     seen = 0
-    for source, (pattern, ts_column, reach) in _sources(spec, view).items():
-        now = _listing(pattern)
+    for source, described in _sources(spec, view).items():
+        reach = described.reach
+        now = _listing(described.pattern)
         seen += len(now)
         old = {p: s for (src, p), s in previous.items() if src == source}
         for path in sorted(set(now) | set(old)):
@@ -137,7 +165,7 @@ def _scan(spec, view, state, all_windows):
             ranges = [(before.ts_min, before.ts_max)] if before is not None and before.ts_min is not None else []
             if path in now:
                 try:
-                    lo, hi = _time_range(path, ts_column)
+                    lo, hi = _inspect(path, described)
                 except DataError as exc:
                     unreadable[path] = str(exc)
                     for lo, hi in ranges:

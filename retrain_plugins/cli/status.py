@@ -43,6 +43,8 @@ def partition_states(spec: RetrainingSpec) -> list[dict[str, Any]]:
                 status = "stale: data changed"
             elif record.status == "skipped":
                 status = "skipped"
+            elif record.status == "rejected":
+                status = "current (newest candidate rejected by the gate)"
             else:
                 status = "current"
             rows.append(

@@ -43,6 +43,17 @@ class Trainer(abc.ABC):
     def fit(self, features: pl.DataFrame, labels: np.ndarray) -> Any:
         """Fit a fresh model on the rows in the given order (deterministically)."""
 
+    #: Whether :meth:`continue_fit` is implemented (the ``warm_start`` strategy needs it).
+    supports_warm_start: ClassVar[bool] = False
+
+    def continue_fit(self, model: Any, features: pl.DataFrame, labels: np.ndarray) -> Any:
+        """Continue training ``model`` on new rows only (warm start); optional."""
+        raise NotImplementedError(f"trainer {self.name!r} does not support warm starts")
+
+    def size(self, model: Any) -> int | None:
+        """A model's size in the unit the ``max_trees`` cap counts (trees); ``None`` if unknown."""
+        return None
+
     @abc.abstractmethod
     def predict_proba(self, model: Any, features: pl.DataFrame) -> np.ndarray:
         """Probability of the positive class for each row."""
@@ -60,6 +71,17 @@ class FitOutcome(NamedTuple):
     model: Any
     metrics: dict[str, float | int | None]
     seconds: float
+    holdout: tuple[pl.DataFrame, np.ndarray]  # the newest rows the metrics were measured on
+
+
+def holdout_size(rows: int, holdout_fraction: float) -> int:
+    """Rows held out at the end of a time-ordered frame (none below 10 rows)."""
+    return int(round(rows * holdout_fraction)) if rows >= 10 else 0
+
+
+def auc_or_none(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC AUC, or ``None`` when the sample has a single class."""
+    return float(roc_auc_score(labels, scores)) if len(labels) and len(np.unique(labels)) == 2 else None
 
 
 def _clean(frame: pl.DataFrame, features: Sequence[str], label: str, where: str) -> tuple[pl.DataFrame, np.ndarray]:
@@ -81,20 +103,27 @@ def fit_and_evaluate(
     label: str,
     holdout_fraction: float,
     where: str,
+    init_model: Any = None,
+    train_from: int = 0,
 ) -> FitOutcome:
     """Fit on the older rows, measure on the newest ``holdout_fraction`` (a time-based holdout).
 
     ``frame`` must already be in time order (training sets are sorted by label time). The model
-    kept is the one fitted on the training part: its holdout metrics are honest.
+    kept is the one fitted on the training part: its holdout metrics are honest. With
+    ``init_model`` (warm start), training continues that model on rows ``train_from`` onwards only.
     """
     x, y = _clean(frame, features, label, where)
     n = len(y)
-    n_hold = int(round(n * holdout_fraction)) if n >= 10 else 0
+    n_hold = holdout_size(n, holdout_fraction)
     n_train = n - n_hold
-    if n_train == 0 or len(np.unique(y[:n_train])) < 2:
-        raise DataError(f"{where}: needs both label classes in its {n_train} training rows")
+    if n_train - train_from <= 0 or len(np.unique(y[train_from:n_train])) < 2:
+        raise DataError(f"{where}: needs both label classes in its {n_train - train_from} training rows")
     started = time.perf_counter()
-    model = trainer.fit(x.head(n_train), y[:n_train])
+    part = x.slice(train_from, n_train - train_from)
+    if init_model is None:
+        model = trainer.fit(part, y[train_from:n_train])
+    else:
+        model = trainer.continue_fit(init_model, part, y[train_from:n_train])
     seconds = time.perf_counter() - started
     metrics: dict[str, float | int | None] = {
         "rows": n,
@@ -104,8 +133,9 @@ def fit_and_evaluate(
         "auc_holdout": None,
         "logloss_holdout": None,
     }
+    holdout = (x.tail(n_hold), y[n_train:])
     if n_hold and len(np.unique(y[n_train:])) == 2:
-        p = trainer.predict_proba(model, x.tail(n_hold))
-        metrics["auc_holdout"] = float(roc_auc_score(y[n_train:], p))
+        p = trainer.predict_proba(model, holdout[0])
+        metrics["auc_holdout"] = auc_or_none(y[n_train:], p)
         metrics["logloss_holdout"] = float(log_loss(y[n_train:], p, labels=[0, 1]))
-    return FitOutcome(model, metrics, seconds)
+    return FitOutcome(model, metrics, seconds, holdout)

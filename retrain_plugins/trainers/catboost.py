@@ -40,6 +40,19 @@ class CatBoostTrainer(Trainer):
         model.fit(features.to_numpy(), labels)
         return model
 
+    supports_warm_start: ClassVar[bool] = True
+
+    def continue_fit(self, model: Any, features: pl.DataFrame, labels: np.ndarray) -> Any:
+        """Append ``iterations`` trees to ``model``, fitted on the new rows (CatBoost ``init_model``)."""
+        from catboost import CatBoostClassifier
+
+        continued = CatBoostClassifier(**self.params)
+        continued.fit(features.to_numpy(), labels, init_model=model)
+        return continued
+
+    def size(self, model: Any) -> int | None:
+        return int(model.tree_count_)
+
     def predict_proba(self, model: Any, features: pl.DataFrame) -> np.ndarray:
         return model.predict_proba(features.cast(pl.Float64, strict=False).to_numpy())[:, 1]
 
