@@ -16,31 +16,46 @@ import numpy as np
 import polars as pl
 
 from retrain_plugins.errors import RoutingError
+from retrain_plugins.fallback import FALLBACK_DIR
 from retrain_plugins.partitions import PartitionKey
 from retrain_plugins.store import ModelStore, atomic_write_text
 from retrain_plugins.trainers import make_trainer
 
 BUNDLE = "bundle.json"
+OWN, TOO_SMALL, UNSEEN = "own_sub_model", "too_small", "unseen_cohort"
 
 
-def publish_bundle(store: ModelStore, spec_payload: dict[str, Any]) -> dict[str, Any]:
-    """Write ``bundle.json`` from the store's current entries; return it."""
+def publish_bundle(store: ModelStore, spec_payload: dict[str, Any], fallback: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``bundle.json`` from the store's current entries (and the fallback); return it."""
     routes: dict[str, list[dict[str, Any]]] = {}
     for key, entry in sorted(store.entries().items()):
         routes.setdefault(key.cohort, []).append(entry)
-    bundle = {**spec_payload, "routes": routes, "published_at": datetime.now().astimezone().isoformat()}
+    if fallback is not None:
+        fallback = {**fallback, "path": str(Path(FALLBACK_DIR) / fallback["path"])}
+    bundle = {
+        **spec_payload,
+        "routes": routes,
+        "fallback": fallback,
+        "published_at": datetime.now().astimezone().isoformat(),
+    }
     atomic_write_text(store.root / BUNDLE, json.dumps(bundle, indent=1, sort_keys=True))
     return bundle
 
 
 class RoutedModel:
-    """Predict with the sub-model of each row's cohort (and time)."""
+    """Predict with the sub-model of each row's cohort (and time), or with the fallback.
+
+    A cohort with no sub-model (``unseen_cohort``), or whose sub-model was trained on fewer than
+    ``min_rows`` rows (``too_small``), is served by the global fallback model; every other row by
+    its own sub-model (``own_sub_model``). ``predict`` says which model served each row and why.
+    """
 
     def __init__(self, store: ModelStore, bundle: dict[str, Any]):
         self.store = store
         self.bundle = bundle
         self.features: list[str] = bundle["feature_columns"]
         self.cohort_column: str = bundle["cohort_column"]
+        self.min_rows: int = bundle.get("min_rows", 0)
         self._trainer = make_trainer(bundle["trainer"], bundle.get("trainer_params"))
         self._models: dict[str, Any] = {}
 
@@ -60,30 +75,47 @@ class RoutedModel:
             self._models[entry["path"]] = self._trainer.load(self.store.verified_path(entry))
         return self._models[entry["path"]]
 
-    def _route(self, cohort: str, when: datetime | None) -> dict[str, Any]:
+    def _route(self, cohort: str, when: datetime | None) -> tuple[dict[str, Any], str, str]:
+        """(entry, served_by, route) for one cohort and time."""
         entries = self.bundle["routes"].get(cohort)
-        if not entries:
+        if entries:
+            if when is None:
+                entry = entries[-1]
+            else:
+                eligible = [e for e in entries if datetime.fromisoformat(e["window_start"]) <= when]
+                entry = eligible[-1] if eligible else entries[0]
+            if entry.get("rows", 0) >= self.min_rows:
+                return entry, str(PartitionKey(entry["window"], entry["cohort"])), OWN
+            route = TOO_SMALL
+        else:
+            route = UNSEEN
+        fallback = self.bundle.get("fallback")
+        if fallback is None:
             raise RoutingError(
-                f"cohort {cohort!r} has no sub-model; cohorts with sub-models: {self.cohorts}"
+                f"cohort {cohort!r} has no usable sub-model ({route}) and there is no fallback model; "
+                f"cohorts with sub-models: {self.cohorts}"
             )
-        if when is None:
-            return entries[-1]
-        eligible = [e for e in entries if datetime.fromisoformat(e["window_start"]) <= when]
-        return eligible[-1] if eligible else entries[0]
+        return fallback, "fallback", route
 
     def predict(self, frame: pl.DataFrame, timestamp_column: str | None = None) -> pl.DataFrame:
-        """Return ``frame`` plus ``prediction`` (probability of 1) and ``served_by`` per row."""
+        """Return ``frame`` plus ``prediction`` (probability of 1), ``served_by`` and ``route`` per row."""
         missing = [c for c in [self.cohort_column, *self.features] if c not in frame.columns]
         if missing:
             raise RoutingError(f"prediction frame lacks columns {missing}")
         prediction = np.full(frame.height, np.nan)
         served = np.empty(frame.height, dtype=object)
+        route = np.empty(frame.height, dtype=object)
         indexed = frame.with_row_index("_i")
         group_cols = [self.cohort_column] + ([timestamp_column] if timestamp_column else [])
         for keys, rows in indexed.group_by(group_cols, maintain_order=True):
             when = keys[1] if timestamp_column else None
-            entry = self._route(str(keys[0]), when)
+            entry, served_by, why = self._route(str(keys[0]), when)
             idx = rows["_i"].to_numpy()
             prediction[idx] = self._trainer.predict_proba(self._model(entry), rows.select(self.features))
-            served[idx] = str(PartitionKey(entry["window"], entry["cohort"]))
-        return frame.with_columns(pl.Series("prediction", prediction), pl.Series("served_by", served, dtype=pl.String))
+            served[idx] = served_by
+            route[idx] = why
+        return frame.with_columns(
+            pl.Series("prediction", prediction),
+            pl.Series("served_by", served, dtype=pl.String),
+            pl.Series("route", route, dtype=pl.String),
+        )

@@ -21,9 +21,18 @@ def test_dagster_project_definitions_load_and_validate():
     Definitions.validate_loadable(loaded)
     graph = loaded.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"churn/training_set", "churn/sub_model", "churn/model_bundle"}
+    assert keys == {
+        "churn/training_set",
+        "churn/sub_model",
+        "churn/fallback_model",
+        "churn/model_bundle",
+        "churn/online_features",
+    }
     assert graph.get(AssetKey(["churn", "sub_model"])).parent_keys == {AssetKey(["churn", "training_set"])}
-    assert graph.get(AssetKey(["churn", "model_bundle"])).parent_keys == {AssetKey(["churn", "sub_model"])}
+    assert graph.get(AssetKey(["churn", "model_bundle"])).parent_keys == {
+        AssetKey(["churn", "sub_model"]),
+        AssetKey(["churn", "fallback_model"]),
+    }
     sensor = loaded.resolve_sensor_def("churn_change_sensor")
     assert sensor.minimum_interval_seconds == 60
     partitions = graph.get(AssetKey(["churn", "sub_model"])).partitions_def

@@ -5,10 +5,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from retrain_plugins import RoutedModel, RoutingError, asof_training_set, load_feature_service_view
+from retrain_plugins import ModelStore, RoutedModel, RoutingError, asof_training_set, load_feature_service_view
 from retrain_plugins.layout import model_store_root
 from retrain_plugins.partitions import windows
-from retrain_plugins.store import ModelStore
 from retrain_plugins.trainers import make_trainer
 
 
@@ -42,13 +41,64 @@ def test_routes_by_time_to_the_window_of_each_row(materialized, scoring_frame):
     assert (scored["served_by"] == expected).all()
 
 
-def test_unseen_cohort_and_missing_feature_fail_clearly(materialized, scoring_frame):
+def test_unseen_cohorts_are_served_by_the_fallback(materialized, scoring_frame):
     model = RoutedModel.load(model_store_root(materialized.spec))
     unseen = scoring_frame.head(3).with_columns(pl.lit("atlantis").alias("region"))
-    with pytest.raises(RoutingError, match="cohort 'atlantis' has no sub-model"):
-        model.predict(unseen)
+    mixed = model.predict(pl.concat([unseen, scoring_frame.head(2)]))
+    assert mixed["route"].to_list() == ["unseen_cohort"] * 3 + ["own_sub_model"] * 2
+    assert mixed["served_by"].to_list()[:3] == ["fallback"] * 3
+    fallback = model.bundle["fallback"]
+    assert set(fallback["inputs"]) == {f"{w}/{c}" for w in ("2025-01-01", "2025-02-01", "2025-03-01") for c in ("east", "north", "south", "west")}
+    trainer = make_trainer("catboost")
+    direct = trainer.predict_proba(trainer.load(ModelStore(model_store_root(materialized.spec)).verified_path(fallback)), unseen.select(model.features))
+    assert (mixed["prediction"].to_numpy()[:3] == direct).all()
     with pytest.raises(RoutingError, match=r"lacks columns \['sessions_7d'\]"):
         model.predict(scoring_frame.drop("sessions_7d"))
+
+
+def test_small_sub_models_defer_to_the_fallback_and_no_fallback_is_a_clear_error(make_project):
+    from retrain_plugins.dagster.execution import materialize_all
+
+    project = make_project(fallback={"min_rows": 1000, "windows": 1})
+    assert materialize_all(project.defs, project.spec, project.instance).success
+    model = RoutedModel.load(model_store_root(project.spec))
+    frame = asof_training_set(project.spec, load_feature_service_view(project.spec), windows(project.spec)[-1:], None)
+    scored = model.predict(frame)
+    assert set(scored["route"]) == {"too_small"} and set(scored["served_by"]) == {"fallback"}
+    assert model.bundle["fallback"]["inputs"] == [f"2025-03-01/{c}" for c in ("east", "north", "south", "west")]
+
+    without = make_project("nofallback", fallback={"enabled": False})
+    assert materialize_all(without.defs, without.spec, without.instance).success
+    model = RoutedModel.load(model_store_root(without.spec))
+    with pytest.raises(RoutingError, match="cohort 'atlantis' has no usable sub-model \\(unseen_cohort\\) and there is no fallback"):
+        model.predict(frame.head(2).with_columns(pl.lit("atlantis").alias("region")))
+
+
+def test_the_fallback_is_cached_when_its_inputs_did_not_change(materialized):
+    from retrain_plugins.dagster.execution import execute, tick
+    from retrain_plugins.demo import scenarios
+
+    store = ModelStore(model_store_root(materialized.spec) / "_fallback")
+    (before,) = store.entries().values()
+    assert tick(materialized.defs, materialized.sensor, materialized.instance).run_requests == []
+    scenarios.rewrite_identical(materialized.data, "labels", "2025-02")
+    assert tick(materialized.defs, materialized.sensor, materialized.instance).run_requests == []
+    from dagster import materialize
+
+    fallback_asset = [a for a in materialized.defs.assets if a.key.path[-1] == "fallback_model"]
+    again = materialize(fallback_asset, instance=materialized.instance, resources=materialized.defs.resources)
+    (event,) = again.get_asset_materialization_events()
+    assert event.event_specific_data.materialization.metadata["status"].value == "cached"
+    assert store.entries() == {k: before for k in store.entries()}
+    scenarios.edit_rows(materialized.data, "2025-02", "east")
+    result = tick(materialized.defs, materialized.sensor, materialized.instance)
+    (run,) = execute(materialized.defs, materialized.spec, result.run_requests, materialized.instance)
+    (after,) = store.entries().values()
+    assert after["sha256"] != before["sha256"]  # one of its inputs changed: refitted in the same run
+    fallback_events = [
+        e for e in run.get_asset_materialization_events() if e.event_specific_data.materialization.asset_key.path[-1] == "fallback_model"
+    ]
+    assert fallback_events[0].event_specific_data.materialization.metadata["status"].value == "trained"
 
 
 def test_corrupted_artifact_is_refused(materialized, scoring_frame):

@@ -1,4 +1,4 @@
-"""``retrain`` subcommands (demo, apply, status, explain, savings, predict). Exit code 0 on success, 1 on a known error (message on stderr), 2 on usage."""
+"""``retrain`` subcommands (demo, apply, status, explain, savings, rollback, predict). Exit code 0 on success, 1 on a known error (message on stderr), 2 on usage."""
 
 from __future__ import annotations
 
@@ -55,6 +55,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from retrain_plugins.bundle import publish
+    from retrain_plugins.changes.detector import state_store
+    from retrain_plugins.feast_view import load_feature_service_view
+    from retrain_plugins.layout import model_store_root
+    from retrain_plugins.partitions import PartitionKey
+    from retrain_plugins.store import ModelStore
+
+    spec = _spec(args)
+    key = PartitionKey(args.window, args.cohort)
+    entry = ModelStore(model_store_root(spec)).rollback(key)
+    state_store(spec).record_trained(
+        key, entry["fingerprint"], entry["rows"], "trained", "rollback", entry.get("definition", ""), entry.get("training_seconds")
+    )
+    publish(spec, load_feature_service_view(spec))
+    print(f"{key}: serving {entry['path']} again (sha256 {entry['sha256'][:16]}, trained by run {entry.get('run_id')})")
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from retrain_plugins.cli.status import explain
     from retrain_plugins.partitions import PartitionKey
@@ -77,18 +96,30 @@ def cmd_savings(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import polars as pl
 
+    from retrain_plugins.cli.table import render
     from retrain_plugins.layout import model_store_root
     from retrain_plugins.routing import RoutedModel
 
     spec = _spec(args)
     model = RoutedModel.load(model_store_root(spec))
-    frame = pl.read_parquet(args.input)
+    if args.entities:
+        from retrain_plugins.feast_view import feature_store
+        from retrain_plugins.online import online_frame
+
+        kind = int if all(e.lstrip("-").isdigit() for e in args.entities.split(",")) else str
+        ids = [kind(e) for e in args.entities.split(",")]
+        frame = online_frame(spec, feature_store(str(spec.feature_repo)), ids)
+    elif args.input:
+        frame = pl.read_parquet(args.input)
+    else:
+        raise RetrainError("predict needs --input rows.parquet or --entities id,id,...")
     scored = model.predict(frame, timestamp_column=args.timestamp_column)
     if args.output:
         scored.write_parquet(args.output)
         print(f"wrote {scored.height} predictions to {args.output}")
     else:
-        print(scored.select([spec.labels.cohort_column, "served_by", "prediction"]).head(20))
+        columns = [c for c in (spec.labels.entity_column, spec.labels.cohort_column) if c in scored.columns]
+        print(render([*columns, "served_by", "route", "prediction"], scored.select([*columns, "served_by", "route", "prediction"]).head(50).rows()))
     return 0
 
 
@@ -115,9 +146,13 @@ def parser() -> argparse.ArgumentParser:
     explain = add("explain", "Why one partition was or was not retrained.", cmd_explain)
     explain.add_argument("window", help="window key, e.g. 2025-03-01")
     explain.add_argument("cohort", help="cohort value, e.g. north")
+    rollback = add("rollback", "Serve the previous version of one partition's sub-model again.", cmd_rollback)
+    rollback.add_argument("window", help="window key, e.g. 2025-03-01")
+    rollback.add_argument("cohort", help="cohort value, e.g. north")
     add("savings", "The savings ledger: partitions skipped and training time avoided per update.", cmd_savings)
     predict = add("predict", "Score a parquet file through the routed model.", cmd_predict)
-    predict.add_argument("--input", required=True, help="parquet with the cohort column and the features")
+    predict.add_argument("--input", help="parquet with the cohort column and the features (batch)")
+    predict.add_argument("--entities", help="comma-separated entity ids: features from Feast's online store")
     predict.add_argument("--output", help="parquet to write (default: print the first rows)")
     predict.add_argument("--timestamp-column", help="route each row by its time to that window's sub-model")
     return top

@@ -1,4 +1,4 @@
-"""Asset factory: ``training_set`` and ``sub_model`` per (window, cohort), and ``model_bundle``.
+"""Asset factory: ``training_set`` and ``sub_model`` per (window, cohort); serving assets beside.
 
 Both partitioned assets use one shared partitions definition and a single-run backfill policy, so
 a range (a cohort over months, a month over cohorts) is one run, not N process start-ups. The
@@ -7,10 +7,12 @@ and each asset returns a ``MaterializeResult``, with metadata recorded per parti
 """
 
 
-import json
 from typing import NamedTuple
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
@@ -22,11 +24,12 @@ from dagster import (
 
 from retrain_plugins.changes.state import StateStore
 from retrain_plugins.dagster.resources import FeastResource, ModelStoreResource
+from retrain_plugins.dagster.metadata import as_metadata
+from retrain_plugins.dagster.serving import build_serving_assets
 from retrain_plugins.dagster.tags import detail_for, reason_for
 from retrain_plugins.feast_view import load_feature_service_view
 from retrain_plugins.layout import state_path
 from retrain_plugins.partitions import PartitionKey, partitions_def
-from retrain_plugins.routing import publish_bundle
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.training import build_training_set, train_sub_model
 
@@ -34,25 +37,44 @@ from retrain_plugins.training import build_training_set, train_sub_model
 class RetrainingAssets(NamedTuple):
     training_set: AssetsDefinition
     sub_model: AssetsDefinition
+    fallback_model: AssetsDefinition
     model_bundle: AssetsDefinition
+    online_features: AssetsDefinition
 
     @property
     def partitioned(self) -> list[AssetsDefinition]:
         return [self.training_set, self.sub_model]
 
+    @property
+    def keys(self) -> list[AssetKey]:
+        """Every asset key: what a retraining run (full, or requested by the sensor) materializes.
 
-def _metadata(values: dict) -> dict:
-    out = {}
-    for name, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, (list, dict)):
-            out[name] = MetadataValue.json(value)
-        elif name == "path":
-            out[name] = MetadataValue.path(value)
-        else:
-            out[name] = value
-    return out
+        The online store is refreshed in every run, so serving sees the data the models saw.
+        """
+        return [a.key for a in self]
+
+
+def _run_checks(spec: RetrainingSpec, results: list[dict]) -> list[AssetCheckResult]:
+    """Checks over the partitions this run trained (inline checks are not partition-scoped)."""
+    trained = [r for r in results if r["status"] in ("trained", "rejected")]
+    low = [f"{r['partition']}: {r.get('auc_holdout')}" for r in trained if (r.get("auc_holdout") or 0.0) < spec.gate.auc_floor]
+    rejected = [f"{r['partition']}: {r.get('gate')}" for r in trained if r["status"] == "rejected"]
+    return [
+        AssetCheckResult(
+            check_name="holdout_auc_floor",
+            passed=not low,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"floor": spec.gate.auc_floor, "checked": len(trained), "below": MetadataValue.json(low)},
+            description=f"{len(trained) - len(low)} of {len(trained)} sub-models in this run reach AUC {spec.gate.auc_floor}",
+        ),
+        AssetCheckResult(
+            check_name="candidates_promoted",
+            passed=not rejected,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"checked": len(trained), "rejected": MetadataValue.json(rejected)},
+            description=f"{len(trained) - len(rejected)} of {len(trained)} candidates promoted by the gate",
+        ),
+    ]
 
 
 def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
@@ -81,7 +103,7 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
             key = PartitionKey.from_dagster(partition_key)
             meta = build_training_set(spec, view, store, key)
             context.log.info(f"{key}: {meta['rows']} rows, fingerprint {meta['fingerprint']}")
-            context.add_asset_metadata(_metadata(meta), partition_key=partition_key)
+            context.add_asset_metadata(as_metadata(meta), partition_key=partition_key)
         return MaterializeResult()
 
     @asset(
@@ -93,6 +115,10 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
         group_name=spec.name,
         code_version=code_version,
         kinds={spec.trainer.name},
+        check_specs=[
+            AssetCheckSpec("holdout_auc_floor", asset=[*prefix, "sub_model"]),
+            AssetCheckSpec("candidates_promoted", asset=[*prefix, "sub_model"]),
+        ],
         description=(
             f"One `{spec.trainer.name}` sub-model per (window, cohort), fitted on its training set, "
             "evaluated on a time-based holdout and promoted atomically into the model store."
@@ -102,57 +128,21 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
         view = load_feature_service_view(spec)
         models = model_store.for_retraining(spec.name)
         state = StateStore(state_path(spec))
+        results = []
         for partition_key in context.partition_keys:
             key = PartitionKey.from_dagster(partition_key)
             reason = reason_for(context.run.tags, key)
             detail = detail_for(context.run.tags, key)
             meta = train_sub_model(spec, view, models, state, key, reason, context.run.run_id, detail)
             context.log.info(f"{key}: {meta['status']} ({reason})")
-            context.add_asset_metadata(_metadata(meta), partition_key=partition_key)
-        return MaterializeResult()
+            context.add_asset_metadata(as_metadata(meta), partition_key=partition_key)
+            results.append(meta)
+        return MaterializeResult(check_results=_run_checks(spec, results))
 
-    @asset(
-        name="model_bundle",
-        key_prefix=prefix,
-        deps=[sub_model],
-        group_name=spec.name,
-        code_version=code_version,
-        description="The routing table the RoutedModel serves from: each cohort's sub-models by window.",
-    )
-    def model_bundle(model_store: ModelStoreResource) -> MaterializeResult:
-        models = model_store.for_retraining(spec.name)
-        bundle = publish_bundle(
-            models,
-            {
-                "name": spec.name,
-                "feature_columns": load_feature_service_view(spec).feature_columns,
-                "cohort_column": spec.labels.cohort_column,
-                "trainer": spec.trainer.name,
-                "trainer_params": spec.trainer.params,
-            },
-        )
-        table = _auc_table(bundle["routes"])
-        return MaterializeResult(
-            metadata={
-                "sub_models": sum(len(v) for v in bundle["routes"].values()),
-                "cohorts": MetadataValue.json(sorted(bundle["routes"])),
-                "holdout_auc": MetadataValue.md(table),
-                "path": MetadataValue.path(str(models.root / "bundle.json")),
-            }
-        )
-
-    return RetrainingAssets(training_set, sub_model, model_bundle)
-
-
-def _auc_table(routes: dict) -> str:
-    windows = sorted({e["window"] for entries in routes.values() for e in entries})
-    lines = ["| window | " + " | ".join(sorted(routes)) + " |", "|---" * (len(routes) + 1) + "|"]
-    by = {(e["window"], c): e.get("auc_holdout") for c, entries in routes.items() for e in entries}
-    for w in windows:
-        cells = [f"{by[(w, c)]:.3f}" if by.get((w, c)) is not None else "-" for c in sorted(routes)]
-        lines.append(f"| {w} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    fallback_model, model_bundle, online_features = build_serving_assets(spec, training_set, sub_model)
+    return RetrainingAssets(training_set, sub_model, fallback_model, model_bundle, online_features)
 
 
 def asset_keys(spec: RetrainingSpec) -> dict[str, AssetKey]:
-    return {name: AssetKey([spec.name, name]) for name in ("training_set", "sub_model", "model_bundle")}
+    names = ("training_set", "sub_model", "fallback_model", "model_bundle", "online_features")
+    return {name: AssetKey([spec.name, name]) for name in names}

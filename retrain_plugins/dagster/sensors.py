@@ -46,7 +46,7 @@ def run_requests_for(
         requests.append(
             RunRequest(
                 run_key=f"{spec.name}:{seq}:{i}",
-                asset_selection=[a.key for a in (*assets.partitioned, assets.model_bundle)],
+                asset_selection=assets.keys,
                 tags={
                     ASSET_PARTITION_RANGE_START_TAG: str(start.to_dagster()),
                     ASSET_PARTITION_RANGE_END_TAG: str(end.to_dagster()),
@@ -90,7 +90,7 @@ def build_change_sensor(
 
     @sensor(
         name=f"{spec.name}_change_sensor",
-        asset_selection=[a.key for a in (*assets.partitioned, assets.model_bundle)],
+        asset_selection=assets.keys,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         description=(

@@ -1,0 +1,34 @@
+"""Turning library results into Dagster metadata the UI renders well."""
+
+from typing import Any
+
+from dagster import MetadataValue
+
+_PATHS = ("path", "training_set_path")
+
+
+def as_metadata(values: dict[str, Any]) -> dict[str, Any]:
+    """Drop ``None``s; JSON for lists and dicts; path values as paths."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, dict)):
+            out[name] = MetadataValue.json(value)
+        elif name in _PATHS:
+            out[name] = MetadataValue.path(str(value))
+        else:
+            out[name] = value
+    return out
+
+
+def auc_table(routes: dict[str, list[dict[str, Any]]]) -> str:
+    """Markdown heatmap-style table: holdout AUC per window (rows) x cohort (columns)."""
+    cohorts = sorted(routes)
+    windows = sorted({e["window"] for entries in routes.values() for e in entries})
+    by = {(e["window"], c): e.get("auc_holdout") for c, entries in routes.items() for e in entries}
+    lines = ["| window | " + " | ".join(cohorts) + " |", "|---" * (len(cohorts) + 1) + "|"]
+    for w in windows:
+        cells = [f"{by[(w, c)]:.3f}" if by.get((w, c)) is not None else "-" for c in cohorts]
+        lines.append(f"| {w} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

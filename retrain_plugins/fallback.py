@@ -1,0 +1,82 @@
+"""The global fallback model: one model over every cohort's newest windows.
+
+It serves cohorts that have no sub-model (unseen cohorts) or whose sub-model was trained on fewer
+rows than ``spec.fallback.min_rows``. Its retraining policy is explicit and content-based: it is
+fitted on the stored training sets of every cohort in the newest ``spec.fallback.windows`` windows
+that have data, and refitted only when the fingerprint of those inputs (the partitions'
+fingerprints) changed; otherwise the current one is kept, file untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from retrain_plugins.changes.fingerprints import EMPTY
+from retrain_plugins.feast_view import FeatureServiceView
+from retrain_plugins.layout import model_store_root
+from retrain_plugins.partitions import PartitionKey, path_segment, windows
+from retrain_plugins.spec import RetrainingSpec
+from retrain_plugins.store import ModelStore
+from retrain_plugins.trainers import fit_and_evaluate, make_trainer
+
+FALLBACK_DIR = "_fallback"
+FALLBACK_KEY = PartitionKey("global", "all")
+
+
+def fallback_store(spec: RetrainingSpec) -> ModelStore:
+    return ModelStore(model_store_root(spec) / FALLBACK_DIR)
+
+
+def _inputs(spec: RetrainingSpec) -> list[tuple[PartitionKey, Path, str]]:
+    """(partition, training-set file, fingerprint) of every cohort in the newest windows with data."""
+    root = Path(spec.data_dir) / "training_sets" / spec.name
+    by_window: dict[str, list[tuple[PartitionKey, Path, str]]] = {}
+    for window in windows(spec):
+        folder = root / path_segment(window.key)
+        for meta_file in sorted(folder.glob("*.json")):
+            meta = json.loads(meta_file.read_text())
+            if meta["fingerprint"] != EMPTY:
+                key = PartitionKey(window.key, meta["partition"].split("/", 1)[1])
+                by_window.setdefault(window.key, []).append((key, meta_file.with_suffix(".parquet"), meta["fingerprint"]))
+    newest = sorted(by_window)[-spec.fallback.windows :]
+    return [item for window in newest for item in by_window[window]]
+
+
+def train_fallback(spec: RetrainingSpec, view: FeatureServiceView, run_id: str | None) -> dict[str, Any]:
+    """Refit the fallback if its inputs changed; return its metadata (``status`` trained/cached)."""
+    store = fallback_store(spec)
+    inputs = _inputs(spec)
+    if not spec.fallback.enabled or not inputs:
+        return {"status": "disabled" if not spec.fallback.enabled else "no training sets yet"}
+    fingerprint = hashlib.sha256(
+        "|".join(f"{k.window}/{k.cohort}:{fp}" for k, _, fp in sorted(inputs)).encode()
+    ).hexdigest()[:32]
+    current = store.entries().get(FALLBACK_KEY)
+    if current is not None and current["fingerprint"] == fingerprint and current["feature_columns"] == view.feature_columns:
+        return {**current, "status": "cached"}
+    ts, entity = spec.labels.timestamp_column, spec.labels.entity_column
+    frame = pl.concat([pl.read_parquet(path) for _, path, _ in inputs], how="vertical_relaxed").sort(ts, entity)
+    trainer = make_trainer(spec.trainer.name, spec.trainer.params)
+    outcome = fit_and_evaluate(
+        trainer, frame, view.feature_columns, spec.labels.label_column, spec.trainer.holdout_fraction, where="fallback model"
+    )
+    entry = store.put(
+        FALLBACK_KEY,
+        lambda p: trainer.save(outcome.model, p),
+        trainer.suffix,
+        {
+            **outcome.metrics,
+            "fingerprint": fingerprint,
+            "inputs": [str(k) for k, _, _ in inputs],
+            "training_seconds": round(outcome.seconds, 3),
+            "trainer": trainer.name,
+            "feature_columns": view.feature_columns,
+            "run_id": run_id,
+        },
+    )
+    return {**entry, "status": "trained"}
