@@ -175,6 +175,16 @@ def load_feature_service_view(spec: "RetrainingSpec") -> FeatureServiceView:
             "(or `retrain apply`) first"
         )
     stat = registry.stat()
+    changed = [
+        p.name
+        for p in sorted(Path(spec.feature_repo).glob("*"))
+        if p.suffix in (".py", ".yaml") and p.stat().st_mtime_ns > stat.st_mtime_ns
+    ]
+    if changed:
+        raise SpecError(
+            f"Feast registry {registry} is out of date: {changed} changed after the last apply; "
+            f"run `feast -c {spec.feature_repo} apply` (or `retrain apply`)"
+        )
     stamp = f"{stat.st_size}:{stat.st_mtime_ns}:{spec.feature_service}"
     cache = Path(spec.data_dir) / "state" / spec.name / "feature_service_view.json"
     if cache.exists():

@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from retrain_plugins.errors import RoutingError
+from retrain_plugins.errors import RoutingError, StoreError
 from retrain_plugins.fallback import FALLBACK_DIR
 from retrain_plugins.partitions import PartitionKey
 from retrain_plugins.store import ModelStore, atomic_write_text
 from retrain_plugins.trainers import make_trainer
 
 BUNDLE = "bundle.json"
-OWN, TOO_SMALL, UNSEEN = "own_sub_model", "too_small", "unseen_cohort"
+OWN, TOO_SMALL, UNSEEN, DAMAGED = "own_sub_model", "too_small", "unseen_cohort", "damaged_sub_model"
 
 
 def publish_bundle(store: ModelStore, spec_payload: dict[str, Any], fallback: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -45,9 +45,10 @@ def publish_bundle(store: ModelStore, spec_payload: dict[str, Any], fallback: di
 class RoutedModel:
     """Predict with the sub-model of each row's cohort (and time), or with the fallback.
 
-    A cohort with no sub-model (``unseen_cohort``), or whose sub-model was trained on fewer than
-    ``min_rows`` rows (``too_small``), is served by the global fallback model; every other row by
-    its own sub-model (``own_sub_model``). ``predict`` says which model served each row and why.
+    A cohort with no sub-model (``unseen_cohort``), whose sub-model was trained on fewer than
+    ``min_rows`` rows (``too_small``), or whose artifact fails its checksum (``damaged_sub_model``)
+    is served by the global fallback model; every other row by its own sub-model
+    (``own_sub_model``). ``predict`` says which model served each row and why.
     """
 
     def __init__(self, store: ModelStore, bundle: dict[str, Any]):
@@ -110,8 +111,17 @@ class RoutedModel:
         for keys, rows in indexed.group_by(group_cols, maintain_order=True):
             when = keys[1] if timestamp_column else None
             entry, served_by, why = self._route(str(keys[0]), when)
+            try:
+                model = self._model(entry)
+            except StoreError:
+                if why != OWN or not self.bundle.get("fallback"):
+                    raise
+                # Never serve a model whose bytes do not match the manifest; the change sensor
+                # requests its retraining (reason "repair").
+                entry, served_by, why = self.bundle["fallback"], "fallback", DAMAGED
+                model = self._model(entry)
             idx = rows["_i"].to_numpy()
-            prediction[idx] = self._trainer.predict_proba(self._model(entry), rows.select(self.features))
+            prediction[idx] = self._trainer.predict_proba(model, rows.select(self.features))
             served[idx] = served_by
             route[idx] = why
         return frame.with_columns(

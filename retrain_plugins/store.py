@@ -135,6 +135,7 @@ class ModelStore:
             "path": str(final.relative_to(self.root)),
             "sha256": digest,
             "size_bytes": final.stat().st_size,
+            "mtime_ns": final.stat().st_mtime_ns,
             "created_at": time.time(),
         }
         with self._locked():
@@ -148,6 +149,19 @@ class ModelStore:
                 slot["current"] = entry
             self._write(manifest)
         return entry
+
+    @contextlib.contextmanager
+    def partition_lock(self, key: PartitionKey) -> Iterator[None]:
+        """Exclusive lock of one partition, across processes: two runs of the same partition
+        serialize (the second trains on whatever data is current when it gets the lock)."""
+        folder = self.root / "locks" / path_segment(key.window)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{path_segment(key.cohort)}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _slot(self, manifest: dict[str, Any], key: PartitionKey) -> dict[str, Any]:
         return manifest["partitions"].setdefault(self._key(key), {"current": None, "history": []})

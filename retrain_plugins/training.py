@@ -23,6 +23,7 @@ from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.policies import gate, plan
 from retrain_plugins.store import ModelStore, atomic_write_text
 from retrain_plugins.trainers import fit_and_evaluate, make_trainer
+from retrain_plugins.sql import connect, ident
 from retrain_plugins.training_sets import feast_training_set
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ def build_training_set(
         "partition": str(key),
         "windows": span,
         "rows": frame.height,
-        "label_rate": float(frame[spec.labels.label_column].mean()) if frame.height else None,
+        "label_rate": frame[spec.labels.label_column].cast(pl.Float64, strict=False).mean(),
         "fingerprint": fingerprint,
         "feature_service": spec.feature_service,
         "feature_service_version": view.version,
@@ -71,9 +72,52 @@ def train_sub_model(
 ) -> dict[str, Any]:
     """Fit ``key``'s sub-model on its stored training set and promote it; return its metadata.
 
-    A partition without labelled rows, or with a single label class, is skipped with a recorded
-    reason (its previous model, if any, keeps serving).
+    Runs under the partition's lock, so two runs of one partition never interleave. A partition
+    without labelled rows, or with a single label class, is skipped with a recorded reason; one
+    whose data is unusable (labels outside {0, 1}, infinite features) is recorded as failed with
+    the problem, the partition, and the label files involved. In every case but success the
+    previous sub-model, if any, keeps serving.
     """
+    with models.partition_lock(key):
+        try:
+            return _train(spec, view, models, state, key, reason, run_id, detail)
+        except DataError as exc:
+            message = str(exc) + _label_files_hint(spec, key)
+            path = training_set_path(spec, key)
+            meta = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else {}
+            state.record_trained(
+                key, meta.get("fingerprint", EMPTY), meta.get("rows", 0), "failed", run_id,
+                definition_version(spec, view), error=message,
+            )
+            return {"partition": str(key), "status": "failed", "error": message, "reason": reason}
+
+
+def _label_files_hint(spec: RetrainingSpec, key: PartitionKey) -> str:
+    """Which label files hold the partition's unusable label values, if any."""
+    lab = spec.labels
+    label = f"TRY_CAST({ident(lab.label_column)} AS DOUBLE)"
+    try:
+        files = connect().execute(
+            f"SELECT DISTINCT filename FROM read_parquet($p, filename = true, union_by_name = true, "
+            f"hive_partitioning = false) WHERE CAST({ident(lab.cohort_column)} AS VARCHAR) = $c "
+            f"AND ({label} IS NULL OR isnan({label}) OR {label} NOT IN (0, 1)) ORDER BY 1",
+            {"p": spec.label_glob, "c": key.cohort},
+        ).fetchall()
+    except Exception:  # the hint is best effort; the error itself is already clear
+        return ""
+    return f"; label files with values outside {{0, 1}} in column {lab.label_column!r}: {[f for f, in files]}" if files else ""
+
+
+def _train(
+    spec: RetrainingSpec,
+    view: FeatureServiceView,
+    models: ModelStore,
+    state: StateStore,
+    key: PartitionKey,
+    reason: str,
+    run_id: str | None,
+    detail: str | None,
+) -> dict[str, Any]:
     path = training_set_path(spec, key)
     if not path.exists():
         raise DataError(f"training set of {key} is missing at {path}: materialize training_set first")
@@ -89,6 +133,10 @@ def train_sub_model(
         "rows": frame.height,
         "definition": definition,
     }
+    values = frame[label].cast(pl.Float64, strict=False)
+    bad = values.is_null() | values.is_nan() | ~values.is_in([0.0, 1.0])
+    if bad.any():
+        raise DataError(f"partition {key}: label column {label!r} has {int(bad.sum())} values outside {{0, 1}}")
     if ts_meta["fingerprint"] == EMPTY or frame[label].n_unique() < 2:
         why = "no labelled rows" if frame.height == 0 else "a single label class"
         state.record_trained(key, ts_meta["fingerprint"], frame.height, "skipped", run_id, definition)

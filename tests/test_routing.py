@@ -101,13 +101,26 @@ def test_the_fallback_is_cached_when_its_inputs_did_not_change(materialized):
     assert fallback_events[0].event_specific_data.materialization.metadata["status"].value == "trained"
 
 
-def test_corrupted_artifact_is_refused(materialized, scoring_frame):
+def test_a_corrupted_artifact_never_serves_and_is_repaired(materialized, scoring_frame):
+    from retrain_plugins import StoreError
+    from retrain_plugins.dagster.execution import execute, tick
+    from retrain_plugins.dagster.tags import REASONS_TAG
+
     store = ModelStore(model_store_root(materialized.spec))
+    assert tick(materialized.defs, materialized.sensor, materialized.instance).run_requests == []
     entry = next(e for k, e in store.entries().items() if str(k) == "2025-03-01/north")
     path = store.path_of(entry)
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
-    model = RoutedModel.load(store.root)
-    from retrain_plugins import StoreError
-
+    north = scoring_frame.filter(pl.col("region") == "north")
+    scored = RoutedModel.load(store.root).predict(north)
+    assert set(scored["route"]) == {"damaged_sub_model"} and set(scored["served_by"]) == {"fallback"}
+    bundle = dict(RoutedModel.load(store.root).bundle, fallback=None)
     with pytest.raises(StoreError, match="corrupted"):
-        model.predict(scoring_frame.filter(pl.col("region") == "north"))
+        RoutedModel(store, bundle).predict(north)
+
+    result = tick(materialized.defs, materialized.sensor, materialized.instance)
+    assert [r.tags[REASONS_TAG] for r in result.run_requests] == ['{"2025-03-01/north":"repair"}']
+    assert tick(materialized.defs, materialized.sensor, materialized.instance).run_requests == []  # asked once
+    assert all(r.success for r in execute(materialized.defs, materialized.spec, result.run_requests, materialized.instance))
+    repaired = RoutedModel.load(store.root).predict(north)
+    assert set(repaired["route"]) == {"own_sub_model"}

@@ -17,11 +17,8 @@ partition with data.
 from __future__ import annotations
 
 import dataclasses
-import glob
-import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from typing import NamedTuple
 
 import polars as pl
 
@@ -33,11 +30,10 @@ from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.layout import state_path, training_set_path
 from retrain_plugins.partitions import PartitionKey, Window, dependents, training_windows, windows
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.sql import connect, ident, parquet
+from retrain_plugins.sources import inspect_file, listing, sources
 from retrain_plugins.training_sets import WINDOW_COL, asof_training_set
 
-LABELS = "labels"
-REASONS = ("new_data", "late_data", "edited_rows", "drift", "new_cohort", "definition_change", "manual")
+REASONS = ("new_data", "late_data", "edited_rows", "drift", "new_cohort", "definition_change", "repair", "manual")
 DEFINITION = "definition"
 
 
@@ -73,65 +69,6 @@ def state_store(spec: RetrainingSpec) -> StateStore:
     return StateStore(state_path(spec))
 
 
-class _Source(NamedTuple):
-    pattern: str
-    timestamp: str
-    reach: float  # seconds past a row's timestamp at which a label can still join it
-    numeric: tuple[str, ...]  # columns that must exist and be numeric
-    other: tuple[str, ...]  # columns that must exist
-
-
-def _sources(spec: RetrainingSpec, view: FeatureServiceView) -> dict[str, _Source]:
-    lab = spec.labels
-    sources = {
-        LABELS: _Source(spec.label_glob, lab.timestamp_column, 0.0, (lab.label_column,), (lab.entity_column, lab.cohort_column))
-    }
-    for fv in view.views:
-        reach = fv.ttl_seconds if fv.ttl_seconds is not None else float("inf")
-        sources[fv.name] = _Source(fv.source_path, fv.timestamp_field, reach, fv.features, fv.join_keys)
-    return sources
-
-
-def _listing(pattern: str) -> dict[str, tuple[int, int]]:
-    found = {}
-    for path in glob.glob(pattern):
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:  # removed between glob and stat
-            continue
-        found[path] = (st.st_size, st.st_mtime_ns)
-    return found
-
-
-_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
-            "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL", "BOOLEAN")
-
-
-def _inspect(path: str, source: _Source) -> tuple[int | None, int | None]:
-    """Check a file's schema against what the retraining reads; return its time range (us)."""
-    con = connect()
-    try:
-        described = con.execute(f"DESCRIBE SELECT * FROM {parquet('p')}", {"p": path}).fetchall()
-        types = {name: dtype for name, dtype, *_ in described}
-        missing = [c for c in (source.timestamp, *source.numeric, *source.other) if c not in types]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {missing}")
-        if not types[source.timestamp].startswith("TIMESTAMP"):
-            raise DataError(f"{path}: column {source.timestamp!r} is {types[source.timestamp]}, expected a timestamp")
-        wrong = [f"{c!r} is {types[c]}" for c in source.numeric if not types[c].startswith(_NUMERIC)]
-        if wrong:
-            raise DataError(f"{path}: column {', '.join(wrong)}, expected numeric")
-        column = ident(source.timestamp)
-        lo, hi = con.execute(
-            f"SELECT epoch_us(min({column})), epoch_us(max({column})) FROM {parquet('p')}", {"p": path}
-        ).fetchone()
-    except DataError:
-        raise
-    except Exception as exc:  # duckdb's IO/InvalidInput errors: the file cannot be read at all
-        raise DataError(f"{path}: unreadable parquet: {exc}") from exc
-    return lo, hi
-
-
 def _reached(all_windows: list[Window], lo_us: int, hi_us: int, reach: float) -> set[str]:
     lo = datetime.fromtimestamp(lo_us / 1e6, tz=timezone.utc)
     if reach == float("inf"):
@@ -153,9 +90,9 @@ def _scan(spec, view, state, all_windows):
     reached: set[str] = set()
     blocked: set[str] = set()
     seen = 0
-    for source, described in _sources(spec, view).items():
+    for source, described in sources(spec, view).items():
         reach = described.reach
-        now = _listing(described.pattern)
+        now = listing(described.pattern)
         seen += len(now)
         old = {p: s for (src, p), s in previous.items() if src == source}
         for path in sorted(set(now) | set(old)):
@@ -165,7 +102,7 @@ def _scan(spec, view, state, all_windows):
             ranges = [(before.ts_min, before.ts_max)] if before is not None and before.ts_min is not None else []
             if path in now:
                 try:
-                    lo, hi = _inspect(path, described)
+                    lo, hi = inspect_file(path, described)
                 except DataError as exc:
                     unreadable[path] = str(exc)
                     for lo, hi in ranges:
@@ -233,6 +170,7 @@ def detect_changes(
     observed = {k: v for k, v in before.items() if k[0] not in windows_to_read} | now
     changed_cells = {k for k in set(now) | {k for k in before if k[0] in windows_to_read} if now.get(k) != before.get(k)}
 
+    cells = {k: Cell(*v) for k, v in observed.items()}
     known = set(known_cohorts)
     data_cohorts = {c for _, c in observed}
     new_cohorts = sorted(data_cohorts - known) if spec.dynamic_cohorts else []
@@ -243,7 +181,15 @@ def detect_changes(
         candidates = {
             PartitionKey(d, c) for (w, c) in changed_cells for d in dependents(w, keys, lookback) if d in affected
         }
-    cells = {k: Cell(*v) for k, v in observed.items()}
+        # Trained partitions of the affected windows too: one whose rows all vanished has no
+        # cell left to compare (its fingerprint is now EMPTY, unlike the one it was trained on).
+        candidates |= {
+            k
+            for k, r in trained.items()
+            if k.window in affected
+            and r.fingerprint != EMPTY
+            and partition_fingerprint(cells, training_windows(k.window, keys, lookback), k.cohort) == EMPTY
+        }
     changes = []
     for key in sorted(candidates, key=lambda k: (keys.index(k.window), k.cohort)):
         if key.cohort not in known and key.cohort not in new_cohorts:

@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS cells (
 CREATE TABLE IF NOT EXISTS trained (
     window TEXT NOT NULL, cohort TEXT NOT NULL, fingerprint TEXT NOT NULL, rows INTEGER NOT NULL,
     status TEXT NOT NULL, run_id TEXT, trained_at REAL NOT NULL, definition TEXT NOT NULL,
-    training_seconds REAL, PRIMARY KEY (window, cohort));
+    training_seconds REAL, error TEXT, PRIMARY KEY (window, cohort));
 CREATE TABLE IF NOT EXISTS ledger (
     seq INTEGER NOT NULL, at REAL NOT NULL, requested INTEGER NOT NULL, skipped INTEGER NOT NULL,
     seconds_avoided REAL NOT NULL, reasons TEXT NOT NULL);
@@ -54,6 +54,7 @@ class Trained(NamedTuple):
     trained_at: float
     definition: str
     training_seconds: float | None
+    error: str | None
 
 
 class LedgerRow(NamedTuple):
@@ -133,7 +134,7 @@ class StateStore:
         with self._connect() as con:
             rows = con.execute(
                 "SELECT window, cohort, fingerprint, rows, status, run_id, trained_at, definition, "
-                "training_seconds FROM trained"
+                "training_seconds, error FROM trained"
             ).fetchall()
         return {PartitionKey(w, c): Trained(*rest) for w, c, *rest in rows}
 
@@ -146,11 +147,12 @@ class StateStore:
         run_id: str | None,
         definition: str,
         training_seconds: float | None = None,
+        error: str | None = None,
     ) -> None:
         with self._connect() as con:
             con.execute(
-                "INSERT OR REPLACE INTO trained VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key.window, key.cohort, fingerprint, rows, status, run_id, time.time(), definition, training_seconds),
+                "INSERT OR REPLACE INTO trained VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key.window, key.cohort, fingerprint, rows, status, run_id, time.time(), definition, training_seconds, error),
             )
 
     # -- savings ledger ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``retrain`` subcommands (demo, apply, status, explain, savings, rollback, predict). Exit code 0 on success, 1 on a known error (message on stderr), 2 on usage."""
+"""``retrain`` subcommands (demo, apply, status, explain, savings, rollback, verify, predict). Exit code 0 on success, 1 on a known error (message on stderr), 2 on usage."""
 
 from __future__ import annotations
 
@@ -72,6 +72,30 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     publish(spec, load_feature_service_view(spec))
     print(f"{key}: serving {entry['path']} again (sha256 {entry['sha256'][:16]}, trained by run {entry.get('run_id')})")
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from retrain_plugins.fallback import fallback_store
+    from retrain_plugins.layout import model_store_root
+    from retrain_plugins.store import ModelStore
+    from retrain_plugins.verify import verify_store
+
+    spec = _spec(args)
+    ok = True
+    for store in (ModelStore(model_store_root(spec)), fallback_store(spec)):
+        report = verify_store(store)
+        ok &= report.ok
+        print(f"{store.root}: {report.checked} artifact(s) checked")
+        for kind in ("corrupted", "missing", "orphans", "debris"):
+            for item in getattr(report, kind):
+                print(f"  {kind}: {item}")
+        if args.clean:
+            for item in report.debris:
+                (store.root / item).unlink(missing_ok=True)
+                print(f"  removed {item}")
+    if not ok:
+        print("problems found: the change sensor requests corrupted or missing current sub-models (reason repair)")
+    return 0 if ok else 1
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -149,6 +173,8 @@ def parser() -> argparse.ArgumentParser:
     rollback = add("rollback", "Serve the previous version of one partition's sub-model again.", cmd_rollback)
     rollback.add_argument("window", help="window key, e.g. 2025-03-01")
     rollback.add_argument("cohort", help="cohort value, e.g. north")
+    verify = add("verify", "Check the model store against its manifest (checksums, missing, orphans).", cmd_verify)
+    verify.add_argument("--clean", action="store_true", help="delete temp files left by interrupted writes")
     add("savings", "The savings ledger: partitions skipped and training time avoided per update.", cmd_savings)
     predict = add("predict", "Score a parquet file through the routed model.", cmd_predict)
     predict.add_argument("--input", help="parquet with the cohort column and the features (batch)")

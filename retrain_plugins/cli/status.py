@@ -43,6 +43,8 @@ def partition_states(spec: RetrainingSpec) -> list[dict[str, Any]]:
                 status = "stale: data changed"
             elif record.status == "skipped":
                 status = "skipped"
+            elif record.status == "failed":
+                status = f"failed: {record.error}"
             elif record.status == "rejected":
                 status = "current (newest candidate rejected by the gate)"
             else:

@@ -17,6 +17,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     BackfillPolicy,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -27,9 +28,11 @@ from retrain_plugins.dagster.resources import FeastResource, ModelStoreResource
 from retrain_plugins.dagster.metadata import as_metadata
 from retrain_plugins.dagster.serving import build_serving_assets
 from retrain_plugins.dagster.tags import detail_for, reason_for
+from retrain_plugins.errors import DataError
 from retrain_plugins.feast_view import load_feature_service_view
 from retrain_plugins.layout import state_path
 from retrain_plugins.partitions import PartitionKey, partitions_def
+from retrain_plugins.sources import validate_sources
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.training import build_training_set, train_sub_model
 
@@ -98,6 +101,9 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
     )
     def training_set(context: AssetExecutionContext, feast: FeastResource) -> MaterializeResult:
         view = load_feature_service_view(spec)
+        problems = validate_sources(spec, view)
+        if problems:  # Feast would fail on them too, less clearly; nothing is written
+            raise DataError("unusable source files:\n" + "\n".join(problems.values()))
         store = feast.store()
         for partition_key in context.partition_keys:
             key = PartitionKey.from_dagster(partition_key)
@@ -137,6 +143,15 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
             context.log.info(f"{key}: {meta['status']} ({reason})")
             context.add_asset_metadata(as_metadata(meta), partition_key=partition_key)
             results.append(meta)
+        failed = [r for r in results if r["status"] == "failed"]
+        if failed:
+            # The other partitions of this run were trained and promoted; the run still fails,
+            # loudly, naming each failed partition and why.
+            raise Failure(
+                description=f"{len(failed)} of {len(results)} partition(s) failed: "
+                + "; ".join(r["error"] for r in failed),
+                metadata={"failed": MetadataValue.json([r["partition"] for r in failed])},
+            )
         return MaterializeResult(check_results=_run_checks(spec, results))
 
     fallback_model, model_bundle, online_features = build_serving_assets(spec, training_set, sub_model)

@@ -26,8 +26,11 @@ from retrain_plugins.changes.state import StateStore
 from retrain_plugins.dagster.assets import RetrainingAssets
 from retrain_plugins.dagster.tags import detail_tags, reason_tags
 from retrain_plugins.feast_view import load_feature_service_view
+from retrain_plugins.layout import model_store_root
 from retrain_plugins.partitions import cohort_partitions_def, cohorts, encode_cohort, rectangles, windows
 from retrain_plugins.spec import RetrainingSpec
+from retrain_plugins.store import ModelStore
+from retrain_plugins.verify import damaged_current
 
 
 def run_requests_for(
@@ -72,6 +75,22 @@ def describe(report: ChangeReport) -> str:
     return ", ".join(parts)
 
 
+def _repairs(spec: RetrainingSpec, state: StateStore, changes: Sequence[PartitionChange]) -> list[PartitionChange]:
+    """Partitions whose serving artifact is missing or corrupted: retrain them (reason ``repair``)."""
+    requested = {c.partition for c in changes}
+    trained = state.trained()
+    repairs = []
+    for key, problem in damaged_current(ModelStore(model_store_root(spec))).items():
+        record = trained.get(key)
+        if key in requested or (record is not None and record.status == "repairing"):
+            continue
+        fingerprint = record.fingerprint if record else ""
+        if record is not None:  # mark it, so the next ticks do not ask again while the run is pending
+            state.record_trained(key, record.fingerprint, record.rows, "repairing", record.run_id, record.definition, error=problem)
+        repairs.append(PartitionChange(key, "repair", fingerprint, record.rows if record else 0, problem))
+    return repairs
+
+
 def _record_savings(state: StateStore, seq: int, changes: Sequence[PartitionChange]) -> None:
     requested = {c.partition for c in changes}
     others = [r for k, r in state.trained().items() if k not in requested and r.status == "trained"]
@@ -104,6 +123,7 @@ def build_change_sensor(
         state = state_store(spec)
         known = cohorts(spec, context.instance)
         report = detect_changes(spec, view, state, known)
+        report.changes.extend(_repairs(spec, state, report.changes))
         summary = describe(report)
         if not report.changes:
             report.commit()

@@ -93,6 +93,9 @@ def _clean(frame: pl.DataFrame, features: Sequence[str], label: str, where: str)
     if bad.any():
         raise DataError(f"{where}: label column {label!r} has {int(bad.sum())} values outside {{0, 1}}")
     x = frame.select(features).cast(pl.Float64, strict=False)
+    infinite = {c: int(n) for c, n in zip(x.columns, np.isinf(x.to_numpy()).sum(axis=0)) if n}
+    if infinite:
+        raise DataError(f"{where}: infinite feature values (count per column): {infinite}")
     return x, y.astype(np.int64)
 
 

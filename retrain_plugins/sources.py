@@ -1,0 +1,104 @@
+"""The source files a retraining reads, and checks that a file is usable before anything reads it.
+
+Each source (the label source, and every feature view's batch source) has a glob, a timestamp
+column, a *reach* (how long after a row's timestamp a label can still join it: 0 for labels, the
+TTL for features), and the columns the retraining needs. A file that lacks one, holds one of the
+wrong type, or is not readable parquet yields a :class:`DataError` naming the file and column.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import NamedTuple
+
+from retrain_plugins.errors import DataError
+from retrain_plugins.feast_view import FeatureServiceView
+from retrain_plugins.spec import RetrainingSpec
+from retrain_plugins.sql import connect, ident, parquet
+
+LABELS = "labels"
+
+
+class Source(NamedTuple):
+    pattern: str
+    timestamp: str
+    reach: float  # seconds past a row's timestamp at which a label can still join it
+    numeric: tuple[str, ...]  # columns that must exist and be numeric
+    other: tuple[str, ...]  # columns that must exist
+
+
+def sources(spec: RetrainingSpec, view: FeatureServiceView) -> dict[str, Source]:
+    """Every source a retraining reads: the labels and each feature view's batch source."""
+    lab = spec.labels
+    sources = {
+        LABELS: Source(spec.label_glob, lab.timestamp_column, 0.0, (lab.label_column,), (lab.entity_column, lab.cohort_column))
+    }
+    for fv in view.views:
+        reach = fv.ttl_seconds if fv.ttl_seconds is not None else float("inf")
+        sources[fv.name] = Source(fv.source_path, fv.timestamp_field, reach, fv.features, fv.join_keys)
+    return sources
+
+
+def _listing(pattern: str) -> dict[str, tuple[int, int]]:
+    found = {}
+    for path in glob.glob(pattern):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:  # removed between glob and stat
+            continue
+        found[path] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+            "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL", "BOOLEAN")
+
+
+def inspect_file(path: str, source: Source) -> tuple[int | None, int | None]:
+    """Check a file's schema against what the retraining reads; return its time range (us)."""
+    con = connect()
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM {parquet('p')}", {"p": path}).fetchall()
+        types = {name: dtype for name, dtype, *_ in described}
+        missing = [c for c in (source.timestamp, *source.numeric, *source.other) if c not in types]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {missing}")
+        if not types[source.timestamp].startswith("TIMESTAMP"):
+            raise DataError(f"{path}: column {source.timestamp!r} is {types[source.timestamp]}, expected a timestamp")
+        wrong = [f"{c!r} is {types[c]}" for c in source.numeric if not types[c].startswith(_NUMERIC)]
+        if wrong:
+            raise DataError(f"{path}: column {', '.join(wrong)}, expected numeric")
+        column = ident(source.timestamp)
+        lo, hi = con.execute(
+            f"SELECT epoch_us(min({column})), epoch_us(max({column})) FROM {parquet('p')}", {"p": path}
+        ).fetchone()
+    except DataError:
+        raise
+    except Exception as exc:  # duckdb's IO/InvalidInput errors: the file cannot be read at all
+        raise DataError(f"{path}: unreadable parquet: {exc}") from exc
+    return lo, hi
+
+
+def listing(pattern: str) -> dict[str, tuple[int, int]]:
+    """path -> (size, mtime_ns) of the files matching ``pattern``."""
+    found = {}
+    for path in glob.glob(pattern):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:  # removed between glob and stat
+            continue
+        found[path] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def validate_sources(spec: RetrainingSpec, view: FeatureServiceView) -> dict[str, str]:
+    """Every unusable source file, with why (empty when all files are fine)."""
+    problems = {}
+    for source in sources(spec, view).values():
+        for path in sorted(listing(source.pattern)):
+            try:
+                inspect_file(path, source)
+            except DataError as exc:
+                problems[path] = str(exc)
+    return problems

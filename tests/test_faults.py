@@ -1,0 +1,266 @@
+"""Bad input and faults: clear errors, nothing lost, nobody leaves their partition."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import polars as pl
+import pytest
+from dagster import materialize
+
+from retrain_plugins import DataError, ModelStore, SpecError, load_feature_service_view
+from retrain_plugins.dagster.execution import execute, materialize_all, tick
+from retrain_plugins.demo.generate import DemoConfig, write_parquet
+from retrain_plugins.layout import model_store_root
+from retrain_plugins.partitions import PartitionKey
+from retrain_plugins.verify import verify_store
+
+KEY = PartitionKey("2025-02-01", "south")
+LABELS_FEB = "sources/labels/month=2025-02/part-0.parquet"
+
+
+def _rewrite_labels(project, expression: pl.Expr) -> Path:
+    path = project.data / LABELS_FEB
+    frame = pl.read_parquet(path)
+    write_parquet(frame.with_columns(expression), path)
+    return path
+
+
+def _failure(result) -> str:
+    """The failed step's error with its causes (what the UI shows)."""
+    return result.get_step_failure_events()[0].event_specific_data.error.to_string()
+
+
+def _run_partition(project, key: PartitionKey, raise_on_error: bool = True):
+    assets = [a for a in project.defs.assets if a.key.path[0] == project.spec.name]
+    return materialize(
+        assets,
+        instance=project.instance,
+        resources=project.defs.resources,
+        partition_key=str(key.to_dagster()),
+        selection=[a.key for a in assets if a.key.path[-1] in ("training_set", "sub_model")],
+        raise_on_error=raise_on_error,
+    )
+
+
+@pytest.mark.parametrize(
+    ("label", "problem"),
+    [
+        (pl.when(pl.col("region") == "south").then(2).otherwise(pl.col("churned")), "values outside {0, 1}"),
+        (pl.when(pl.col("region") == "south").then(None).otherwise(pl.col("churned")), "values outside {0, 1}"),
+    ],
+)
+def test_bad_labels_fail_their_partition_by_name_and_the_old_model_keeps_serving(materialized, label, problem):
+    before = materialized.artifact_digests()
+    path = _rewrite_labels(materialized, label.cast(pl.Int64).alias("churned") if problem else label)
+    result = _run_partition(materialized, KEY, raise_on_error=False)
+    assert not result.success
+    failure = _failure(result)
+    assert f"partition {KEY}: label column 'churned' has" in failure and problem in failure
+    assert str(path) in failure  # the label file is named
+    assert materialized.artifact_digests() == before
+
+
+def test_infinite_features_fail_clearly(materialized):
+    path = materialized.data / "sources/activity/month=2025-02/part-0.parquet"
+    frame = pl.read_parquet(path)
+    write_parquet(frame.with_columns(pl.lit(float("inf")).alias("spend_30d")), path)
+    result = _run_partition(materialized, KEY, raise_on_error=False)
+    failure = _failure(result)
+    assert f"partition {KEY}: infinite feature values (count per column): {{'spend_30d':" in failure
+
+
+def test_missing_column_or_corrupt_file_fails_before_anything_is_written(materialized):
+    before = materialized.artifact_digests()
+    path = materialized.data / "sources/profile/month=2025-01/part-0.parquet"
+    pl.read_parquet(path).drop("age").write_parquet(path)
+    result = _run_partition(materialized, KEY, raise_on_error=False)
+    failure = _failure(result)
+    assert f"{path}: missing column(s) ['age']" in failure
+    path.write_bytes(b"PAR1 this is not parquet")
+    result = _run_partition(materialized, KEY, raise_on_error=False)
+    assert f"{path}: unreadable parquet" in _failure(result)
+    assert materialized.artifact_digests() == before
+
+
+def test_empty_and_single_class_partitions_are_skipped_with_a_reason(materialized):
+    single = _rewrite_labels(materialized, pl.when(pl.col("region") == "south").then(0).otherwise(pl.col("churned")).alias("churned"))
+    assert single.exists()
+    frame = pl.read_parquet(materialized.data / LABELS_FEB)
+    write_parquet(frame.filter(pl.col("region") != "west"), materialized.data / LABELS_FEB)
+    before = materialized.artifact_digests()
+    result = tick(materialized.defs, materialized.sensor, materialized.instance)
+    runs = execute(materialized.defs, materialized.spec, result.run_requests, materialized.instance)
+    assert all(r.success for r in runs)
+    meta = {
+        str(e.event_specific_data.materialization.partition): e.event_specific_data.materialization.metadata
+        for r in runs
+        for e in r.get_asset_materialization_events()
+        if e.event_specific_data.materialization.asset_key.path[-1] == "sub_model"
+    }
+    assert meta["south|2025-02-01"]["skip_reason"].value == "a single label class"
+    assert meta["west|2025-02-01"]["skip_reason"].value == "no labelled rows"
+    assert materialized.artifact_digests() == before  # previous models keep serving
+
+
+def test_hostile_cohort_values_work_end_to_end(make_project):
+    hostile = ("../../etc", "a|b,c", "O'Brien\"; DROP TABLE t; --", "日本 東京")
+    project = make_project(config=DemoConfig(n_customers=30, cohorts=hostile, months=2), cohorts=list(hostile), windows={"end": "2025-03-01"})
+    assert materialize_all(project.defs, project.spec, project.instance).success
+    models = project.models()
+    assert {k.cohort for k in models} == set(hostile)
+    root = model_store_root(project.spec).resolve()
+    for entry in models.values():
+        assert (root / entry["path"]).resolve().is_relative_to(root)
+    assert not (project.root / "etc").exists()
+    assert tick(project.defs, project.sensor, project.instance).run_requests == []
+    from retrain_plugins.demo import scenarios
+
+    scenarios.edit_rows(project.data, "2025-02", "O'Brien\"; DROP TABLE t; --")
+    result = tick(project.defs, project.sensor, project.instance)
+    (request,) = result.run_requests
+    assert json.loads(request.tags["retrain/reasons"]) == {"2025-02-01/O'Brien\"; DROP TABLE t; --": "edited_rows"}
+    assert all(r.success for r in execute(project.defs, project.spec, [request], project.instance))
+
+
+def test_out_of_date_registry_is_named(materialized):
+    features = materialized.spec.feature_repo / "features.py"
+    features.write_text(features.read_text() + "\n# edited\n")
+    with pytest.raises(SpecError, match=r"is out of date: \['features.py'\] changed after the last apply"):
+        load_feature_service_view(materialized.spec.model_copy(update={"name": "other"}))
+
+
+def test_two_runs_of_one_partition_serialize(materialized):
+    store = ModelStore(model_store_root(materialized.spec))
+    order = []
+
+    def run(tag: str) -> None:
+        with store.partition_lock(KEY):
+            order.append(f"{tag} in")
+            threading.Event().wait(0.3)
+            order.append(f"{tag} out")
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+    # and two real Dagster runs of the same partition, in two processes at once, both succeed
+    spec_file = materialized.root / "spec.json"
+    spec_file.write_text(materialized.spec.model_dump_json())
+    script = materialized.root / "run_partition.py"
+    script.write_text(textwrap.dedent(RUN_SCRIPT))
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(spec_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert len(store.history(KEY)) == 2 and verify_store(store).ok
+
+
+RUN_SCRIPT = """
+import sys
+from pathlib import Path
+from dagster import DagsterInstance, materialize
+from retrain_plugins import RetrainingSpec, build_definitions
+from retrain_plugins.partitions import PartitionKey
+
+spec = RetrainingSpec.model_validate_json(Path(sys.argv[1]).read_text())
+defs = build_definitions(spec)
+assets = [a for a in defs.assets if a.key.path[0] == spec.name]
+result = materialize(
+    assets,
+    instance=DagsterInstance.ephemeral(),
+    resources=defs.resources,
+    partition_key=str(PartitionKey("2025-02-01", "south").to_dagster()),
+    selection=[a.key for a in assets if a.key.path[-1] in ("training_set", "sub_model")],
+)
+sys.exit(0 if result.success else 1)
+"""
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+from retrain_plugins.partitions import PartitionKey
+from retrain_plugins import store as store_module
+store = store_module.ModelStore(Path(sys.argv[1]))
+key = PartitionKey("2025-02-01", "south")
+if sys.argv[2] == "artifact":
+    def write(path):
+        path.write_bytes(b"half of a model")
+        os.kill(os.getpid(), signal.SIGKILL)
+    store.put(key, write, ".cbm", {})
+else:
+    real = os.replace
+    def replace(src, dst):
+        if str(dst).endswith("manifest.json"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(src, dst)
+    store_module.os.replace = replace  # fault injection inside the killed process only
+    store.put(key, lambda p: p.write_bytes(b"a complete model"), ".cbm", {})
+"""
+
+
+@pytest.mark.parametrize("moment", ["artifact", "manifest"])
+def test_sigkill_mid_write_leaves_the_good_model_and_the_next_run_recovers(materialized, moment, tmp_path):
+    store = ModelStore(model_store_root(materialized.spec))
+    manifest = store.manifest_path.read_bytes()
+    good = store.entries()[KEY]
+    script = tmp_path / "kill.py"
+    script.write_text(textwrap.dedent(KILL_SCRIPT))
+    done = subprocess.run([sys.executable, str(script), str(store.root), moment], capture_output=True, timeout=120)
+    assert done.returncode == -9
+    assert store.manifest_path.read_bytes() == manifest
+    assert store.entries()[KEY] == good and store.verified_path(good)
+    report = verify_store(store)
+    assert report.ok and report.debris  # a temp file is left, and reported as debris
+    assert _run_partition(materialized, KEY).success  # the next run recovers
+    assert store.entries()[KEY]["sha256"] != good["sha256"]
+
+
+def test_disk_full_and_permission_denied_keep_the_current_model(materialized, monkeypatch):
+    store = ModelStore(model_store_root(materialized.spec))
+    manifest = store.manifest_path.read_bytes()
+
+    def no_space(path):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        store.put(KEY, no_space, ".cbm", {})
+
+    def denied(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
+
+    monkeypatch.setattr("retrain_plugins.store.os.replace", denied)  # the filesystem refuses renames
+    with pytest.raises(PermissionError):
+        store.put(KEY, lambda p: p.write_bytes(b"new"), ".cbm", {})
+    monkeypatch.undo()
+    assert store.manifest_path.read_bytes() == manifest
+    assert verify_store(store).ok and not verify_store(store).debris
+
+
+def test_verify_cli_reports_problems_with_exit_code(materialized):
+    store = ModelStore(model_store_root(materialized.spec))
+    entry = store.entries()[KEY]
+    store.path_of(entry).write_bytes(b"garbage")
+    (store.root / "artifacts" / "stray.cbm").write_bytes(b"x")
+    spec_file = materialized.root / "spec.yaml"
+    spec_file.write_text(json.dumps(json.loads(materialized.spec.model_dump_json())))
+    env = {k: v for k, v in os.environ.items() if k != "RETRAIN_SPEC"}
+    done = subprocess.run(
+        [shutil.which("retrain", path=str(Path(sys.executable).parent)), "verify", "--spec", str(spec_file)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"corrupted: 2025-02-01/south (current) {entry['path']}" in done.stdout
+    assert "orphans: artifacts/stray.cbm" in done.stdout
