@@ -185,6 +185,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # Library deprecation chatter (ibis inside Feast, Dagster betas) is not for a CLI's readers.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*is currently in beta.*")
     args = parser().parse_args(argv)
     try:
         return args.fn(args)

@@ -78,15 +78,20 @@ def run_demo(
     for request in result.run_requests:
         reasons.update(json.loads(request.tags.get(REASONS_TAG, "{}")))
     after = ModelStore(model_store_root(spec)).entries()
+    trained = state_store(spec).trained()
     rows = []
     for key in partitions:
         old, new = before.get(key), after.get(key)
         changed = (old or {}).get("sha256") != (new or {}).get("sha256")
+        outcome = "RETRAINED" if changed else "cached"
+        if str(key) in reasons and not changed:
+            record = trained.get(key)
+            outcome = f"{record.status.upper()} (current kept)" if record else "not trained"
         rows.append(
             (
                 key.window,
                 key.cohort,
-                "RETRAINED" if changed else "cached",
+                outcome,
                 reasons.get(str(key), "-"),
                 (new or {}).get("rows"),
                 (new or {}).get("auc_holdout"),
@@ -104,5 +109,4 @@ def run_demo(
             ],
         )
     )
-    state_store(spec)  # the state file exists for `retrain status`
     return DemoResult(full_seconds, partial_seconds, retrained, table)
