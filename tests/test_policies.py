@@ -151,3 +151,27 @@ def test_rollback_restores_the_previous_version(materialized):
         trainer.predict_proba(trainer.load(store.verified_path(store.entries()[KEY])), probe),
         trainer.predict_proba(trainer.load(store.path_of(original)), probe),
     )
+
+
+def test_rollback_command_republishes_the_bundle_and_status_shows_it(materialized, capsys):
+    import json
+
+    from retrain_plugins.cli.main import main
+    from retrain_plugins.cli.status import partition_states
+    from retrain_plugins.demo import scenarios
+
+    assert tick(materialized.defs, materialized.sensor, materialized.instance).run_requests == []
+    store = ModelStore(model_store_root(materialized.spec))
+    original = store.entries()[KEY]
+    scenarios.edit_rows(materialized.data, "2025-03", "north")
+    _run_sensor(materialized)
+    spec_file = materialized.root / "spec.json"
+    spec_file.write_text(materialized.spec.model_dump_json())
+    assert main(["rollback", "2025-03-01", "north", "--spec", str(spec_file)]) == 0
+    assert f"serving {original['path']} again" in capsys.readouterr().out
+    bundle = json.loads((store.root / "bundle.json").read_text())
+    assert bundle["routes"]["north"][-1]["sha256"] == original["sha256"]
+    states = {i["partition"]: i["state"] for i in partition_states(materialized.spec)}
+    assert states[KEY] == "stale: data changed"  # it serves a model of older data, and says so
+    assert main(["rollback", "2025-03-01", "north", "--spec", str(spec_file)]) == 1
+    assert "has no previous version" in capsys.readouterr().err
