@@ -22,11 +22,18 @@ def test_dagster_project_definitions_load_and_validate():
     graph = loaded.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {
+        "churn/labels",
+        "churn/features",
         "churn/training_set",
         "churn/sub_model",
         "churn/fallback_model",
         "churn/model_bundle",
         "churn/online_features",
+    }
+    # the graph reads sources -> training sets -> sub-models -> bundle
+    assert graph.get(AssetKey(["churn", "training_set"])).parent_keys == {
+        AssetKey(["churn", "labels"]),
+        AssetKey(["churn", "features"]),
     }
     assert graph.get(AssetKey(["churn", "sub_model"])).parent_keys == {AssetKey(["churn", "training_set"])}
     assert graph.get(AssetKey(["churn", "model_bundle"])).parent_keys == {
@@ -37,6 +44,9 @@ def test_dagster_project_definitions_load_and_validate():
     assert sensor.minimum_interval_seconds == 60
     partitions = graph.get(AssetKey(["churn", "sub_model"])).partitions_def
     assert len(partitions.get_partition_keys()) == 48
+    # loaded through the RetrainingComponent in defs/churn/defs.yaml, paths relative to that file
+    assert loaded.resources["feast"].repo_path == str(REPO_ROOT / "feature_repo")
+    assert loaded.resources["model_store"].root == str(REPO_ROOT / "data" / "models")
 
 
 def test_dagster_cli_validates_the_code_location():

@@ -16,6 +16,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    AssetSpec,
     BackfillPolicy,
     Failure,
     MaterializeResult,
@@ -43,18 +44,50 @@ class RetrainingAssets(NamedTuple):
     fallback_model: AssetsDefinition
     model_bundle: AssetsDefinition
     online_features: AssetsDefinition
+    sources: tuple[AssetSpec, ...] = ()
 
     @property
     def partitioned(self) -> list[AssetsDefinition]:
         return [self.training_set, self.sub_model]
 
     @property
+    def materializable(self) -> list[AssetsDefinition]:
+        return [self.training_set, self.sub_model, self.fallback_model, self.model_bundle, self.online_features]
+
+    @property
+    def all(self) -> list[AssetsDefinition | AssetSpec]:
+        """What goes into ``Definitions``: the external sources and the five assets."""
+        return [*self.sources, *self.materializable]
+
+    @property
     def keys(self) -> list[AssetKey]:
-        """Every asset key: what a retraining run (full, or requested by the sensor) materializes.
+        """What a retraining run (full, or requested by the sensor) materializes.
 
         The online store is refreshed in every run, so serving sees the data the models saw.
         """
-        return [a.key for a in self]
+        return [a.key for a in self.materializable]
+
+
+def source_specs(spec: RetrainingSpec) -> tuple[AssetSpec, ...]:
+    """External assets for the lineage graph: the label files and the Feast feature service."""
+    return (
+        AssetSpec(
+            key=[spec.name, "labels"],
+            group_name=spec.name,
+            kinds={"parquet"},
+            description=f"Label rows (`{spec.labels.label_column}` per `{spec.labels.entity_column}` and "
+            f"`{spec.labels.timestamp_column}`, cohort `{spec.labels.cohort_column}`): `{spec.label_glob}`.",
+            metadata={"path": MetadataValue.path(spec.label_glob)},
+        ),
+        AssetSpec(
+            key=[spec.name, "features"],
+            group_name=spec.name,
+            kinds={"feast", "duckdb"},
+            description=f"Feast feature service `{spec.feature_service}` of the repo `{spec.feature_repo}` "
+            "(offline store DuckDB): the features joined point-in-time into every training set.",
+            metadata={"feature_repo": MetadataValue.path(str(spec.feature_repo))},
+        ),
+    )
 
 
 def _run_checks(spec: RetrainingSpec, results: list[dict]) -> list[AssetCheckResult]:
@@ -85,11 +118,13 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
     parts = partitions_def(spec)
     prefix = [spec.name]
     code_version = spec.definition_version()
+    sources = source_specs(spec)
 
     @asset(
         name="training_set",
         key_prefix=prefix,
         partitions_def=parts,
+        deps=list(sources),
         backfill_policy=BackfillPolicy.single_run(),
         group_name=spec.name,
         code_version=code_version,
@@ -155,7 +190,7 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
         return MaterializeResult(check_results=_run_checks(spec, results))
 
     fallback_model, model_bundle, online_features = build_serving_assets(spec, training_set, sub_model)
-    return RetrainingAssets(training_set, sub_model, fallback_model, model_bundle, online_features)
+    return RetrainingAssets(training_set, sub_model, fallback_model, model_bundle, online_features, sources)
 
 
 def asset_keys(spec: RetrainingSpec) -> dict[str, AssetKey]:

@@ -13,11 +13,21 @@ from retrain_plugins.dagster.sensors import build_change_sensor
 from retrain_plugins.spec import RetrainingSpec
 
 
-def build_definitions(specs: RetrainingSpec | Sequence[RetrainingSpec]) -> Definitions:
+def build_definitions(
+    specs: RetrainingSpec | Sequence[RetrainingSpec],
+    *,
+    sensor_interval_seconds: int = 60,
+) -> Definitions:
     """Assets, change sensor and resources of each retraining.
 
     Retrainings in one code location share one Feast repo and one model-store root (the first
     spec's); each keeps its own assets, sensor, store folder and state.
+
+    Args:
+        specs: One retraining spec or several.
+        sensor_interval_seconds: Minimum time between two ticks of each change sensor (the
+            daemon's ``minimum_interval_seconds``); each tick lists the source files and reads
+            data only where they changed.
     """
     specs = [specs] if isinstance(specs, RetrainingSpec) else list(specs)
     if not specs:
@@ -25,8 +35,8 @@ def build_definitions(specs: RetrainingSpec | Sequence[RetrainingSpec]) -> Defin
     assets, sensors = [], []
     for spec in specs:
         built = build_retraining_assets(spec)
-        assets.extend(built)
-        sensors.append(build_change_sensor(spec, built))
+        assets.extend(built.all)
+        sensors.append(build_change_sensor(spec, built, minimum_interval_seconds=sensor_interval_seconds))
     first = specs[0]
     return Definitions(
         assets=assets,
