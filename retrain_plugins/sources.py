@@ -40,17 +40,6 @@ def sources(spec: RetrainingSpec, view: FeatureServiceView) -> dict[str, Source]
     return sources
 
 
-def _listing(pattern: str) -> dict[str, tuple[int, int]]:
-    found = {}
-    for path in glob.glob(pattern):
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:  # removed between glob and stat
-            continue
-        found[path] = (st.st_size, st.st_mtime_ns)
-    return found
-
-
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
             "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL", "BOOLEAN")
 
