@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -11,9 +12,9 @@ from retrain_plugins.fallback import FALLBACK_KEY, fallback_store
 from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.layout import model_store_root, training_set_path
 from retrain_plugins.partitions import PartitionKey
-from retrain_plugins.routing import RoutedModel, publish_bundle
+from retrain_plugins.routing import BUNDLE, RoutedModel, publish_bundle
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.store import ModelStore
+from retrain_plugins.store import ModelStore, sha256_file
 
 
 def publish(spec: RetrainingSpec, view: FeatureServiceView) -> dict[str, Any]:
@@ -30,14 +31,35 @@ def publish(spec: RetrainingSpec, view: FeatureServiceView) -> dict[str, Any]:
     return publish_bundle(ModelStore(model_store_root(spec)), payload, fallback)
 
 
-def smoke_test(spec: RetrainingSpec, rows: int = 5) -> list[str]:
-    """Load every model the bundle routes to and predict a few rows; return the failures."""
+def read_bundle(spec: RetrainingSpec) -> dict[str, Any] | None:
+    """The published bundle, if any."""
+    path = model_store_root(spec) / BUNDLE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def smoke_test(spec: RetrainingSpec, rows: int = 5, previous: dict[str, Any] | None = None) -> list[str]:
+    """Check that every model the bundle routes to serves; return the failures.
+
+    Models new since the ``previous`` bundle (all, without one) are loaded and predict a few rows
+    of their own training set. Models the previous bundle already served are checked by size and
+    mtime against the manifest, and read in full (checksum) only when those changed: a tick of
+    one changed partition does not reload every sub-model.
+    """
     failures = []
     model = RoutedModel.load(model_store_root(spec))
     targets = [e for entries in model.bundle["routes"].values() for e in entries]
     if model.bundle.get("fallback"):
         targets.append(model.bundle["fallback"])
-    for entry in targets:
+    served_before = {e["sha256"] for entries in (previous or {}).get("routes", {}).values() for e in entries}
+    if (previous or {}).get("fallback"):
+        served_before.add(previous["fallback"]["sha256"])
+    damaged = {
+        entry["path"]: problem
+        for entry in targets
+        if entry["sha256"] in served_before and (problem := _changed_on_disk(model.store, entry))
+    }
+    failures += [f"{e['window']}/{e['cohort']}: {damaged[e['path']]}" for e in targets if e["path"] in damaged]
+    for entry in (e for e in targets if e["sha256"] not in served_before):
         where = f"{entry['window']}/{entry['cohort']}"
         try:
             sample = _sample(spec, entry, model.features, rows)
@@ -47,6 +69,16 @@ def smoke_test(spec: RetrainingSpec, rows: int = 5) -> list[str]:
         except Exception as exc:  # a smoke test reports every kind of failure, it does not raise
             failures.append(f"{where}: {type(exc).__name__}: {exc}")
     return failures
+
+
+def _changed_on_disk(store: ModelStore, entry: dict[str, Any]) -> str | None:
+    path = store.path_of(entry)
+    if not path.exists():
+        return "artifact missing"
+    st = path.stat()
+    if st.st_size == entry["size_bytes"] and st.st_mtime_ns == entry.get("mtime_ns"):
+        return None
+    return None if sha256_file(path) == entry["sha256"] else "artifact corrupted (checksum mismatch)"
 
 
 def _sample(spec: RetrainingSpec, entry: dict[str, Any], features: list[str], rows: int) -> pl.DataFrame:

@@ -52,6 +52,7 @@ class ChangeReport:
 
     changes: list[PartitionChange]
     changed_files: list[str]
+    changed_sources: list[str]  # "labels" and/or feature view names whose files changed
     unreadable: dict[str, str]
     new_cohorts: list[str]
     vanished_cohorts: list[str]
@@ -224,6 +225,7 @@ def detect_changes(
     report = ChangeReport(
         changes=changes,
         changed_files=sorted(p for _, p in pending),
+        changed_sources=sorted({source for source, _ in pending}),
         unreadable=unreadable,
         new_cohorts=new_cohorts if spec.dynamic_cohorts else sorted(data_cohorts - known),
         vanished_cohorts=vanished,

@@ -28,6 +28,7 @@ from retrain_plugins.dagster.tags import detail_tags, reason_tags
 from retrain_plugins.feast_view import load_feature_service_view
 from retrain_plugins.layout import model_store_root
 from retrain_plugins.partitions import cohort_partitions_def, cohorts, encode_cohort, rectangles, windows
+from retrain_plugins.sources import LABELS
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.store import ModelStore
 from retrain_plugins.verify import damaged_current
@@ -39,8 +40,13 @@ def run_requests_for(
     changes: Sequence[PartitionChange],
     seq: int,
     cohort_order: Sequence[str],
+    refresh_online: bool = True,
 ) -> list[RunRequest]:
-    """Group ``changes`` into rectangle runs, each tagged with its partitions' reasons."""
+    """Group ``changes`` into rectangle runs, each tagged with its partitions' reasons.
+
+    ``refresh_online=False`` leaves the online store out of the runs (no feature file changed).
+    """
+    selection = [k for k in assets.keys if refresh_online or k != assets.online_features.key]
     by_key = {c.partition: c for c in changes}
     window_keys = [w.key for w in windows(spec)]
     requests = []
@@ -49,7 +55,7 @@ def run_requests_for(
         requests.append(
             RunRequest(
                 run_key=f"{spec.name}:{seq}:{i}",
-                asset_selection=assets.keys,
+                asset_selection=selection,
                 tags={
                     ASSET_PARTITION_RANGE_START_TAG: str(start.to_dagster()),
                     ASSET_PARTITION_RANGE_END_TAG: str(end.to_dagster()),
@@ -130,7 +136,8 @@ def build_change_sensor(
             return SkipReason(f"no partition changed ({summary})")
         seq = state.next_seq()
         added = [c for c in report.new_cohorts if spec.dynamic_cohorts and c not in known]
-        requests = run_requests_for(spec, assets, report.changes, seq, [*known, *added])
+        features_changed = any(source != LABELS for source in report.changed_sources)
+        requests = run_requests_for(spec, assets, report.changes, seq, [*known, *added], features_changed)
         dynamic = (
             [cohort_partitions_def(spec).build_add_request([encode_cohort(c) for c in added])] if added else []
         )

@@ -11,7 +11,7 @@ from dagster import (
     asset,
 )
 
-from retrain_plugins.bundle import publish, smoke_test
+from retrain_plugins.bundle import publish, read_bundle, smoke_test
 from retrain_plugins.dagster.metadata import as_metadata, auc_table
 from retrain_plugins.dagster.resources import FeastResource
 from retrain_plugins.fallback import train_fallback
@@ -71,8 +71,9 @@ def build_serving_assets(
         ),
     )
     def model_bundle() -> MaterializeResult:
+        previous = read_bundle(spec)
         bundle = publish(spec, load_feature_service_view(spec))
-        failures = smoke_test(spec)
+        failures = smoke_test(spec, previous=previous)
         served = sum(len(v) for v in bundle["routes"].values()) + (1 if bundle["fallback"] else 0)
         return MaterializeResult(
             metadata={
