@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from retrain_plugins.errors import DataError
@@ -81,11 +82,22 @@ def listing(pattern: str) -> dict[str, tuple[int, int]]:
     return found
 
 
-def validate_sources(spec: RetrainingSpec, view: FeatureServiceView) -> dict[str, str]:
-    """Every unusable source file, with why (empty when all files are fine)."""
+def validate_sources(
+    spec: RetrainingSpec,
+    view: FeatureServiceView,
+    validated: Mapping[tuple[str, str], tuple[int, int]] | None = None,
+) -> dict[str, str]:
+    """Every unusable source file, with why (empty when all files are fine).
+
+    ``validated`` maps (source, path) to the (size, mtime_ns) at which a file already passed
+    these checks (the change sensor records exactly those): such files are not opened again.
+    """
     problems = {}
-    for source in sources(spec, view).values():
-        for path in sorted(listing(source.pattern)):
+    validated = validated or {}
+    for name, source in sources(spec, view).items():
+        for path, stamp in sorted(listing(source.pattern).items()):
+            if validated.get((name, path)) == stamp:
+                continue
             try:
                 inspect_file(path, source)
             except DataError as exc:

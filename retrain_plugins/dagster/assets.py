@@ -136,7 +136,8 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
     )
     def training_set(context: AssetExecutionContext, feast: FeastResource) -> MaterializeResult:
         view = load_feature_service_view(spec)
-        problems = validate_sources(spec, view)
+        seen = {k: (f.size, f.mtime_ns) for k, f in StateStore(state_path(spec)).files().items()}
+        problems = validate_sources(spec, view, seen)
         if problems:  # Feast would fail on them too, less clearly; nothing is written
             raise DataError("unusable source files:\n" + "\n".join(problems.values()))
         store = feast.store()
