@@ -7,7 +7,7 @@ UV := .tools/bin/uv
 VENV := .venv
 DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export UV_PYTHON_DOWNLOADS := never
-export RETRAIN_SPEC ?= $(CURDIR)/dagster_project/retraining.yaml
+export RETRAIN_SPEC ?= $(CURDIR)/dagster_project/defs/churn/defs.yaml
 
 .PHONY: demo test dev bench env clean
 
@@ -24,7 +24,7 @@ env: $(VENV)/.synced
 
 demo: env
 	mkdir -p $(DAGSTER_HOME)
-	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/retrain demo --spec dagster_project/retraining.yaml
+	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/retrain demo --spec dagster_project/defs/churn/defs.yaml
 
 test: env
 	$(VENV)/bin/pytest

@@ -1,18 +1,16 @@
-"""The demo code location: one retraining, declared in ``retraining.yaml``.
+"""The demo code location: everything it defines comes from its ``defs/`` folder.
 
-Thin on purpose: every piece comes from ``retrain_plugins``. ``dagster dev`` (see the README)
-loads this module; the spec is read when Dagster loads definitions, not at import.
+Thin on purpose: ``defs/churn/defs.yaml`` declares the demo retraining as a
+:class:`retrain_plugins.dagster.component.RetrainingComponent`; every piece comes from
+``retrain_plugins``. ``dagster dev`` (see the README) loads this module; the defs folder is read
+when Dagster loads definitions, not at import.
 """
 
 from pathlib import Path
 
 import dagster as dg
 
-from retrain_plugins import RetrainingSpec, build_definitions
-
-SPEC_FILE = Path(__file__).resolve().parent / "retraining.yaml"
-
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return build_definitions(RetrainingSpec.from_yaml(SPEC_FILE))
+    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)

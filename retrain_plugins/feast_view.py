@@ -9,13 +9,16 @@ keyed by the registry file's size and mtime, so a re-applied repo is picked up o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -166,6 +169,23 @@ def describe_feature_service(store: "FeatureStore", service_name: str) -> Featur
     return FeatureServiceView(service=service_name, views=tuple(views))
 
 
+@contextlib.contextmanager
+def registry_lock(spec: RetrainingSpec, shared: bool = False) -> Iterator[None]:
+    """Lock of the Feast registry of ``spec``'s repo, across processes.
+
+    Writers (``materialize``) take it exclusively; readers that Feast refuses to serve while a
+    feature view is ``MATERIALIZING`` (historical retrieval, online reads) take it shared.
+    """
+    path = registry_path(spec.feature_repo).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def load_feature_service_view(spec: "RetrainingSpec") -> FeatureServiceView:
     """The spec's feature service as plain data, from cache when the registry is unchanged."""
     registry = registry_path(spec.feature_repo)
@@ -191,7 +211,8 @@ def load_feature_service_view(spec: "RetrainingSpec") -> FeatureServiceView:
         cached = json.loads(cache.read_text())
         if cached.get("stamp") == stamp:
             return FeatureServiceView.from_json(cached["view"])
-    view = describe_feature_service(feature_store(str(spec.feature_repo)), spec.feature_service)
+    with registry_lock(spec, shared=True):
+        view = describe_feature_service(feature_store(str(spec.feature_repo)), spec.feature_service)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"stamp": stamp, "view": view.to_json()}, indent=2))

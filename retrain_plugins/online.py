@@ -9,35 +9,20 @@ label row's), ready for :class:`~retrain_plugins.routing.RoutedModel`.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from retrain_plugins.errors import RoutingError
-from retrain_plugins.feast_view import FeatureServiceView, registry_path
+from retrain_plugins.feast_view import FeatureServiceView, registry_lock
 from retrain_plugins.partitions import windows
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.sql import connect, ident, parquet, query
 
 if TYPE_CHECKING:
     from feast import FeatureStore
-
-
-@contextlib.contextmanager
-def registry_lock(spec: RetrainingSpec) -> Iterator[None]:
-    """Exclusive lock for anything that writes the Feast registry of ``spec``'s repo."""
-    path = registry_path(spec.feature_repo).with_suffix(".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def materialize_online(spec: RetrainingSpec, view: FeatureServiceView, store: "FeatureStore") -> dict[str, Any]:
@@ -70,7 +55,8 @@ def online_frame(
     """Online features of ``entity_ids`` plus their cohort column."""
     service = store.get_feature_service(spec.feature_service)
     entity = spec.labels.entity_column
-    response = store.get_online_features(features=service, entity_rows=[{entity: e} for e in entity_ids])
+    with registry_lock(spec, shared=True):
+        response = store.get_online_features(features=service, entity_rows=[{entity: e} for e in entity_ids])
     frame = pl.DataFrame(response.to_dict())
     cohorts = cohorts if cohorts is not None else latest_cohorts(spec, entity_ids)
     unknown = [e for e in entity_ids if e not in cohorts]

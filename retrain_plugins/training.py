@@ -16,7 +16,7 @@ import polars as pl
 from retrain_plugins.changes.fingerprints import EMPTY, definition_version, frame_cells, partition_fingerprint
 from retrain_plugins.changes.state import StateStore
 from retrain_plugins.errors import DataError
-from retrain_plugins.feast_view import FeatureServiceView
+from retrain_plugins.feast_view import FeatureServiceView, registry_lock
 from retrain_plugins.layout import training_set_path
 from retrain_plugins.partitions import PartitionKey, training_windows, windows
 from retrain_plugins.spec import RetrainingSpec
@@ -37,7 +37,8 @@ def build_training_set(
     all_windows = windows(spec)
     span = training_windows(key.window, [w.key for w in all_windows], spec.windows.lookback)
     started = time.perf_counter()
-    frame = feast_training_set(spec, view, [w for w in all_windows if w.key in span], key.cohort, store)
+    with registry_lock(spec, shared=True):  # never while a materialize rewrites the registry
+        frame = feast_training_set(spec, view, [w for w in all_windows if w.key in span], key.cohort, store)
     seconds = time.perf_counter() - started
     fingerprint = partition_fingerprint(frame_cells(spec, view, frame), span, key.cohort)
     path = training_set_path(spec, key)

@@ -15,7 +15,7 @@ RETRAIN = str(Path(sys.executable).with_name("retrain"))
 
 
 def _spec_file(root: Path, **changes) -> Path:
-    raw = yaml.safe_load((REPO_ROOT / "dagster_project" / "retraining.yaml").read_text())
+    raw = yaml.safe_load((REPO_ROOT / "dagster_project" / "defs" / "churn" / "defs.yaml").read_text())["attributes"]
     raw.update(feature_repo="feature_repo", data_dir="data")
     raw["windows"]["end"] = "2025-04-01"
     raw["trainer"]["params"] = {"iterations": 25, "depth": 4}

@@ -13,8 +13,10 @@ from retrain_plugins.trainers import trainer_class
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_spec_file_is_valid():
-    spec = RetrainingSpec.from_yaml(REPO_ROOT / "dagster_project" / "retraining.yaml")
+def test_the_cli_reads_the_spec_the_code_location_loads():
+    from retrain_plugins.cli.main import load_spec, parser
+
+    spec = load_spec(parser().parse_args(["status", "--spec", str(REPO_ROOT / "dagster_project" / "defs" / "churn" / "defs.yaml")]))
     assert spec.feature_repo == REPO_ROOT / "feature_repo"
     assert spec.data_dir == REPO_ROOT / "data"
     assert spec.cohorts == ("east", "north", "south", "west")
@@ -42,7 +44,7 @@ def test_missing_registry_says_to_apply(project):
 
 
 def test_yaml_errors_name_the_file_and_field(tmp_path):
-    raw = yaml.safe_load((REPO_ROOT / "dagster_project" / "retraining.yaml").read_text())
+    raw = yaml.safe_load((REPO_ROOT / "dagster_project" / "defs" / "churn" / "defs.yaml").read_text())["attributes"]
     raw["windows"]["lookback"] = 0
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -13,8 +13,21 @@ from retrain_plugins.spec import RetrainingSpec
 DEMO_SIZES = {"demo": 400, "small": 60}
 
 
-def _spec(args: argparse.Namespace) -> RetrainingSpec:
-    return RetrainingSpec.from_yaml(Path(args.spec))
+def load_spec(args: argparse.Namespace) -> RetrainingSpec:
+    """The spec in ``--spec``: a Dagster ``defs.yaml`` declaring a RetrainingComponent (what the
+    code location loads), or a plain spec YAML."""
+    import yaml
+
+    path = Path(args.spec)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RetrainError(f"cannot read {path}: {exc}") from exc
+    if isinstance(raw, dict) and "type" in raw and "attributes" in raw:
+        from retrain_plugins.dagster.component import spec_from_defs_yaml
+
+        return spec_from_defs_yaml(path)
+    return RetrainingSpec.from_yaml(path)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -23,7 +36,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from retrain_plugins.demo.generate import DemoConfig
     from retrain_plugins.demo.run import reset_data_dir, run_demo
 
-    spec = _spec(args)
+    spec = load_spec(args)
     reset_data_dir(spec.data_dir)
     home = Path(os.environ.get("DAGSTER_HOME") or Path(spec.data_dir) / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -39,7 +52,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from retrain_plugins.feast_view import apply_feature_repo, load_feature_service_view
     from retrain_plugins.training_sets import check_label_source
 
-    spec = _spec(args)
+    spec = load_spec(args)
     apply_feature_repo(spec.feature_repo)
     view = load_feature_service_view(spec)
     check_label_source(spec, view)
@@ -51,7 +64,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from retrain_plugins.cli.status import HEADERS, status_rows
     from retrain_plugins.cli.table import render
 
-    print(render(HEADERS, status_rows(_spec(args))))
+    print(render(HEADERS, status_rows(load_spec(args))))
     return 0
 
 
@@ -63,7 +76,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from retrain_plugins.partitions import PartitionKey
     from retrain_plugins.store import ModelStore
 
-    spec = _spec(args)
+    spec = load_spec(args)
     key = PartitionKey(args.window, args.cohort)
     entry = ModelStore(model_store_root(spec)).rollback(key)
     state_store(spec).record_trained(
@@ -80,7 +93,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from retrain_plugins.store import ModelStore
     from retrain_plugins.verify import verify_store
 
-    spec = _spec(args)
+    spec = load_spec(args)
     ok = True
     for store in (ModelStore(model_store_root(spec)), fallback_store(spec)):
         report = verify_store(store)
@@ -102,7 +115,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from retrain_plugins.cli.status import explain
     from retrain_plugins.partitions import PartitionKey
 
-    print(explain(_spec(args), PartitionKey(args.window, args.cohort)))
+    print(explain(load_spec(args), PartitionKey(args.window, args.cohort)))
     return 0
 
 
@@ -110,7 +123,7 @@ def cmd_savings(args: argparse.Namespace) -> int:
     from retrain_plugins.cli.status import savings
     from retrain_plugins.cli.table import render
 
-    rows = savings(_spec(args))
+    rows = savings(load_spec(args))
     print(render(("tick", "at", "retrained", "skipped", "training s avoided", "reasons"), rows))
     print(f"total: {sum(r[2] for r in rows)} retrained, {sum(r[3] for r in rows)} skipped, "
           f"{sum(r[4] for r in rows):.1f} s of training avoided")
@@ -124,7 +137,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from retrain_plugins.layout import model_store_root
     from retrain_plugins.routing import RoutedModel
 
-    spec = _spec(args)
+    spec = load_spec(args)
     model = RoutedModel.load(model_store_root(spec))
     if args.entities:
         from retrain_plugins.feast_view import feature_store

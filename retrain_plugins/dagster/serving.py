@@ -30,6 +30,7 @@ def build_serving_assets(
     @asset(
         name="online_features",
         key_prefix=prefix,
+        deps=[training_set],  # never beside a retrieval in the same run (see online.registry_lock)
         group_name=spec.name,
         kinds={"feast", "sqlite"},
         description=(

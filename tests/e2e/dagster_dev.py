@@ -1,0 +1,202 @@
+"""A temp retraining project served by a real ``dagster dev`` (webserver + daemon) on loopback.
+
+The code location is what a user writes: a package whose ``definitions.py`` loads its ``defs/``
+folder, where ``churn/defs.yaml`` declares a ``RetrainingComponent`` for the temp project's data
+(never the repo's ``data/``). The instance lives in a temp ``DAGSTER_HOME`` with a queued run
+coordinator that runs one run at a time (two concurrent CatBoost fits slow each other on 2 cores).
+``dagster dev`` runs in its own process group; :meth:`DagsterDev.stop` ends the whole group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from retrain_plugins import RetrainingSpec
+from retrain_plugins.dagster.component import TYPE_NAME
+
+from .graphql import GraphQL, wait_for
+
+LOCATION = "e2e_retraining"
+PACKAGE = "e2e_retraining"
+SENSOR_INTERVAL_SECONDS = 5
+
+INSTANCE_YAML = {
+    "telemetry": {"enabled": False},
+    "run_coordinator": {
+        "module": "dagster._core.run_coordinator",
+        "class": "QueuedRunCoordinator",
+        "config": {"max_concurrent_runs": 1, "dequeue_interval_seconds": 1},
+    },
+    "code_servers": {"local_startup_timeout": 240},
+}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_instance(home: Path) -> Path:
+    """A fresh DAGSTER_HOME with the instance config above."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(INSTANCE_YAML, sort_keys=False))
+    return home
+
+
+def write_code_location(root: Path, spec: RetrainingSpec) -> Path:
+    """Write the code location package for ``spec`` under ``root``; return its workspace.yaml.
+
+    The defs.yaml holds every field of ``spec``, with its paths relative to the defs.yaml folder.
+    """
+    package = root / PACKAGE
+    folder = package / "defs" / spec.name
+    folder.mkdir(parents=True)
+    (root / "dg.toml").write_text(f'directory_type = "project"\n\n[project]\nroot_module = "{PACKAGE}"\n')
+    (package / "__init__.py").write_text('"""End-to-end test code location."""\n')
+    (package / "defs" / "__init__.py").write_text("")
+    (package / "definitions.py").write_text(
+        '"""Loads defs/ like dagster_project/definitions.py does."""\n\n'
+        "from pathlib import Path\n\nimport dagster as dg\n\n\n"
+        "@dg.definitions\ndef defs() -> dg.Definitions:\n"
+        "    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)\n"
+    )
+    attributes = spec.model_dump(mode="json")
+    attributes["feature_repo"] = os.path.relpath(spec.feature_repo, folder)
+    attributes["data_dir"] = os.path.relpath(spec.data_dir, folder)
+    attributes["sensor_interval_seconds"] = SENSOR_INTERVAL_SECONDS
+    (folder / "defs.yaml").write_text(yaml.safe_dump({"type": TYPE_NAME, "attributes": attributes}, sort_keys=False))
+    workspace = root / "workspace.yaml"
+    workspace.write_text(
+        yaml.safe_dump(
+            {
+                "load_from": [
+                    {
+                        "python_module": {
+                            "module_name": f"{PACKAGE}.definitions",
+                            "working_directory": str(root),
+                            "location_name": LOCATION,
+                        }
+                    }
+                ]
+            }
+        )
+    )
+    return workspace
+
+
+class DagsterDev:
+    """``dagster dev -w workspace.yaml`` on a free loopback port, logging to ``log_path``."""
+
+    def __init__(self, workspace: Path, home: Path, log_path: Path) -> None:
+        self.workspace, self.home, self.log_path = workspace, home, log_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.graphql = GraphQL(self.url)
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "DAGSTER_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        command = [
+            str(Path(sys.executable).with_name("dagster")),
+            "dev",
+            "-w", str(self.workspace),
+            "-h", "127.0.0.1",
+            "-p", str(self.port),
+            "--code-server-log-level", "info",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.workspace.parent,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() ends webserver, daemon, code server, runs
+            )
+
+    def log_tail(self, chars: int = 4000) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text[-chars:]
+
+    def _alive(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            code = None if self.process is None else self.process.returncode
+            raise RuntimeError(f"dagster dev exited ({code}); log tail:\n{self.log_tail()}")
+
+    def wait_until_ready(self, timeout: float = 240.0) -> None:
+        """Webserver answering, code location loaded, every required daemon healthy."""
+        deadline = time.monotonic() + timeout
+
+        def answering() -> bool:
+            self._alive()
+            return self.graphql.ping()
+
+        wait_for(answering, deadline - time.monotonic(), "the webserver to answer GraphQL", interval=1.0)
+
+        def location_loaded() -> bool:
+            self._alive()
+            entries = self.graphql.location_entries()
+            entry = next((e for e in entries if e["name"] == LOCATION), None)
+            if entry is None or entry["loadStatus"] != "LOADED":
+                return False
+            loaded = entry["locationOrLoadError"]
+            if loaded["__typename"] != "RepositoryLocation":
+                raise RuntimeError(f"code location failed to load: {loaded.get('message')}")
+            return True
+
+        wait_for(location_loaded, deadline - time.monotonic(), f"code location {LOCATION} to load", interval=2.0)
+
+        def daemons_healthy() -> bool:
+            self._alive()
+            return all(d["healthy"] for d in self.graphql.daemon_statuses() if d["required"])
+
+        wait_for(daemons_healthy, deadline - time.monotonic(), "the daemons to report healthy", interval=2.0)
+
+    def stop(self, grace: float = 30.0) -> None:
+        """SIGTERM to the whole process group, SIGKILL to what is left after ``grace`` seconds."""
+        if self.process is None:
+            return
+        group = self.process.pid
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and _group_alive(group):
+                time.sleep(0.5)
+            if not _group_alive(group):
+                break
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # zombies of the group's leader count as gone once reaped; check /proc for live members
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False

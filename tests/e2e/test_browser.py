@@ -1,0 +1,113 @@
+"""In a real browser: headless Chromium on the running webserver's asset graph and partitions page.
+
+Debian's Chromium (``/usr/bin/chromium``, installed by the ``chromium`` fixture when missing),
+driven by Playwright with a fresh profile; Playwright never downloads a browser. The pages are
+checked for what a user reads (partition status counts, a partition's metadata, the same values
+the GraphQL API returns) and saved to ``docs/screenshots/`` for the README. These tests run after
+the webserver tests (see ``conftest.py``), so the screenshots show the state they leave: a
+backfilled range and a partition retrained by the change sensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .dagster_dev import LOCATION
+from .graphql import SET_NUX_SEEN
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+expect = playwright_api.expect
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+UI_TIMEOUT_MS = 90_000  # first loads compile nothing, but the asset health queries take a while under load
+PARTITION = "south|2025-02-01"  # the partition the sensor test edits; any partition works on its own
+
+
+@pytest.fixture(scope="module")
+def page(served, chromium, tmp_path_factory) -> Iterator:
+    """A page in headless Chromium with a fresh profile (``--user-data-dir``), 1440x900."""
+    served.graphql.execute(SET_NUX_SEEN)  # no "Join the Dagster community" dialog over the pages
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            user_data_dir=str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(chromium),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1440, "height": 900},
+        )
+        try:
+            page = context.new_page()
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            yield page
+        finally:
+            context.close()
+
+
+def _health_text(stats: dict[str, int]) -> str:
+    """The asset graph's partition health line: "N% filled", plus " (k failed)" when any failed."""
+    filled = f"{stats['numMaterialized'] * 100 // stats['numPartitions']}% filled"
+    return f"{filled} ({stats['numFailed']} failed)" if stats["numFailed"] else filled
+
+
+def _metadata_cell(page, label: str):
+    """The value cell of a metadata table row whose label cell is exactly ``label``."""
+    row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=label, exact=True))
+    return row.get_by_role("cell").nth(1)
+
+
+def test_asset_graph_shows_the_retraining_and_its_partition_health(served, page):
+    stats = [served.graphql.partition_stats(["churn", name]) for name in ("training_set", "sub_model")]
+    page.goto(f"{served.url}/locations/{LOCATION}/asset-groups/churn", wait_until="domcontentloaded")
+    expect(page.get_by_text("Asset Group in", exact=False)).to_be_visible()
+    for name in ("training_set", "sub_model", "model_bundle"):
+        expect(page.get_by_text(name, exact=True).first).to_be_visible()
+    # both partitioned assets (3 months x 4 cohorts each) show their health, worded as the UI words it
+    assert [s["numPartitions"] for s in stats] == [12, 12]
+    health = [_health_text(s) for s in stats]
+    for text in set(health):
+        expect(page.get_by_text(text, exact=True)).to_have_count(health.count(text))
+    expect(page.get_by_text("Loading...")).to_have_count(0)
+    page.screenshot(path=str(SCREENSHOTS / "asset_graph.png"))
+
+
+def test_sub_model_partitions_page_shows_status_and_metadata(served, page):
+    cohort, window = PARTITION.split("|")
+    newest = max(served.graphql.materializations(["churn", "sub_model"], [PARTITION]), key=lambda m: m["timestamp_ms"])
+    meta = newest["metadata"]
+
+    stats = served.graphql.partition_stats(["churn", "sub_model"])
+    missing = stats["numPartitions"] - stats["numMaterialized"] - stats["numFailed"] - stats["numMaterializing"]
+
+    page.goto(f"{served.url}/assets/churn/sub_model?view=partitions", wait_until="domcontentloaded")
+    # the status filter counts, as the instance has them (12 materialized after a clean run)
+    expect(page.get_by_text(f"{stats['numPartitions']} Partitions Selected", exact=True)).to_be_visible()
+    for label, count in (("Materialized", stats["numMaterialized"]), ("Failed", stats["numFailed"]),
+                         ("Materializing", stats["numMaterializing"]), ("Missing", missing)):  # fmt: skip
+        expect(page.get_by_text(f"{label} ({count})", exact=True)).to_be_visible()
+    page.get_by_text(cohort, exact=True).first.click()
+    page.get_by_text(window, exact=True).first.click()
+    expect(page.get_by_text(PARTITION, exact=True).first).to_be_visible()
+
+    # the UI shows the metadata the run recorded, the same values the GraphQL API returns
+    expect(_metadata_cell(page, "partition")).to_have_text(f"{window}/{cohort}")
+    expect(_metadata_cell(page, "reason")).to_have_text(meta["reason"])
+    expect(_metadata_cell(page, "rows")).to_have_text(str(meta["rows"]))
+    expect(_metadata_cell(page, "fingerprint")).to_have_text(meta["fingerprint"])
+    expect(_metadata_cell(page, "status")).to_have_text("trained")
+    expect(page.get_by_text(newest["run_id"][:8], exact=True).first).to_be_visible()  # the run that wrote it
+    page.screenshot(path=str(SCREENSHOTS / "sub_model_partition.png"))
