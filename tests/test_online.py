@@ -49,3 +49,24 @@ def test_entities_without_a_known_cohort_fail_clearly(materialized):
     store = feature_store(str(materialized.spec.feature_repo))
     with pytest.raises(RoutingError, match=r"no cohort known for entities \[424242\]"):
         online_frame(materialized.spec, store, [1, 424242])
+
+
+def test_predict_command_scores_entities_from_the_online_store(materialized, capsys):
+    from dagster import materialize
+
+    from retrain_plugins.cli.main import main
+
+    online_asset = [a for a in materialized.defs.assets if a.key.path[-1] == "online_features"]
+    assert materialize(online_asset, instance=materialized.instance, resources=materialized.defs.resources).success
+    labels = pl.read_parquet(materialized.data / "sources/labels/*/*.parquet")
+    ids = labels.filter(pl.col("region") == "west")["customer_id"].unique().sort().head(3).to_list()
+    spec_file = materialized.root / "spec.json"
+    spec_file.write_text(materialized.spec.model_dump_json())
+    assert main(["predict", "--spec", str(spec_file), "--entities", ",".join(map(str, ids))]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0].isdigit()]
+    assert [int(r[0]) for r in rows] == ids
+    assert all(r[1] == "west" and r[2] == "2025-03-01/west" and r[3] == "own_sub_model" for r in rows)
+    assert all(0.0 <= float(r[4]) <= 1.0 for r in rows)
+    assert main(["predict", "--spec", str(spec_file)]) == 1
+    assert "predict needs --input rows.parquet or --entities" in capsys.readouterr().err

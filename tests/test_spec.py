@@ -69,3 +69,14 @@ def test_unknown_trainer_and_wrong_base_class():
         trainer_class("collections.OrderedDict")
     assert trainer_class("catboost").name == "catboost"
     assert trainer_class("retrain_plugins.trainers.catboost:CatBoostTrainer").suffix == ".cbm"
+
+
+def test_strategy_overrides_by_partition_then_cohort():
+    from retrain_plugins import TrainerSpec
+
+    trainer = TrainerSpec(strategy="refit", strategy_overrides={"north": "warm_start", "2025-03-01/north": "refit"})
+    assert trainer.strategy_for("2025-02-01", "north") == "warm_start"
+    assert trainer.strategy_for("2025-03-01", "north") == "refit"
+    assert trainer.strategy_for("2025-02-01", "south") == "refit"
+    with pytest.raises(ValueError, match="strategy_overrides"):
+        TrainerSpec(strategy_overrides={"north": "sometimes"})
