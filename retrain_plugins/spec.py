@@ -140,6 +140,15 @@ class RetrainingSpec(_Model):
         default=False,
         description="Cohorts are a Dagster dynamic dimension: a value new in the data adds its partitions.",
     )
+    retrieval: Literal["feast", "duckdb_asof"] = Field(
+        default="feast",
+        description=(
+            "How training sets are retrieved: through Feast's get_historical_features, or with a "
+            "DuckDB ASOF join built from the same Feast definitions that pushes the window, cohort "
+            "and entity filters down (identical frames, proven by tests; several times faster on "
+            "long feature histories, see bench/RESULTS.md)."
+        ),
+    )
     trainer: TrainerSpec = TrainerSpec()
     gate: GateSpec = GateSpec()
     fallback: FallbackSpec = FallbackSpec()

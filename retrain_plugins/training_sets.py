@@ -146,18 +146,24 @@ def asof_training_set(
     ts, key = ident(lab.timestamp_column), ident(lab.entity_column)
     selects, joins, params = [], [], {}
     lo = min(w.start for w in windows) if windows else None
+    hi = max(w.end for w in windows) if windows else None
     for i, fv in enumerate(view.views):
-        alias, fts = f"f{i}", ident(fv.timestamp_field)
+        alias, fts, join_key = f"f{i}", ident(fv.timestamp_field), ident(fv.join_keys[0])
         params[f"src{i}"] = _files(fv.source_path, exclude)
         cols = ", ".join(ident(f) for f in fv.features)
-        window_filter = ""
+        # Pushed down (parquet statistics prune files and row groups): only rows a label of these
+        # windows can join, i.e. timestamps in [first start - TTL, last end), of the labels' entities.
+        filters = [f"{join_key} IN (SELECT {key} FROM labels_tbl)"]
+        if hi is not None:
+            params[f"hi{i}"] = hi
+            filters.append(f"{fts} < CAST($hi{i} AS TIMESTAMPTZ)")
         if lo is not None and fv.ttl_seconds:
             params[f"lo{i}"] = lo
             params[f"ttl{i}"] = fv.ttl_seconds
-            window_filter = f"WHERE {fts} >= CAST($lo{i} AS TIMESTAMPTZ) - to_seconds(CAST($ttl{i} AS DOUBLE))"
+            filters.append(f"{fts} >= CAST($lo{i} AS TIMESTAMPTZ) - to_seconds(CAST($ttl{i} AS DOUBLE))")
         joins.append(
-            f"ASOF LEFT JOIN (SELECT {ident(fv.join_keys[0])} AS _k, {fts} AS _ts, {cols} "
-            f"FROM {parquet(f'src{i}')} {window_filter}) AS {alias} "
+            f"ASOF LEFT JOIN (SELECT {join_key} AS _k, {fts} AS _ts, {cols} "
+            f"FROM {parquet(f'src{i}')} WHERE {' AND '.join(filters)}) AS {alias} "
             f"ON l.{key} = {alias}._k AND l.{ts} >= {alias}._ts"
         )
         for f in fv.features:
