@@ -9,7 +9,7 @@ DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export UV_PYTHON_DOWNLOADS := never
 export RETRAIN_SPEC ?= $(CURDIR)/dagster_project/defs/churn/defs.yaml
 
-.PHONY: demo test dev bench env clean
+.PHONY: demo test dev bench bench-quick env clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -32,6 +32,14 @@ test: env
 dev: env
 	mkdir -p $(DAGSTER_HOME)
 	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/dagster dev -m dagster_project.definitions
+
+# Benchmarks (bench/README.md): the default size writes bench/RESULTS.md (~10 min on 2 cores);
+# --quick is CI's smoke run of every benchmark (asserts nothing about speed, writes nothing).
+bench: env
+	$(VENV)/bin/python -m bench
+
+bench-quick: env
+	$(VENV)/bin/python -m bench --quick
 
 clean:
 	rm -rf .tools $(VENV)
