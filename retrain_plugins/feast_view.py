@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,6 +89,14 @@ def registry_path(feature_repo: Path) -> Path:
         raise SpecError(f"{config_file} names no file registry")
     path = Path(path)
     return path if path.is_absolute() else (Path(feature_repo) / path).resolve()
+
+
+@contextlib.contextmanager
+def quiet_feast() -> Iterator[None]:
+    """Silence a deprecation ibis (inside Feast's DuckDB offline store) triggers in DuckDB: not ours to fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="fetch_arrow_table", category=DeprecationWarning)
+        yield
 
 
 @functools.lru_cache(maxsize=8)

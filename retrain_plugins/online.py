@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from retrain_plugins.errors import RoutingError
-from retrain_plugins.feast_view import FeatureServiceView, registry_lock
+from retrain_plugins.feast_view import FeatureServiceView, quiet_feast, registry_lock
 from retrain_plugins.partitions import windows
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.sql import connect, ident, parquet, query
@@ -31,7 +31,7 @@ def materialize_online(spec: RetrainingSpec, view: FeatureServiceView, store: "F
     longest = max((v.ttl_seconds or 0.0) for v in view.views)
     start = all_windows[0].start - timedelta(seconds=longest)
     end = all_windows[-1].end
-    with registry_lock(spec):
+    with registry_lock(spec), quiet_feast():
         store.materialize(start_date=start, end_date=end, feature_views=[v.name for v in view.views])
     return {"start": start.isoformat(), "end": end.isoformat(), "feature_views": [v.name for v in view.views]}
 
