@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +48,43 @@ def _inputs(spec: RetrainingSpec) -> list[tuple[PartitionKey, Path, str]]:
     return [item for window in newest for item in by_window[window]]
 
 
+def _fingerprint(inputs: list[tuple[PartitionKey, Path, str]]) -> str:
+    return hashlib.sha256("|".join(f"{k.window}/{k.cohort}:{fp}" for k, _, fp in sorted(inputs)).encode()).hexdigest()[:32]
+
+
+def _is_current(entry: dict[str, Any] | None, fingerprint: str, view: FeatureServiceView) -> bool:
+    return entry is not None and entry["fingerprint"] == fingerprint and entry["feature_columns"] == view.feature_columns
+
+
+def fallback_affected(spec: RetrainingSpec, view: FeatureServiceView, changed_windows: Iterable[str]) -> bool:
+    """Whether retraining partitions of ``changed_windows`` can change what the fallback is fitted on.
+
+    The fallback reads the newest ``spec.fallback.windows`` windows that have a training set. When
+    that many exist and the fallback is current, a window older than all of them cannot enter that
+    set (the newer ones keep it full) nor leave it: the sensor then leaves ``fallback_model`` out
+    of the run, which spares a step per run (``train_fallback`` would only answer "cached").
+    """
+    if not spec.fallback.enabled:
+        return False
+    inputs = _inputs(spec)
+    newest = {k.window for k, _, _ in inputs}
+    if len(newest) < spec.fallback.windows:
+        return True
+    if not _is_current(fallback_store(spec).entries().get(FALLBACK_KEY), _fingerprint(inputs), view):
+        return True  # stale already (its last refit failed, or the features changed): run it
+    oldest = min(newest)
+    return any(window >= oldest for window in changed_windows)
+
+
 def train_fallback(spec: RetrainingSpec, view: FeatureServiceView, run_id: str | None) -> dict[str, Any]:
     """Refit the fallback if its inputs changed; return its metadata (``status`` trained/cached)."""
     store = fallback_store(spec)
     inputs = _inputs(spec)
     if not spec.fallback.enabled or not inputs:
         return {"status": "disabled" if not spec.fallback.enabled else "no training sets yet"}
-    fingerprint = hashlib.sha256(
-        "|".join(f"{k.window}/{k.cohort}:{fp}" for k, _, fp in sorted(inputs)).encode()
-    ).hexdigest()[:32]
+    fingerprint = _fingerprint(inputs)
     current = store.entries().get(FALLBACK_KEY)
-    if current is not None and current["fingerprint"] == fingerprint and current["feature_columns"] == view.feature_columns:
+    if _is_current(current, fingerprint, view):
         return {**current, "status": "cached"}
     ts, entity = spec.labels.timestamp_column, spec.labels.entity_column
     frame = pl.concat([pl.read_parquet(path) for _, path, _ in inputs], how="vertical_relaxed").sort(ts, entity)

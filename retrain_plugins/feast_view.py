@@ -80,8 +80,16 @@ class FeatureServiceView:
 def registry_path(feature_repo: Path) -> Path:
     """The registry file named in ``feature_store.yaml`` (relative paths are repo-relative)."""
     config_file = Path(feature_repo) / "feature_store.yaml"
-    if not config_file.exists():
-        raise SpecError(f"feature_repo {feature_repo} has no feature_store.yaml")
+    try:
+        st = config_file.stat()
+    except FileNotFoundError:
+        raise SpecError(f"feature_repo {feature_repo} has no feature_store.yaml") from None
+    return _registry_path(config_file, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)  # keyed by the file's size and mtime: an edited yaml is re-read
+def _registry_path(config_file: Path, size: int, mtime_ns: int) -> Path:
+    feature_repo = config_file.parent
     config = yaml.safe_load(config_file.read_text())
     registry = config.get("registry")
     path = registry.get("path") if isinstance(registry, dict) else registry

@@ -101,6 +101,41 @@ def test_the_fallback_is_cached_when_its_inputs_did_not_change(materialized):
     assert fallback_events[0].event_specific_data.materialization.metadata["status"].value == "trained"
 
 
+def test_runs_leave_the_fallback_out_only_when_no_change_can_reach_its_inputs(make_project):
+    from retrain_plugins.dagster.execution import execute, materialize_all, tick
+    from retrain_plugins.demo import scenarios
+    from retrain_plugins.store import sha256_file
+
+    project = make_project(fallback={"windows": 2})  # fitted on 2025-02 and 2025-03
+    assert materialize_all(project.defs, project.spec, project.instance).success
+    store = ModelStore(model_store_root(project.spec) / "_fallback")
+    (before,) = store.entries().values()
+    digest = sha256_file(store.path_of(before))
+
+    def update(month: str, cohort: str) -> tuple[set[str], list[str]]:
+        scenarios.edit_rows(project.data, month, cohort)
+        result = tick(project.defs, project.sensor, project.instance)
+        (request,) = result.run_requests
+        (run,) = execute(project.defs, project.spec, result.run_requests, project.instance)
+        assert run.success
+        events = run.get_asset_materialization_events()
+        return {k.path[-1] for k in request.asset_selection}, [
+            e.event_specific_data.materialization.metadata["partition"].value
+            for e in events
+            if e.event_specific_data.materialization.asset_key.path[-1] == "sub_model"
+        ]
+
+    # 2025-01 is older than both of the fallback's windows: left out of the run, file untouched
+    selected, trained = update("2025-01", "east")
+    assert trained == ["2025-01-01/east"] and "fallback_model" not in selected and "model_bundle" in selected
+    assert store.entries() == {k: before for k in store.entries()} and sha256_file(store.path_of(before)) == digest
+    # 2025-02 is one of them: in the run, refitted
+    selected, trained = update("2025-02", "north")
+    assert trained == ["2025-02-01/north"] and "fallback_model" in selected
+    (after,) = store.entries().values()
+    assert after["sha256"] != before["sha256"] and "2025-02-01/north" in after["inputs"]
+
+
 def test_a_corrupted_artifact_never_serves_and_is_repaired(materialized, scoring_frame):
     from retrain_plugins import StoreError
     from retrain_plugins.dagster.execution import execute, tick

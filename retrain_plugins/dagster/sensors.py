@@ -25,6 +25,7 @@ from retrain_plugins.changes.detector import ChangeReport, PartitionChange, dete
 from retrain_plugins.changes.state import StateStore
 from retrain_plugins.dagster.assets import RetrainingAssets
 from retrain_plugins.dagster.tags import detail_tags, reason_tags
+from retrain_plugins.fallback import fallback_affected
 from retrain_plugins.feast_view import load_feature_service_view
 from retrain_plugins.layout import model_store_root
 from retrain_plugins.partitions import cohort_partitions_def, cohorts, encode_cohort, rectangles, windows
@@ -41,12 +42,20 @@ def run_requests_for(
     seq: int,
     cohort_order: Sequence[str],
     refresh_online: bool = True,
+    refresh_fallback: bool = True,
 ) -> list[RunRequest]:
     """Group ``changes`` into rectangle runs, each tagged with its partitions' reasons.
 
-    ``refresh_online=False`` leaves the online store out of the runs (no feature file changed).
+    ``refresh_online=False`` leaves the online store out of the runs (no feature file changed);
+    ``refresh_fallback=False`` leaves the fallback model out (no change can reach its inputs, see
+    :func:`retrain_plugins.fallback.fallback_affected`).
     """
-    selection = [k for k in assets.keys if refresh_online or k != assets.online_features.key]
+    left_out = {
+        key
+        for key, refresh in ((assets.online_features.key, refresh_online), (assets.fallback_model.key, refresh_fallback))
+        if not refresh
+    }
+    selection = [k for k in assets.keys if k not in left_out]
     by_key = {c.partition: c for c in changes}
     window_keys = [w.key for w in windows(spec)]
     requests = []
@@ -137,7 +146,8 @@ def build_change_sensor(
         seq = state.next_seq()
         added = [c for c in report.new_cohorts if spec.dynamic_cohorts and c not in known]
         features_changed = any(source != LABELS for source in report.changed_sources)
-        requests = run_requests_for(spec, assets, report.changes, seq, [*known, *added], features_changed)
+        fallback = fallback_affected(spec, view, {c.partition.window for c in report.changes})
+        requests = run_requests_for(spec, assets, report.changes, seq, [*known, *added], features_changed, fallback)
         dynamic = (
             [cohort_partitions_def(spec).build_add_request([encode_cohort(c) for c in added])] if added else []
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from importlib.metadata import entry_points
@@ -13,6 +14,7 @@ from retrain_plugins.trainers.base import FitOutcome, Trainer, fit_and_evaluate
 ENTRY_POINT_GROUP = "retrain_plugins.trainers"
 
 
+@functools.lru_cache(maxsize=1)  # scanning every installed distribution costs ~12 ms a call
 def _registered() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
