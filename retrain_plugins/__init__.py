@@ -18,7 +18,12 @@ from retrain_plugins.store import ModelStore
 from retrain_plugins.testing import check_trainer
 from retrain_plugins.trainers import Trainer, make_trainer
 from retrain_plugins.trainers.catboost import CatBoostTrainer
-from retrain_plugins.training_sets import asof_training_set, check_label_source, feast_training_set
+from retrain_plugins.training_sets import (
+    asof_training_set,
+    check_label_source,
+    feast_training_set,
+    partition_training_set,
+)
 
 __all__ = [
     "CatBoostTrainer",
@@ -54,6 +59,7 @@ __all__ = [
     "load_feature_service_view",
     "make_trainer",
     "partition_fingerprint",
+    "partition_training_set",
     "partitions_def",
     "publish_bundle",
     "run_requests_for",

@@ -6,6 +6,7 @@ be called, tested and benchmarked on their own. Each returns the metadata the as
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -24,26 +25,25 @@ from retrain_plugins.policies import gate, plan
 from retrain_plugins.store import ModelStore, atomic_write_text
 from retrain_plugins.trainers import fit_and_evaluate, make_trainer
 from retrain_plugins.sql import connect, ident
-from retrain_plugins.training_sets import ROW_ID, WINDOW_COL, asof_training_set, feast_training_set
+from retrain_plugins.training_sets import ROW_ID, WINDOW_COL, asof_training_set, partition_training_set
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
 
 def build_training_set(
-    spec: RetrainingSpec, view: FeatureServiceView, store: "FeatureStore", key: PartitionKey
+    spec: RetrainingSpec, view: FeatureServiceView, store: "FeatureStore | None", key: PartitionKey
 ) -> dict[str, Any]:
     """Retrieve ``key``'s training set (through Feast, or the spec's DuckDB ASOF path), write it,
-    return its metadata."""
+    return its metadata. ``store`` is only used with ``retrieval: feast`` (built on demand if None)."""
     all_windows = windows(spec)
     span = training_windows(key.window, [w.key for w in all_windows], spec.windows.lookback)
     chosen = [w for w in all_windows if w.key in span]
+    # Feast reads the registry a materialize may be rewriting; the ASOF path reads only parquet.
+    lock = registry_lock(spec, shared=True) if spec.retrieval == "feast" else contextlib.nullcontext()
     started = time.perf_counter()
-    if spec.retrieval == "duckdb_asof":
-        frame = _asof_frame(spec, view, chosen, key.cohort)
-    else:
-        with registry_lock(spec, shared=True):  # never while a materialize rewrites the registry
-            frame = feast_training_set(spec, view, chosen, key.cohort, store)
+    with lock:
+        frame = partition_training_set(spec, view, chosen, key.cohort, store)
     seconds = time.perf_counter() - started
     fingerprint = partition_fingerprint(frame_cells(spec, view, frame), span, key.cohort)
     path = training_set_path(spec, key)
@@ -65,14 +65,6 @@ def build_training_set(
     }
     atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
     return meta
-
-
-def _asof_frame(spec: RetrainingSpec, view: FeatureServiceView, chosen: list, cohort: str) -> pl.DataFrame:
-    """The ASOF training set in exactly the shape (columns, order, row ids) Feast's path returns."""
-    lab = spec.labels
-    label_columns = [lab.entity_column, lab.timestamp_column, lab.cohort_column, lab.label_column, WINDOW_COL]
-    frame = asof_training_set(spec, view, chosen, [cohort])
-    return frame.select(ROW_ID, *label_columns, *view.feature_columns).sort(ROW_ID)
 
 
 def train_sub_model(

@@ -129,6 +129,27 @@ def feast_training_set(
     return frame.select(columns).sort(ROW_ID)
 
 
+def partition_training_set(
+    spec: RetrainingSpec,
+    view: FeatureServiceView,
+    windows: Sequence[Window],
+    cohort: str,
+    store: "FeatureStore | None" = None,
+) -> pl.DataFrame:
+    """One partition's training set by the spec's ``retrieval`` path: what the asset writes.
+
+    ``feast``: :func:`feast_training_set`. ``duckdb_asof``: :func:`asof_training_set` for the one
+    cohort, in exactly the shape Feast's path returns (columns, order, row ids); tests prove the two
+    frames equal. The ASOF path never imports Feast. ``store`` is only used by the Feast path.
+    """
+    if spec.retrieval == "feast":
+        return feast_training_set(spec, view, windows, cohort, store)
+    lab = spec.labels
+    label_columns = [lab.entity_column, lab.timestamp_column, lab.cohort_column, lab.label_column, WINDOW_COL]
+    frame = asof_training_set(spec, view, windows, [cohort])
+    return frame.select(ROW_ID, *label_columns, *view.feature_columns).sort(ROW_ID)
+
+
 def asof_training_set(
     spec: RetrainingSpec,
     view: FeatureServiceView,

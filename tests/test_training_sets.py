@@ -104,3 +104,46 @@ def test_duckdb_asof_retrieval_path_writes_the_same_training_sets_as_feast(mater
     assert {k: e["fingerprint"] for k, e in fast.models().items()} == {
         k: e["fingerprint"] for k, e in materialized.models().items()
     }
+
+
+_ASOF_RUN = """
+import json, sys
+from pathlib import Path
+from dagster import DagsterInstance
+from retrain_plugins import RetrainingSpec, build_definitions
+from retrain_plugins.dagster.execution import execute, tick
+spec = RetrainingSpec.model_validate_json(Path(sys.argv[1]).read_text())
+defs, instance = build_definitions(spec), DagsterInstance.ephemeral()
+requests = tick(defs, f"{spec.name}_change_sensor", instance).run_requests
+results = execute(defs, spec, requests, instance)
+print(json.dumps({"runs": [r.success for r in results], "feast_imported": "feast" in sys.modules}))
+"""
+
+
+def test_duckdb_asof_runs_never_import_feast(make_project):
+    """Importing Feast costs seconds per launched run: a duckdb_asof run that needs no online
+    refresh (labels changed, not features) trains without it, in a fresh interpreter."""
+    import json
+    import subprocess
+    import sys
+
+    from retrain_plugins.dagster.execution import materialize_all, tick
+    from retrain_plugins.demo import scenarios
+
+    fast = make_project("asof", retrieval="duckdb_asof")
+    assert materialize_all(fast.defs, fast.spec, fast.instance).success
+    assert tick(fast.defs, fast.sensor, fast.instance).run_requests == []  # records the listing
+    scenarios.edit_rows(fast.data, "2025-02", "west")
+    spec_file = fast.root / "spec.json"
+    spec_file.write_text(fast.spec.model_dump_json())
+    before = fast.models()
+    out = subprocess.run([sys.executable, "-c", _ASOF_RUN, str(spec_file)], check=True, capture_output=True, text=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"runs": [True], "feast_imported": False}
+    changed = {k for k, e in fast.models().items() if before.get(k) != e}
+    assert {str(k) for k in changed} == {"2025-02-01/west"}
+    # the same request with retrieval: feast does import it (the check above can fail)
+    feast_file = fast.root / "spec-feast.json"
+    feast_file.write_text(fast.spec.model_copy(update={"retrieval": "feast"}).model_dump_json())
+    scenarios.edit_rows(fast.data, "2025-03", "west")
+    out = subprocess.run([sys.executable, "-c", _ASOF_RUN, str(feast_file)], check=True, capture_output=True, text=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1])["feast_imported"] is True

@@ -140,7 +140,8 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
         problems = validate_sources(spec, view, seen)
         if problems:  # Feast would fail on them too, less clearly; nothing is written
             raise DataError("unusable source files:\n" + "\n".join(problems.values()))
-        store = feast.store()
+        # Only the Feast path needs the FeatureStore: the DuckDB ASOF path never imports Feast (seconds).
+        store = feast.store() if spec.retrieval == "feast" else None
         for partition_key in context.partition_keys:
             key = PartitionKey.from_dagster(partition_key)
             meta = build_training_set(spec, view, store, key)
