@@ -9,7 +9,7 @@ DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 export UV_PYTHON_DOWNLOADS := never
 export RETRAIN_SPEC ?= $(CURDIR)/dagster_project/defs/churn/defs.yaml
 
-.PHONY: demo test dev bench bench-quick env clean
+.PHONY: demo test dev bench bench-quick screenshots env clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -28,6 +28,10 @@ demo: env
 
 test: env
 	$(VENV)/bin/pytest
+
+# Refresh the README's UI screenshots (docs/screenshots/) with the browser tests.
+screenshots: env
+	RETRAIN_SCREENSHOTS=$(CURDIR)/docs/screenshots $(VENV)/bin/pytest tests/e2e
 
 dev: env
 	mkdir -p $(DAGSTER_HOME)

@@ -3,13 +3,16 @@
 Debian's Chromium (``/usr/bin/chromium``, installed by the ``chromium`` fixture when missing),
 driven by Playwright with a fresh profile; Playwright never downloads a browser. The pages are
 checked for what a user reads (partition status counts, a partition's metadata, the same values
-the GraphQL API returns) and saved to ``docs/screenshots/`` for the README. These tests run after
+the GraphQL API returns) and saved as screenshots: to a temporary folder, or to the folder named by
+``RETRAIN_SCREENSHOTS`` (``make screenshots`` refreshes the README's ``docs/screenshots/``), so a
+plain test run never edits tracked files. These tests run after
 the webserver tests (see ``conftest.py``), so the screenshots show the state they leave: a
 backfilled range and a partition retrained by the change sensor.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +24,6 @@ from .graphql import SET_NUX_SEEN
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
 expect = playwright_api.expect
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -38,10 +39,17 @@ PARTITION = "south|2025-02-01"  # the partition the sensor test edits; any parti
 
 
 @pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    """Where screenshots go: ``$RETRAIN_SCREENSHOTS`` if set, else a temporary folder."""
+    folder = Path(os.environ["RETRAIN_SCREENSHOTS"]) if os.environ.get("RETRAIN_SCREENSHOTS") else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def page(served, chromium, tmp_path_factory) -> Iterator:
     """A page in headless Chromium with a fresh profile (``--user-data-dir``), 1440x900."""
     served.graphql.execute(SET_NUX_SEEN)  # no "Join the Dagster community" dialog over the pages
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with playwright_api.sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             user_data_dir=str(tmp_path_factory.mktemp("chromium-profile")),
@@ -70,7 +78,7 @@ def _metadata_cell(page, label: str):
     return row.get_by_role("cell").nth(1)
 
 
-def test_asset_graph_shows_the_retraining_and_its_partition_health(served, page):
+def test_asset_graph_shows_the_retraining_and_its_partition_health(served, page, screenshots):
     stats = [served.graphql.partition_stats(["churn", name]) for name in ("training_set", "sub_model")]
     page.goto(f"{served.url}/locations/{LOCATION}/asset-groups/churn", wait_until="domcontentloaded")
     expect(page.get_by_text("Asset Group in", exact=False)).to_be_visible()
@@ -82,10 +90,10 @@ def test_asset_graph_shows_the_retraining_and_its_partition_health(served, page)
     for text in set(health):
         expect(page.get_by_text(text, exact=True)).to_have_count(health.count(text))
     expect(page.get_by_text("Loading...")).to_have_count(0)
-    page.screenshot(path=str(SCREENSHOTS / "asset_graph.png"))
+    page.screenshot(path=str(screenshots / "asset_graph.png"))
 
 
-def test_sub_model_partitions_page_shows_status_and_metadata(served, page):
+def test_sub_model_partitions_page_shows_status_and_metadata(served, page, screenshots):
     cohort, window = PARTITION.split("|")
     newest = max(served.graphql.materializations(["churn", "sub_model"], [PARTITION]), key=lambda m: m["timestamp_ms"])
     meta = newest["metadata"]
@@ -110,4 +118,4 @@ def test_sub_model_partitions_page_shows_status_and_metadata(served, page):
     expect(_metadata_cell(page, "fingerprint")).to_have_text(meta["fingerprint"])
     expect(_metadata_cell(page, "status")).to_have_text("trained")
     expect(page.get_by_text(newest["run_id"][:8], exact=True).first).to_be_visible()  # the run that wrote it
-    page.screenshot(path=str(SCREENSHOTS / "sub_model_partition.png"))
+    page.screenshot(path=str(screenshots / "sub_model_partition.png"))
