@@ -43,18 +43,25 @@ SIZES = {
 STARTUP_REPS = 2  # fresh interpreters cost ~10 s each here; two are enough for a side figure
 PARTS = ("tick", "run overhead", "Feast retrieval", "training", "rest of the partition steps", "other assets")
 
-# A fresh interpreter loading the code location and the Feast store: what a run launched by the
-# daemon pays before its first step (the in-process runs measured here do not).
+# A fresh interpreter importing what a run launched by the daemon imports before and during its
+# steps: the code location's definitions, the trainer's library, and (only with ``retrieval:
+# feast``) Feast and its FeatureStore. The in-process runs measured here pay none of it.
 _STARTUP = """
 import sys, warnings
 warnings.simplefilter("ignore")
 from pathlib import Path
 from retrain_plugins import RetrainingSpec, build_definitions
-from retrain_plugins.feast_view import feature_store
+from retrain_plugins.trainers import make_trainer
 spec = RetrainingSpec.model_validate_json(Path(sys.argv[1]).read_text())
 build_definitions(spec)
-feature_store(str(spec.feature_repo)).get_feature_service(spec.feature_service)
+make_trainer(spec.trainer.name, spec.trainer.params).fit  # noqa: B018
+import catboost  # noqa: F401  (the trainer imports it on its first fit)
+if spec.retrieval == "feast":
+    from retrain_plugins.feast_view import feature_store
+    feature_store(str(spec.feature_repo)).get_feature_service(spec.feature_service)
+assert (spec.retrieval == "feast") == ("feast" in sys.modules), "Feast imported on the duckdb_asof path"
 """
+FLOOR_REPS = 5
 
 
 def _update(project: Project, change: Callable[[], object]) -> dict[str, Any]:
@@ -72,13 +79,33 @@ def _update(project: Project, change: Callable[[], object]) -> dict[str, Any]:
     return {**parts, "tick": t_tick.seconds, "total": t_tick.seconds + t_runs.seconds}
 
 
-def _startup_seconds(project: Project, reps: int) -> Stat:
-    spec_file = project.root / "spec.json"
-    spec_file.write_text(project.spec.model_dump_json())
+def _startup_seconds(project: Project, reps: int) -> dict[str, Stat]:
+    """Process start-up of a daemon-launched run, per retrieval path (fresh interpreters)."""
+    result = {}
+    for retrieval in ("feast", "duckdb_asof"):
+        spec_file = project.root / f"spec-{retrieval}.json"
+        spec_file.write_text(project.spec.model_copy(update={"retrieval": retrieval}).model_dump_json())
+        samples = []
+        for _ in range(reps):
+            with Timer() as t:
+                subprocess.run([sys.executable, "-c", _STARTUP, str(spec_file)], check=True, capture_output=True)
+            samples.append(t.seconds)
+        result[retrieval] = Stat.of(samples)
+    return result
+
+
+def _dagster_floor(project: Project, reps: int) -> Stat:
+    """Wall time of a run of one asset that does nothing, on the same instance: Dagster's own floor."""
+    from dagster import asset, materialize
+
+    @asset(name="noop")
+    def noop() -> None:
+        return None
+
     samples = []
     for _ in range(reps):
         with Timer() as t:
-            subprocess.run([sys.executable, "-c", _STARTUP, str(spec_file)], check=True, capture_output=True)
+            materialize([noop], instance=project.instance, run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}})
         samples.append(t.seconds)
     return Stat.of(samples)
 
@@ -135,16 +162,20 @@ def run(size: str, workdir: Path, cache: Path, reps: int | None = None) -> Bench
             for name, (_, change) in scenarios_.items():
                 samples[name].append(_update(project, change))
         startup = _startup_seconds(project, min(STARTUP_REPS, chosen.reps))
+        floor = _dagster_floor(project, FLOOR_REPS)
     finally:
         project.close()
-    return _report(samples, {name: k for name, (k, _) in scenarios_.items()}, n_total, startup, baseline_requests, chosen, one, four)
+    return _report(
+        samples, {name: k for name, (k, _) in scenarios_.items()}, n_total, startup, floor, baseline_requests, chosen, one, four
+    )
 
 
 def _report(
     samples: dict[str, list[dict[str, Any]]],
     ideal: dict[str, int],
     n_total: int,
-    startup: Stat,
+    startup: dict[str, Stat],
+    floor: Stat,
     baseline_requests: int,
     size: Size,
     one: tuple[str, str],
@@ -175,17 +206,25 @@ def _report(
             ]
         )
     four_runs = int(Stat.of(r["runs"] for r in samples["4 changed partitions"]).median)
-    if_launched = Stat.of(
-        (r["total"] + r["runs"] * startup.median) / (f["total"] + startup.median)
-        for r, f in zip(samples["1 changed partition"], full)
-    )
+    def if_launched(seconds: float) -> Stat:
+        return Stat.of(
+            (r["total"] + r["runs"] * seconds) / (f["total"] + seconds)
+            for r, f in zip(samples["1 changed partition"], full)
+        )
+
     main.notes += [
         f"Edits: 25% of the labels of {one[1]} in {one[0]} (1 partition); of {', '.join(f'{c} in {m}' for m, c in four)} "
         f"(4 partitions, scattered so the sensor can group little: {four_runs} run(s)).",
         "Runs execute in-process (`dagster.materialize`) on a sqlite-backed `DagsterInstance.local_temp()`, the way `retrain_plugins.dagster.execution` drives them; the full run materializes the future month's 4 empty partitions too (skipped, milliseconds). 'Partitions retrained': sub-models fitted (promoted or held back by the gate).",
         "Each repetition restores the pristine data and runs the full retrain first; from the second repetition on, "
         "the full run's candidates are compared with current sub-models by the champion/challenger gate, as in a real re-run.",
-        f"A run launched by the daemon also pays process start-up (fresh interpreter: imports, definitions, FeatureStore): {startup.fmt()} per run, measured separately and not included above. With it, the 1-partition update would be {pct(if_launched)} of the full retrain.",
+        f"Dagster's own floor on this instance: a run of one asset that does nothing takes {floor.fmt()} "
+        f"({pct(floor.median / Stat.of(f['total'] for f in full).median)} of the full retrain); the 1-partition update pays it once, the full retrain once for its {n_total} partitions.",
+        "A run launched by the daemon also pays process start-up (a fresh interpreter importing the definitions, the trainer "
+        f"and, with `retrieval: feast`, Feast), measured separately and not included above: {startup['feast'].fmt()} with "
+        f"`retrieval: feast`, {startup['duckdb_asof'].fmt()} with `retrieval: duckdb_asof` (Feast never imported). With it, "
+        f"the 1-partition update would be {pct(if_launched(startup['feast'].median))} resp. "
+        f"{pct(if_launched(startup['duckdb_asof'].median))} of the full retrain.",
     ]
     if baseline_requests:
         main.notes.append(f"The baseline tick after a full run requested {baseline_requests} run(s) in total (expected 0).")
