@@ -19,14 +19,12 @@ import warnings
 from collections.abc import Iterable
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-from retrain_plugins.demo.project import DEMO_TRAINER  # what the demo retraining trains
-
-
+from retrain_plugins.demo.project import DEMO_TRAINER, DemoProject  # noqa: F401 (re-exported for the benchmarks)
 
 if TYPE_CHECKING:
-    from dagster import DagsterInstance, Definitions
+    from dagster import DagsterInstance
 
     from retrain_plugins.demo.generate import DemoConfig
     from retrain_plugins.spec import RetrainingSpec
@@ -174,27 +172,6 @@ def quiet() -> None:
 # -- projects --------------------------------------------------------------------------------
 
 
-class Project(NamedTuple):
-    """A throw-away retraining: Feast repo, generated data, spec, definitions, Dagster instance."""
-
-    root: Path
-    spec: "RetrainingSpec"
-    defs: "Definitions"
-    instance: "DagsterInstance"
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def sensor(self) -> str:
-        return f"{self.spec.name}_change_sensor"
-
-    def close(self) -> None:
-        """Release the Dagster instance (its sqlite files)."""
-        self.instance.dispose()
-
-
 def month_end(config: "DemoConfig", extra_months: int = 0) -> date:
     """End (exclusive) of the windows covering the config's label months, plus ``extra_months``."""
     return config.month_start(config.months + extra_months)
@@ -205,20 +182,6 @@ def make_spec(root: Path, config: "DemoConfig", **overrides: Any) -> "Retraining
     from retrain_plugins.demo.project import demo_spec
 
     return demo_spec(root, config, **overrides)
-
-
-def copy_feature_repo(root: Path, activity_ttl_days: int | None = None) -> Path:
-    """Copy ``feature_repo/`` into ``root``; optionally change the activity view's TTL in the copy."""
-    target = root / "feature_repo"
-    shutil.copytree(FEATURE_REPO, target, ignore=shutil.ignore_patterns("__pycache__"))
-    if activity_ttl_days is not None:
-        features = target / "features.py"
-        text = features.read_text()
-        needle = "ttl=timedelta(days=7)"
-        if text.count(needle) != 1:
-            raise RuntimeError(f"cannot find the activity view's TTL ({needle}) in {features}")
-        features.write_text(text.replace(needle, f"ttl=timedelta(days={activity_ttl_days})"))
-    return target
 
 
 def generated_sources(cache: Path, config: "DemoConfig") -> Path:
@@ -248,7 +211,7 @@ def new_project(
     cache: Path,
     activity_ttl_days: int | None = None,
     **spec_overrides: Any,
-) -> Project:
+) -> DemoProject:
     """Build a project: feature repo copy, generated data, ``feast apply``, definitions, instance.
 
     Args:
@@ -261,14 +224,13 @@ def new_project(
     Returns:
         The project, with a sqlite-backed Dagster instance under ``root/dagster_home``.
     """
-    from retrain_plugins import apply_feature_repo, build_definitions
+    from retrain_plugins.demo.project import copy_feature_repo, open_project
 
     root.mkdir(parents=True, exist_ok=True)
-    copy_feature_repo(root, activity_ttl_days)
+    copy_feature_repo(FEATURE_REPO, root, activity_ttl_days)
     shutil.copytree(generated_sources(cache, config), root / "data" / "sources")
     spec = make_spec(root, config, **spec_overrides)
-    apply_feature_repo(spec.feature_repo, in_process=True)
-    return Project(root, spec, build_definitions(spec), temp_instance(root / "dagster_home"))
+    return open_project(root, spec, temp_instance(root / "dagster_home"))
 
 
 def touch_all(folder: Path) -> int:

@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import NamedTuple
 
-from bench.common import Project, Stat, Timer, new_project, pct, touch_all
+from bench.common import DemoProject, Stat, Timer, new_project, pct, touch_all
 from bench.report import BenchResult, Check, Table
 
 NAME = "detection"
@@ -44,7 +44,7 @@ WIDE_COHORTS, WIDE_MONTHS = 100, 10
 CASES = ("no change", "one label folder edited", "one activity folder rewritten", "everything changed (all files touched)")
 
 
-def _tick(project: Project) -> tuple[float, int]:
+def _tick(project: DemoProject) -> tuple[float, int]:
     from retrain_plugins.dagster.execution import tick
 
     with Timer() as t:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bench.common import DEMO_TRAINER, Project, Stat, Timer, breakdown, month_end, new_project, pct
+from bench.common import DEMO_TRAINER, DemoProject, Stat, Timer, breakdown, month_end, new_project, pct
 from bench.report import BenchResult, Check, Table
 
 NAME = "partial_vs_full"
@@ -54,7 +54,7 @@ from retrain_plugins import RetrainingSpec, build_definitions
 from retrain_plugins.trainers import make_trainer
 spec = RetrainingSpec.model_validate_json(Path(sys.argv[1]).read_text())
 build_definitions(spec)
-make_trainer(spec.trainer.name, spec.trainer.params).fit  # noqa: B018
+make_trainer(spec.trainer.name, spec.trainer.params)
 import catboost  # noqa: F401  (the trainer imports it on its first fit)
 if spec.retrieval == "feast":
     from retrain_plugins.feast_view import feature_store
@@ -64,7 +64,7 @@ assert (spec.retrieval == "feast") == ("feast" in sys.modules), "Feast imported 
 FLOOR_REPS = 5
 
 
-def _update(project: Project, change: Callable[[], object]) -> dict[str, Any]:
+def _update(project: DemoProject, change: Callable[[], object]) -> dict[str, Any]:
     """Apply ``change`` to the data, then time one sensor tick plus the runs it requests."""
     from retrain_plugins.dagster.execution import execute, tick
 
@@ -79,7 +79,7 @@ def _update(project: Project, change: Callable[[], object]) -> dict[str, Any]:
     return {**parts, "tick": t_tick.seconds, "total": t_tick.seconds + t_runs.seconds}
 
 
-def _startup_seconds(project: Project, reps: int) -> dict[str, Stat]:
+def _startup_seconds(project: DemoProject, reps: int) -> dict[str, Stat]:
     """Process start-up of a daemon-launched run, per retrieval path (fresh interpreters)."""
     result = {}
     for retrieval in ("feast", "duckdb_asof"):
@@ -94,7 +94,7 @@ def _startup_seconds(project: Project, reps: int) -> dict[str, Stat]:
     return result
 
 
-def _dagster_floor(project: Project, reps: int) -> Stat:
+def _dagster_floor(project: DemoProject, reps: int) -> Stat:
     """Wall time of a run of one asset that does nothing, on the same instance: Dagster's own floor."""
     from dagster import asset, materialize
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bench.common import DEMO_TRAINER, Project, materialized, new_project
+from bench.common import DEMO_TRAINER, DemoProject, materialized, new_project
 from bench.report import BenchResult, Check, Table
 
 NAME = "quality"
@@ -46,7 +46,7 @@ BOOTSTRAP = 1000  # paired resamples of the holdout rows for the AUC differences
 CUTOFF_DAY = 20  # the newest month's labels from this day on arrive late (step 3)
 
 
-def _frames(project: Project) -> dict:
+def _frames(project: DemoProject) -> dict:
     """Every partition's stored training set (the one its current sub-model was trained on)."""
     import polars as pl
 
@@ -73,7 +73,7 @@ def _split(frames: dict, fraction: float) -> tuple[dict, dict]:
     return train, hold
 
 
-def _score(project: Project, entries: dict, hold: dict, features: list[str]) -> dict:
+def _score(project: DemoProject, entries: dict, hold: dict, features: list[str]) -> dict:
     """Predictions of the stored models ``entries`` on each partition's holdout."""
     from retrain_plugins.layout import model_store_root
     from retrain_plugins.store import ModelStore
@@ -88,7 +88,7 @@ def _score(project: Project, entries: dict, hold: dict, features: list[str]) -> 
     }
 
 
-def _global(project: Project, train: dict, hold: dict, features: list[str], with_cohort: bool) -> dict:
+def _global(project: DemoProject, train: dict, hold: dict, features: list[str], with_cohort: bool) -> dict:
     """Per window, one model on all cohorts' training rows; predictions on each holdout."""
     import numpy as np
     import polars as pl
@@ -184,7 +184,7 @@ def _hold_back(data: Path, month: str, cutoff_day: int, label: str) -> Path:
     return side
 
 
-def _warm_start(project: Project, side: Path, month: str, features: list[str]) -> Table:
+def _warm_start(project: DemoProject, side: Path, month: str, features: list[str]) -> Table:
     """Refit vs warm start after the newest month's held-back labels arrive, from one saved state."""
     import shutil
 
@@ -233,7 +233,7 @@ def _warm_start(project: Project, side: Path, month: str, features: list[str]) -
     return table
 
 
-def _entries(project: Project) -> dict:
+def _entries(project: DemoProject) -> dict:
     from retrain_plugins.layout import model_store_root
     from retrain_plugins.store import ModelStore
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
-from dagster import DagsterInstance, Definitions
+from dagster import DagsterInstance
 
-from retrain_plugins import RetrainingSpec, apply_feature_repo, build_definitions  # noqa: F401
+from retrain_plugins import RetrainingSpec
 from retrain_plugins.dagster.execution import materialize_all
 from retrain_plugins.demo.generate import DemoConfig, generate
+from retrain_plugins.demo.project import DemoProject, copy_feature_repo, open_project
 from retrain_plugins.layout import model_store_root
 from retrain_plugins.partitions import PartitionKey
 from retrain_plugins.store import ModelStore
@@ -29,22 +29,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = DemoConfig(n_customers=60, months=3)
 
 
-class Project(NamedTuple):
-    root: Path
-    spec: RetrainingSpec
-    defs: Definitions
-    instance: DagsterInstance
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def sensor(self) -> str:
-        return f"{self.spec.name}_change_sensor"
-
-    def models(self) -> dict[PartitionKey, dict]:
-        return ModelStore(model_store_root(self.spec)).entries()
+class Project(DemoProject):
+    """A test project (see :class:`retrain_plugins.demo.project.DemoProject`) on an ephemeral instance."""
 
     def artifact_digests(self) -> dict[PartitionKey, tuple[str, str, int]]:
         """(path, sha256 of the bytes on disk, mtime_ns) of every current sub-model file."""
@@ -56,15 +42,17 @@ class Project(NamedTuple):
         return out
 
 
+def _open(root: Path, spec: RetrainingSpec) -> Project:
+    return Project(*open_project(root, spec, DagsterInstance.ephemeral()))
+
+
 def new_project(root: Path, config: DemoConfig | None = CONFIG, **spec_overrides) -> Project:
     """Copy the Feast repo to ``root``, generate data (unless ``config`` is None), apply."""
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(REPO_ROOT / "feature_repo", root / "feature_repo", ignore=shutil.ignore_patterns("__pycache__"))
+    copy_feature_repo(REPO_ROOT / "feature_repo", root)
     if config is not None:
         generate(root / "data", config)
-    spec = make_spec(root, **spec_overrides)
-    apply_feature_repo(spec.feature_repo, in_process=True)
-    return Project(root, spec, build_definitions(spec), DagsterInstance.ephemeral())
+    return _open(root, make_spec(root, **spec_overrides))
 
 
 @pytest.fixture(scope="session")
@@ -86,9 +74,7 @@ def materialized(materialized_template, tmp_path) -> Project:
     """A copy of the session's fully materialized project, on a fresh Dagster instance."""
     root = tmp_path / "project"
     shutil.copytree(materialized_template, root)
-    spec = make_spec(root)
-    apply_feature_repo(spec.feature_repo, in_process=True)
-    return Project(root, spec, build_definitions(spec), DagsterInstance.ephemeral())
+    return _open(root, make_spec(root))
 
 
 @pytest.fixture
