@@ -14,7 +14,8 @@ class DataError(RetrainError, ValueError):
 
 
 class StoreError(RetrainError):
-    """The model store is inconsistent (missing or corrupted artifact, bad manifest)."""
+    """A store is inconsistent: the model store (missing or corrupted artifact, bad manifest), or
+    the change-detection state store (a schema this version cannot read)."""
 
 
 class RoutingError(RetrainError, LookupError):

@@ -4,6 +4,11 @@ It holds what the sensor last saw of the source files (so a tick without file ch
 data), the fingerprint each sub-model was last trained on (written by the training run, read by the
 sensor), and a log of requests. The sensor cursor stays a tick counter. SQLite in WAL mode lets the
 sensor read while a run writes.
+
+The schema is versioned with SQLite's ``user_version``: :data:`SCHEMA_VERSION` is what this code
+writes, :data:`MIGRATIONS` holds the SQL that takes a store from version ``n - 1`` to ``n``, applied
+in order in one transaction when an older store is opened. A store written by a newer version is
+refused with a clear error rather than misread.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+from retrain_plugins.errors import StoreError
 from retrain_plugins.partitions import PartitionKey
 
 _SCHEMA = """
@@ -37,6 +43,9 @@ CREATE TABLE IF NOT EXISTS requests (
     fingerprint TEXT NOT NULL, detail TEXT, requested_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+SCHEMA_VERSION = 1
+# version n -> the SQL that migrates a version n - 1 store (append; never edit a released step)
+MIGRATIONS: dict[int, str] = {}
 
 
 class FileState(NamedTuple):
@@ -73,7 +82,30 @@ class StateStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
-            con.executescript(_SCHEMA)
+            if self._version(con) == SCHEMA_VERSION:
+                return
+            # One write transaction for the whole upgrade (Python's sqlite3 would run DDL outside
+            # one): a concurrent opener waits on the lock, then finds the store already upgraded.
+            con.execute("BEGIN IMMEDIATE")
+            version = self._version(con)
+            if version == SCHEMA_VERSION:
+                return
+            # Version 0 is a new file, or one from before versioning that holds the version 1 tables
+            # (hence IF NOT EXISTS). Statements are split on ';' (none inside a literal).
+            steps = ([_SCHEMA] if version == 0 else []) + [MIGRATIONS[v] for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1)]
+            for script in steps:
+                for statement in filter(str.strip, script.split(";")):
+                    con.execute(statement)
+            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _version(self, con: sqlite3.Connection) -> int:
+        version = con.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"state store {self.path} has schema version {version}, newer than this retrain_plugins "
+                f"understands ({SCHEMA_VERSION}): upgrade retrain_plugins (the store is left untouched)"
+            )
+        return version
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -1,0 +1,91 @@
+"""The change-detection state store's schema is versioned, upgraded atomically, never misread."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+
+import pytest
+
+from retrain_plugins import StoreError
+from retrain_plugins.changes import state as state_module
+from retrain_plugins.changes.state import SCHEMA_VERSION, StateStore
+from retrain_plugins.partitions import PartitionKey
+
+
+def _version(path) -> int:
+    with sqlite3.connect(path) as con:
+        return con.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _tables(path) -> set[str]:
+    with sqlite3.connect(path) as con:
+        return {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _columns(path, table: str) -> list[str]:
+    with sqlite3.connect(path) as con:
+        return [row[1] for row in con.execute(f"PRAGMA table_info({table})")]
+
+
+def test_a_new_store_is_created_at_the_current_version(tmp_path):
+    path = tmp_path / "state.sqlite"
+    StateStore(path).set_meta("k", "v")
+    assert _version(path) == SCHEMA_VERSION
+    assert {"files", "cells", "trained", "ledger", "meta", "requests", "counters"} <= _tables(path)
+    assert StateStore(path).get_meta("k") == "v"  # reopening changes nothing
+
+
+def test_a_store_from_before_versioning_is_adopted_with_its_data(tmp_path):
+    path = tmp_path / "state.sqlite"
+    with sqlite3.connect(path) as con:  # what the first releases wrote: the tables, user_version 0
+        con.executescript(state_module._SCHEMA)
+        con.execute("INSERT INTO meta VALUES ('definition', 'abc')")
+    assert _version(path) == 0
+    assert StateStore(path).get_meta("definition") == "abc"
+    assert _version(path) == SCHEMA_VERSION
+
+
+def test_a_store_from_a_newer_version_is_refused_untouched(tmp_path):
+    path = tmp_path / "state.sqlite"
+    StateStore(path).set_meta("k", "v")
+    with sqlite3.connect(path) as con:
+        con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}, newer than .* upgrade retrain_plugins"):
+        StateStore(path)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+def test_migrations_run_in_order_and_keep_the_data(tmp_path, monkeypatch):
+    path = tmp_path / "state.sqlite"
+    StateStore(path).record_trained(PartitionKey("2025-01-01", "north"), "fp", 10, "trained", "run", "def")
+    monkeypatch.setattr(state_module, "SCHEMA_VERSION", SCHEMA_VERSION + 2)
+    monkeypatch.setattr(
+        state_module,
+        "MIGRATIONS",
+        {
+            SCHEMA_VERSION + 1: "ALTER TABLE trained ADD COLUMN note TEXT",
+            SCHEMA_VERSION + 2: "CREATE TABLE extra (x INTEGER); INSERT INTO extra SELECT rows FROM trained",
+        },
+    )
+    store = StateStore(path)
+    assert _version(path) == SCHEMA_VERSION + 2
+    assert "note" in _columns(path, "trained")
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT x FROM extra").fetchall() == [(10,)]  # the second step saw the first's data
+    assert store.trained()[PartitionKey("2025-01-01", "north")].fingerprint == "fp"
+
+
+def test_a_failing_migration_leaves_the_store_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "state.sqlite"
+    StateStore(path).set_meta("k", "v")
+    monkeypatch.setattr(state_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(
+        state_module, "MIGRATIONS", {SCHEMA_VERSION + 1: "CREATE TABLE extra (x INTEGER); ALTER TABLE no_such_table ADD y"}
+    )
+    with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
+        StateStore(path)
+    assert _version(path) == SCHEMA_VERSION and "extra" not in _tables(path)  # all or nothing
+    monkeypatch.setattr(state_module, "SCHEMA_VERSION", SCHEMA_VERSION)
+    assert StateStore(path).get_meta("k") == "v"
