@@ -211,7 +211,7 @@ def _measure(ttl: int, chosen: Size, workdir: Path, cache: Path) -> list[dict]:
 
 
 def run(size: str, workdir: Path, cache: Path, reps: int | None = None) -> BenchResult:
-    """Time Feast vs DuckDB ASOF retrieval and compare their values; see the module docstring.
+    """Time each retrieval path against the independent ASOF join and compare values; see the module docstring.
 
     Args:
         size: ``quick`` or ``default``.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import duckdb
 
 _DATABASE: tuple[int, duckdb.DuckDBPyConnection] | None = None
+_LOCK = threading.Lock()
 
 
 def _database() -> duckdb.DuckDBPyConnection:
@@ -14,9 +16,10 @@ def _database() -> duckdb.DuckDBPyConnection:
     # open one ~0.1 ms, and a sensor tick or a one-partition run opens half a dozen. Keyed by pid so
     # a forked child never shares its parent's database (DuckDB is not fork-safe).
     global _DATABASE
-    if _DATABASE is None or _DATABASE[0] != os.getpid():
-        _DATABASE = (os.getpid(), duckdb.connect())
-    return _DATABASE[1]
+    with _LOCK:
+        if _DATABASE is None or _DATABASE[0] != os.getpid():
+            _DATABASE = (os.getpid(), duckdb.connect())
+        return _DATABASE[1]
 
 
 def connect() -> duckdb.DuckDBPyConnection:
