@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -25,7 +24,7 @@ from retrain_plugins.policies import gate, plan
 from retrain_plugins.store import ModelStore, atomic_write_text
 from retrain_plugins.trainers import fit_and_evaluate, make_trainer
 from retrain_plugins.sql import connect, ident
-from retrain_plugins.training_sets import ROW_ID, WINDOW_COL, asof_training_set, partition_training_set
+from retrain_plugins.training_sets import partition_training_set
 
 if TYPE_CHECKING:
     from feast import FeatureStore
