@@ -113,7 +113,7 @@ def materialized(results: list, asset: str = "sub_model") -> list[dict[str, Any]
     ]
 
 
-PARTITIONED = ("training_set", "sub_model")
+PARTITIONED = ("train",)  # the step (``<name>__train``) that materializes training_set and sub_model
 
 
 def breakdown(results: list, wall: float) -> dict[str, Any]:

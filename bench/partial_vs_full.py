@@ -245,7 +245,7 @@ def _report(
             "tick: sensor evaluation (file listing, ASOF fingerprints of the reached windows, drift check, run requests). "
             "Run overhead: run wall time minus its step durations (Dagster run/step machinery, event log writes). "
             "Feast retrieval and training: the `retrieval_seconds` / `training_seconds` metadata of each partition. "
-            "Rest of the partition steps: the training_set and sub_model steps minus those (label rows, training-set "
+            "Rest of the partition steps: the step materializing training_set and sub_model, minus those (label rows, training-set "
             "fingerprint and parquet, holdout scoring, champion/challenger gate, model store write). "
             f"Other assets: the steps of {', '.join(others) or 'no other asset'} (once per run, whatever the number of partitions).",
         ],

@@ -6,7 +6,10 @@ import json
 
 from dagster import AssetKey, MultiPartitionKey
 
-from retrain_plugins.layout import model_store_root
+from retrain_plugins.changes.state import StateStore
+from retrain_plugins.dagster.assets import asset_keys
+from retrain_plugins.dagster.execution import retraining_assets
+from retrain_plugins.layout import model_store_root, state_path, training_set_path
 from retrain_plugins.partitions import PartitionKey, all_partitions
 from retrain_plugins.store import ModelStore
 
@@ -67,13 +70,13 @@ def test_refit_on_same_data_is_deterministic(materialized):
 
     key = PartitionKey("2025-02-01", "south")
     before = materialized.models()[key]
-    assets = [a for a in materialized.defs.assets if a.key.path[0] == "churn"]
+    assets = retraining_assets(materialized.defs, materialized.spec)
     result = materialize(
         assets,
         instance=materialized.instance,
         resources=materialized.defs.resources,
         partition_key=str(key.to_dagster()),
-        selection=[a.key for a in assets if a.key.path[-1] in ("training_set", "sub_model")],
+        selection=[asset_keys(materialized.spec)[n] for n in ("training_set", "sub_model")],
     )
     assert result.success
     after = materialized.models()[key]
@@ -85,3 +88,37 @@ def test_refit_on_same_data_is_deterministic(materialized):
     assert (p_before == p_after).all()
     assert after["fingerprint"] == before["fingerprint"]
     assert store.history(key)[-1]["sha256"] == before["sha256"]
+
+
+def test_one_step_materializes_both_assets_and_each_alone(materialized):
+    """training_set and sub_model share a step; selecting one of them runs only its half."""
+    from dagster import materialize
+
+    spec, keys = materialized.spec, asset_keys(materialized.spec)
+    key = PartitionKey("2025-03-01", "east")
+    assets = retraining_assets(materialized.defs, spec)
+
+    def run(*names: str):
+        result = materialize(
+            assets,
+            instance=materialized.instance,
+            resources=materialized.defs.resources,
+            partition_key=str(key.to_dagster()),
+            selection=[keys[n] for n in names],
+        )
+        assert result.success
+        steps = {e.step_key for e in result.all_events if e.is_step_success}
+        done = sorted(e.materialization.asset_key.path[-1] for e in result.get_asset_materialization_events())
+        return steps, done
+
+    assert run("training_set", "sub_model") == ({"churn__train"}, ["sub_model", "training_set"])
+    training_set = training_set_path(spec, key)
+    stamp = training_set.stat().st_mtime_ns
+    before = materialized.models()[key]
+    assert run("sub_model") == ({"churn__train"}, ["sub_model"])
+    assert training_set.stat().st_mtime_ns == stamp  # trained from the stored set, nothing retrieved
+    assert materialized.models()[key]["fingerprint"] == before["fingerprint"]
+    trained = StateStore(state_path(spec)).trained()[key]
+    assert run("training_set") == ({"churn__train"}, ["training_set"])
+    assert training_set.stat().st_mtime_ns != stamp  # retrieved again...
+    assert StateStore(state_path(spec)).trained()[key] == trained  # ...and nothing trained

@@ -16,7 +16,8 @@ import pytest
 from dagster import materialize
 
 from retrain_plugins import DataError, ModelStore, SpecError, load_feature_service_view
-from retrain_plugins.dagster.execution import execute, materialize_all, tick
+from retrain_plugins.dagster.assets import asset_keys
+from retrain_plugins.dagster.execution import execute, materialize_all, retraining_assets, tick
 from retrain_plugins.demo.generate import DemoConfig, write_parquet
 from retrain_plugins.layout import model_store_root
 from retrain_plugins.partitions import PartitionKey
@@ -39,13 +40,13 @@ def _failure(result) -> str:
 
 
 def _run_partition(project, key: PartitionKey, raise_on_error: bool = True):
-    assets = [a for a in project.defs.assets if a.key.path[0] == project.spec.name]
+    assets = retraining_assets(project.defs, project.spec)
     return materialize(
         assets,
         instance=project.instance,
         resources=project.defs.resources,
         partition_key=str(key.to_dagster()),
-        selection=[a.key for a in assets if a.key.path[-1] in ("training_set", "sub_model")],
+        selection=[asset_keys(project.spec)[n] for n in ("training_set", "sub_model")],
         raise_on_error=raise_on_error,
     )
 
@@ -172,17 +173,19 @@ import sys
 from pathlib import Path
 from dagster import DagsterInstance, materialize
 from retrain_plugins import RetrainingSpec, build_definitions
+from retrain_plugins.dagster.assets import asset_keys
+from retrain_plugins.dagster.execution import retraining_assets
 from retrain_plugins.partitions import PartitionKey
 
 spec = RetrainingSpec.model_validate_json(Path(sys.argv[1]).read_text())
 defs = build_definitions(spec)
-assets = [a for a in defs.assets if a.key.path[0] == spec.name]
+assets = retraining_assets(defs, spec)
 result = materialize(
     assets,
     instance=DagsterInstance.ephemeral(),
     resources=defs.resources,
     partition_key=str(PartitionKey("2025-02-01", "south").to_dagster()),
-    selection=[a.key for a in assets if a.key.path[-1] in ("training_set", "sub_model")],
+    selection=[asset_keys(spec)[n] for n in ("training_set", "sub_model")],
 )
 sys.exit(0 if result.success else 1)
 """

@@ -10,6 +10,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from retrain_plugins import RoutedModel, RoutingError, load_feature_service_view
+from retrain_plugins.dagster.execution import retraining_assets
 from retrain_plugins.feast_view import feature_store
 from retrain_plugins.layout import model_store_root
 from retrain_plugins.online import online_frame
@@ -19,7 +20,7 @@ def test_online_prediction_equals_batch_prediction_on_the_same_feature_values(ma
     from dagster import materialize
 
     spec = materialized.spec
-    online_asset = [a for a in materialized.defs.assets if a.key.path[-1] == "online_features"]
+    online_asset = retraining_assets(materialized.defs, materialized.spec, "online_features")
     assert materialize(online_asset, instance=materialized.instance, resources=materialized.defs.resources).success
     store = feature_store(str(spec.feature_repo))
     labels = pl.read_parquet(materialized.data / "sources/labels/*/*.parquet").sort("label_timestamp")
@@ -56,7 +57,7 @@ def test_predict_command_scores_entities_from_the_online_store(materialized, cap
 
     from retrain_plugins.cli.main import main
 
-    online_asset = [a for a in materialized.defs.assets if a.key.path[-1] == "online_features"]
+    online_asset = retraining_assets(materialized.defs, materialized.spec, "online_features")
     assert materialize(online_asset, instance=materialized.instance, resources=materialized.defs.resources).success
     labels = pl.read_parquet(materialized.data / "sources/labels/*/*.parquet")
     ids = labels.filter(pl.col("region") == "west")["customer_id"].unique().sort().head(3).to_list()

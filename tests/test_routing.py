@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 
 from retrain_plugins import ModelStore, RoutedModel, RoutingError, asof_training_set, load_feature_service_view
+from retrain_plugins.dagster.execution import retraining_assets
 from retrain_plugins.layout import model_store_root
 from retrain_plugins.partitions import windows
 from retrain_plugins.trainers import make_trainer
@@ -85,7 +86,7 @@ def test_the_fallback_is_cached_when_its_inputs_did_not_change(materialized):
     assert tick(materialized.defs, materialized.sensor, materialized.instance).run_requests == []
     from dagster import materialize
 
-    fallback_asset = [a for a in materialized.defs.assets if a.key.path[-1] == "fallback_model"]
+    fallback_asset = retraining_assets(materialized.defs, materialized.spec, "fallback_model")
     again = materialize(fallback_asset, instance=materialized.instance, resources=materialized.defs.resources)
     (event,) = again.get_asset_materialization_events()
     assert event.event_specific_data.materialization.metadata["status"].value == "cached"

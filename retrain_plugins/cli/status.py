@@ -112,6 +112,6 @@ def savings(spec: RetrainingSpec) -> list[tuple]:
     from datetime import datetime
 
     return [
-        (row.seq, datetime.fromtimestamp(row.at).strftime("%Y-%m-%d %H:%M:%S"), row.requested, row.skipped, round(row.seconds_avoided, 1), row.reasons)
+        (row.seq, datetime.fromtimestamp(row.at).strftime("%Y-%m-%d %H:%M:%S"), row.requested, row.skipped, round(row.seconds_avoided, 3), row.reasons)
         for row in state_store(spec).ledger()
     ]

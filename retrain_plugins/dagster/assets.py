@@ -21,7 +21,7 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
-    asset,
+    multi_asset,
 )
 
 from retrain_plugins.changes.state import StateStore
@@ -39,20 +39,23 @@ from retrain_plugins.training import build_training_set, train_sub_model
 
 
 class RetrainingAssets(NamedTuple):
-    training_set: AssetsDefinition
-    sub_model: AssetsDefinition
+    training: AssetsDefinition  # one step, two assets: ``training_set`` and ``sub_model``
     fallback_model: AssetsDefinition
     model_bundle: AssetsDefinition
     online_features: AssetsDefinition
     sources: tuple[AssetSpec, ...] = ()
 
     @property
-    def partitioned(self) -> list[AssetsDefinition]:
-        return [self.training_set, self.sub_model]
+    def training_set_key(self) -> AssetKey:
+        return next(k for k in self.training.keys if k.path[-1] == "training_set")
+
+    @property
+    def sub_model_key(self) -> AssetKey:
+        return next(k for k in self.training.keys if k.path[-1] == "sub_model")
 
     @property
     def materializable(self) -> list[AssetsDefinition]:
-        return [self.training_set, self.sub_model, self.fallback_model, self.model_bundle, self.online_features]
+        return [self.training, self.fallback_model, self.model_bundle, self.online_features]
 
     @property
     def all(self) -> list[AssetsDefinition | AssetSpec]:
@@ -65,7 +68,7 @@ class RetrainingAssets(NamedTuple):
 
         The online store is refreshed in every run, so serving sees the data the models saw.
         """
-        return [a.key for a in self.materializable]
+        return [self.training_set_key, self.sub_model_key, *(a.key for a in self.materializable[1:])]
 
 
 def source_specs(spec: RetrainingSpec) -> tuple[AssetSpec, ...]:
@@ -90,13 +93,14 @@ def source_specs(spec: RetrainingSpec) -> tuple[AssetSpec, ...]:
     )
 
 
-def _run_checks(spec: RetrainingSpec, results: list[dict]) -> list[AssetCheckResult]:
+def _run_checks(spec: RetrainingSpec, results: list[dict], sub_model_key: AssetKey) -> list[AssetCheckResult]:
     """Checks over the partitions this run trained (inline checks are not partition-scoped)."""
     trained = [r for r in results if r["status"] in ("trained", "rejected")]
     low = [f"{r['partition']}: {r.get('auc_holdout')}" for r in trained if (r.get("auc_holdout") or 0.0) < spec.gate.auc_floor]
     rejected = [f"{r['partition']}: {r.get('gate')}" for r in trained if r["status"] == "rejected"]
     return [
         AssetCheckResult(
+            asset_key=sub_model_key,
             check_name="holdout_auc_floor",
             passed=not low,
             severity=AssetCheckSeverity.WARN,
@@ -104,6 +108,7 @@ def _run_checks(spec: RetrainingSpec, results: list[dict]) -> list[AssetCheckRes
             description=f"{len(trained) - len(low)} of {len(trained)} sub-models in this run reach AUC {spec.gate.auc_floor}",
         ),
         AssetCheckResult(
+            asset_key=sub_model_key,
             check_name="candidates_promoted",
             passed=not rejected,
             severity=AssetCheckSeverity.WARN,
@@ -114,85 +119,106 @@ def _run_checks(spec: RetrainingSpec, results: list[dict]) -> list[AssetCheckRes
 
 
 def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
-    """The three assets of one retraining, keyed ``<spec.name>/<asset>``."""
+    """The five assets of one retraining, keyed ``<spec.name>/<asset>`` (the two partitioned ones in one step)."""
     parts = partitions_def(spec)
     prefix = [spec.name]
     code_version = spec.definition_version()
     sources = source_specs(spec)
 
-    @asset(
-        name="training_set",
-        key_prefix=prefix,
-        partitions_def=parts,
-        deps=list(sources),
-        backfill_policy=BackfillPolicy.single_run(),
-        group_name=spec.name,
-        code_version=code_version,
-        kinds={"feast", "duckdb"},
-        description=(
-            f"Point-in-time training set of one (window, cohort) from Feast feature service "
-            f"`{spec.feature_service}`: cohort labels in windows w-{spec.windows.lookback - 1}..w."
-        ),
-    )
-    def training_set(context: AssetExecutionContext, feast: FeastResource) -> MaterializeResult:
-        view = load_feature_service_view(spec)
-        seen = {k: (f.size, f.mtime_ns) for k, f in StateStore(state_path(spec)).files().items()}
-        problems = validate_sources(spec, view, seen)
-        if problems:  # Feast would fail on them too, less clearly; nothing is written
-            raise DataError("unusable source files:\n" + "\n".join(problems.values()))
-        # Only the Feast path needs the FeatureStore: the DuckDB ASOF path never imports Feast (seconds).
-        store = feast.store() if spec.retrieval == "feast" else None
-        for partition_key in context.partition_keys:
-            key = PartitionKey.from_dagster(partition_key)
-            meta = build_training_set(spec, view, store, key)
-            context.log.info(f"{key}: {meta['rows']} rows, fingerprint {meta['fingerprint']}")
-            context.add_asset_metadata(as_metadata(meta), partition_key=partition_key)
-        return MaterializeResult()
+    training_set_key, sub_model_key = AssetKey([*prefix, "training_set"]), AssetKey([*prefix, "sub_model"])
+    checks = [AssetCheckSpec(name, asset=sub_model_key) for name in ("holdout_auc_floor", "candidates_promoted")]
 
-    @asset(
-        name="sub_model",
-        key_prefix=prefix,
-        partitions_def=parts,
-        backfill_policy=BackfillPolicy.single_run(),
-        deps=[training_set],
-        group_name=spec.name,
-        code_version=code_version,
-        kinds={spec.trainer.name},
-        check_specs=[
-            AssetCheckSpec("holdout_auc_floor", asset=[*prefix, "sub_model"]),
-            AssetCheckSpec("candidates_promoted", asset=[*prefix, "sub_model"]),
+    # One step materializes both assets: a Dagster step has a fixed price (compute-log capture
+    # processes, event writes, input data-version queries; ~0.15 s on a local sqlite instance), paid
+    # per run, which is what a one-partition update mostly is. Both stay separate assets in the
+    # graph, with their own metadata, lineage and partitions; selecting only one runs only its half.
+    @multi_asset(
+        name=f"{spec.name}__train",
+        specs=[
+            AssetSpec(
+                training_set_key,
+                deps=list(sources),
+                group_name=spec.name,
+                code_version=code_version,
+                kinds={"feast", "duckdb"},
+                skippable=True,
+                description=(
+                    f"Point-in-time training set of one (window, cohort) from Feast feature service "
+                    f"`{spec.feature_service}`: cohort labels in windows w-{spec.windows.lookback - 1}..w."
+                ),
+            ),
+            AssetSpec(
+                sub_model_key,
+                deps=[training_set_key],
+                group_name=spec.name,
+                code_version=code_version,
+                kinds={spec.trainer.name},
+                skippable=True,
+                description=(
+                    f"One `{spec.trainer.name}` sub-model per (window, cohort), fitted on its training set, "
+                    "evaluated on a time-based holdout and promoted atomically into the model store."
+                ),
+            ),
         ],
-        description=(
-            f"One `{spec.trainer.name}` sub-model per (window, cohort), fitted on its training set, "
-            "evaluated on a time-based holdout and promoted atomically into the model store."
-        ),
+        check_specs=checks,
+        partitions_def=parts,
+        backfill_policy=BackfillPolicy.single_run(),
+        can_subset=True,
     )
-    def sub_model(context: AssetExecutionContext, model_store: ModelStoreResource) -> MaterializeResult:
+    def training(context: AssetExecutionContext, feast: FeastResource, model_store: ModelStoreResource):
         view = load_feature_service_view(spec)
-        models = model_store.for_retraining(spec.name)
-        state = StateStore(state_path(spec))
-        results = []
-        for partition_key in context.partition_keys:
-            key = PartitionKey.from_dagster(partition_key)
-            reason = reason_for(context.run.tags, key)
-            detail = detail_for(context.run.tags, key)
-            meta = train_sub_model(spec, view, models, state, key, reason, context.run.run_id, detail)
-            context.log.info(f"{key}: {meta['status']} ({reason})")
-            context.add_asset_metadata(as_metadata(meta), partition_key=partition_key)
-            results.append(meta)
-        failed = [r for r in results if r["status"] == "failed"]
-        if failed:
-            # The other partitions of this run were trained and promoted; the run still fails,
-            # loudly, naming each failed partition and why.
-            raise Failure(
-                description=f"{len(failed)} of {len(results)} partition(s) failed: "
-                + "; ".join(r["error"] for r in failed),
-                metadata={"failed": MetadataValue.json([r["partition"] for r in failed])},
+        selected = context.selected_asset_keys
+        if training_set_key in selected:
+            _build_training_sets(context, spec, view, feast, training_set_key)
+            yield MaterializeResult(asset_key=training_set_key)
+        if sub_model_key in selected:
+            results = _train_sub_models(context, spec, view, model_store, sub_model_key)
+            wanted = {c.name for c in context.selected_asset_check_keys}
+            yield MaterializeResult(
+                asset_key=sub_model_key, check_results=[c for c in _run_checks(spec, results, sub_model_key) if c.check_name in wanted]
             )
-        return MaterializeResult(check_results=_run_checks(spec, results))
 
-    fallback_model, model_bundle, online_features = build_serving_assets(spec, training_set, sub_model)
-    return RetrainingAssets(training_set, sub_model, fallback_model, model_bundle, online_features, sources)
+    fallback_model, model_bundle, online_features = build_serving_assets(spec, training_set_key, sub_model_key)
+    return RetrainingAssets(training, fallback_model, model_bundle, online_features, sources)
+
+
+def _build_training_sets(context: AssetExecutionContext, spec: RetrainingSpec, view, feast: FeastResource, asset_key: AssetKey) -> None:
+    seen = {k: (f.size, f.mtime_ns) for k, f in StateStore(state_path(spec)).files().items()}
+    problems = validate_sources(spec, view, seen)
+    if problems:  # Feast would fail on them too, less clearly; nothing is written
+        raise DataError("unusable source files:\n" + "\n".join(problems.values()))
+    # Only the Feast path needs the FeatureStore: the DuckDB ASOF path never imports Feast (seconds).
+    store = feast.store() if spec.retrieval == "feast" else None
+    for partition_key in context.partition_keys:
+        key = PartitionKey.from_dagster(partition_key)
+        meta = build_training_set(spec, view, store, key)
+        context.log.info(f"{key}: {meta['rows']} rows, fingerprint {meta['fingerprint']}")
+        context.add_asset_metadata(as_metadata(meta), asset_key=asset_key, partition_key=partition_key)
+
+
+def _train_sub_models(
+    context: AssetExecutionContext, spec: RetrainingSpec, view, model_store: ModelStoreResource, asset_key: AssetKey
+) -> list[dict]:
+    models = model_store.for_retraining(spec.name)
+    state = StateStore(state_path(spec))
+    results = []
+    for partition_key in context.partition_keys:
+        key = PartitionKey.from_dagster(partition_key)
+        reason = reason_for(context.run.tags, key)
+        detail = detail_for(context.run.tags, key)
+        meta = train_sub_model(spec, view, models, state, key, reason, context.run.run_id, detail)
+        context.log.info(f"{key}: {meta['status']} ({reason})")
+        context.add_asset_metadata(as_metadata(meta), asset_key=asset_key, partition_key=partition_key)
+        results.append(meta)
+    failed = [r for r in results if r["status"] == "failed"]
+    if failed:
+        # The other partitions of this run were trained and promoted (and the training sets are
+        # materialized); the run still fails, loudly, naming each failed partition and why.
+        raise Failure(
+            description=f"{len(failed)} of {len(results)} partition(s) failed: " + "; ".join(r["error"] for r in failed),
+            metadata={"failed": MetadataValue.json([r["partition"] for r in failed])},
+        )
+    return results
 
 
 def asset_keys(spec: RetrainingSpec) -> dict[str, AssetKey]:

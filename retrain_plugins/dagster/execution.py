@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from dagster import (
     AddDynamicPartitionsRequest,
+    AssetsDefinition,
     DagsterInstance,
     Definitions,
     ExecuteInProcessResult,
@@ -31,8 +32,14 @@ class Tick(NamedTuple):
     cursor: str | None
 
 
-def _assets(defs: Definitions, spec: RetrainingSpec) -> list:
-    return [a for a in defs.assets if a.key.path[0] == spec.name]
+def retraining_assets(defs: Definitions, spec: RetrainingSpec, name: str | None = None) -> list[AssetsDefinition]:
+    """The materializable assets of ``spec``'s retraining in ``defs`` (optionally: the one holding asset ``name``)."""
+    return [
+        a
+        for a in defs.assets
+        if isinstance(a, AssetsDefinition)
+        and any(k.path[0] == spec.name and (name is None or k.path[-1] == name) for k in a.keys)
+    ]
 
 
 def _run_config(log_level: str | None) -> dict | None:
@@ -56,7 +63,7 @@ def materialize_all(
     start = PartitionKey(keys[0], order[0]).to_dagster()
     end = PartitionKey(keys[-1], order[-1]).to_dagster()
     return materialize(
-        _assets(defs, spec),
+        retraining_assets(defs, spec),
         instance=instance,
         resources=defs.resources,
         run_config=_run_config(log_level),
@@ -96,7 +103,7 @@ def execute(
     for request in requests:
         results.append(
             materialize(
-                _assets(defs, spec),
+                retraining_assets(defs, spec),
                 instance=instance,
                 resources=defs.resources,
                 run_config=_run_config(log_level),

@@ -5,6 +5,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetKey,
     AssetsDefinition,
     MaterializeResult,
     MetadataValue,
@@ -21,7 +22,7 @@ from retrain_plugins.spec import RetrainingSpec
 
 
 def build_serving_assets(
-    spec: RetrainingSpec, training_set: AssetsDefinition, sub_model: AssetsDefinition
+    spec: RetrainingSpec, training_set: AssetKey, sub_model: AssetKey
 ) -> tuple[AssetsDefinition, AssetsDefinition, AssetsDefinition]:
     """``fallback_model``, ``model_bundle`` and ``online_features`` of one retraining."""
     prefix = [spec.name]
