@@ -1,9 +1,10 @@
 """Asset factory: ``training_set`` and ``sub_model`` per (window, cohort); serving assets beside.
 
 Both partitioned assets use one shared partitions definition and a single-run backfill policy, so
-a range (a cohort over months, a month over cohorts) is one run, not N process start-ups. The
-default IO manager cannot persist multi-partition outputs, so artifacts go through our own stores
-and each asset returns a ``MaterializeResult``, with metadata recorded per partition key.
+a range (a cohort over months, a month over cohorts) is one run, not N process start-ups, and one
+step (a subsettable multi-asset) materializes both. The default IO manager cannot persist
+multi-partition outputs, so artifacts go through our own stores and each asset yields a
+``MaterializeResult``, with metadata recorded per partition key.
 """
 
 
@@ -30,7 +31,7 @@ from retrain_plugins.dagster.metadata import as_metadata
 from retrain_plugins.dagster.serving import build_serving_assets
 from retrain_plugins.dagster.tags import detail_for, reason_for
 from retrain_plugins.errors import DataError
-from retrain_plugins.feast_view import load_feature_service_view
+from retrain_plugins.feast_view import FeatureServiceView, load_feature_service_view
 from retrain_plugins.layout import state_path
 from retrain_plugins.partitions import PartitionKey, partitions_def
 from retrain_plugins.sources import validate_sources
@@ -174,15 +175,17 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
         if sub_model_key in selected:
             results = _train_sub_models(context, spec, view, model_store, sub_model_key)
             wanted = {c.name for c in context.selected_asset_check_keys}
-            yield MaterializeResult(
-                asset_key=sub_model_key, check_results=[c for c in _run_checks(spec, results, sub_model_key) if c.check_name in wanted]
-            )
+            evaluated = [c for c in _run_checks(spec, results, sub_model_key) if c.check_name in wanted]
+            yield MaterializeResult(asset_key=sub_model_key, check_results=evaluated)
 
     fallback_model, model_bundle, online_features = build_serving_assets(spec, training_set_key, sub_model_key)
     return RetrainingAssets(training, fallback_model, model_bundle, online_features, sources)
 
 
-def _build_training_sets(context: AssetExecutionContext, spec: RetrainingSpec, view, feast: FeastResource, asset_key: AssetKey) -> None:
+def _build_training_sets(
+    context: AssetExecutionContext, spec: RetrainingSpec, view: FeatureServiceView, feast: FeastResource, asset_key: AssetKey
+) -> None:
+    """Write every partition's training set of this run (nothing if a source file is unusable)."""
     seen = {k: (f.size, f.mtime_ns) for k, f in StateStore(state_path(spec)).files().items()}
     problems = validate_sources(spec, view, seen)
     if problems:  # Feast would fail on them too, less clearly; nothing is written
@@ -197,8 +200,13 @@ def _build_training_sets(context: AssetExecutionContext, spec: RetrainingSpec, v
 
 
 def _train_sub_models(
-    context: AssetExecutionContext, spec: RetrainingSpec, view, model_store: ModelStoreResource, asset_key: AssetKey
+    context: AssetExecutionContext,
+    spec: RetrainingSpec,
+    view: FeatureServiceView,
+    model_store: ModelStoreResource,
+    asset_key: AssetKey,
 ) -> list[dict]:
+    """Train every partition of this run from its stored training set; fail after all, naming the failed ones."""
     models = model_store.for_retraining(spec.name)
     state = StateStore(state_path(spec))
     results = []
