@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 from dagster import materialize
 
-from retrain_plugins import DataError, ModelStore, SpecError, load_feature_service_view
+from retrain_plugins import ModelStore, SpecError, load_feature_service_view
 from retrain_plugins.dagster.assets import asset_keys
 from retrain_plugins.dagster.execution import execute, materialize_all, retraining_assets, tick
 from retrain_plugins.demo.generate import DemoConfig, write_parquet
