@@ -21,7 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retrain_plugins.demo.project import DEMO_TRAINER, DemoProject  # noqa: F401 (re-exported for the benchmarks)
+from retrain_plugins.demo.project import DEMO_TRAINER, DemoProject
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance

@@ -24,7 +24,9 @@ import shutil
 from pathlib import Path
 from typing import NamedTuple
 
-from bench.common import DemoProject, Stat, Timer, new_project, pct, touch_all
+from retrain_plugins.demo.project import DemoProject
+
+from bench.common import Stat, Timer, new_project, pct, touch_all
 from bench.report import BenchResult, Check, Table
 
 NAME = "detection"

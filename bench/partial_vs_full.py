@@ -24,7 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bench.common import DEMO_TRAINER, DemoProject, Stat, Timer, breakdown, month_end, new_project, pct
+from retrain_plugins.demo.project import DemoProject
+
+from bench.common import DEMO_TRAINER, Stat, Timer, breakdown, month_end, new_project, pct
 from bench.report import BenchResult, Check, Table
 
 NAME = "partial_vs_full"

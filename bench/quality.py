@@ -25,7 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bench.common import DEMO_TRAINER, DemoProject, materialized, new_project
+from retrain_plugins.demo.project import DemoProject
+
+from bench.common import DEMO_TRAINER, materialized, new_project
 from bench.report import BenchResult, Check, Table
 
 NAME = "quality"

@@ -6,7 +6,6 @@ be called, tested and benchmarked on their own. Each returns the metadata the as
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ import polars as pl
 from retrain_plugins.changes.fingerprints import EMPTY, definition_version, frame_cells, partition_fingerprint
 from retrain_plugins.changes.state import StateStore
 from retrain_plugins.errors import DataError
-from retrain_plugins.feast_view import FeatureServiceView, registry_lock
+from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.layout import training_set_path
 from retrain_plugins.partitions import PartitionKey, training_windows, windows
 from retrain_plugins.spec import RetrainingSpec
@@ -38,11 +37,8 @@ def build_training_set(
     all_windows = windows(spec)
     span = training_windows(key.window, [w.key for w in all_windows], spec.windows.lookback)
     chosen = [w for w in all_windows if w.key in span]
-    # Feast reads the registry a materialize may be rewriting; the ASOF path reads only parquet.
-    lock = registry_lock(spec, shared=True) if spec.retrieval == "feast" else contextlib.nullcontext()
     started = time.perf_counter()
-    with lock:
-        frame = partition_training_set(spec, view, chosen, key.cohort, store)
+    frame = partition_training_set(spec, view, chosen, key.cohort, store)
     seconds = time.perf_counter() - started
     fingerprint = partition_fingerprint(frame_cells(spec, view, frame), span, key.cohort)
     path = training_set_path(spec, key)

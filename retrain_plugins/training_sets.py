@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from retrain_plugins.errors import DataError, SpecError
-from retrain_plugins.feast_view import FeatureServiceView, feature_store, quiet_feast
+from retrain_plugins.feast_view import FeatureServiceView, feature_store, quiet_feast, registry_lock
 from retrain_plugins.partitions import Window
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.sql import connect, ident, parquet, query
@@ -121,7 +121,8 @@ def feast_training_set(
         service = store.get_feature_service(spec.feature_service)
     except Exception as exc:
         raise SpecError(f"feature service {spec.feature_service!r} not found in {spec.feature_repo}: {exc}") from exc
-    with quiet_feast():
+    # shared registry lock: never while a materialize rewrites the registry (online.materialize_online)
+    with registry_lock(spec, shared=True), quiet_feast():
         job = store.get_historical_features(entity_df=entity_df, features=service)
         frame = pl.from_arrow(job.to_arrow()).rename({"event_timestamp": ts})
     if frame.height != labels.height:

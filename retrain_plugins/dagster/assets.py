@@ -69,7 +69,13 @@ class RetrainingAssets(NamedTuple):
 
         The online store is refreshed in every run, so serving sees the data the models saw.
         """
-        return [self.training_set_key, self.sub_model_key, *(a.key for a in self.materializable[1:])]
+        return [
+            self.training_set_key,
+            self.sub_model_key,
+            self.fallback_model.key,
+            self.model_bundle.key,
+            self.online_features.key,
+        ]
 
 
 def source_specs(spec: RetrainingSpec) -> tuple[AssetSpec, ...]:
@@ -122,11 +128,10 @@ def _run_checks(spec: RetrainingSpec, results: list[dict], sub_model_key: AssetK
 def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
     """The five assets of one retraining, keyed ``<spec.name>/<asset>`` (the two partitioned ones in one step)."""
     parts = partitions_def(spec)
-    prefix = [spec.name]
     code_version = spec.definition_version()
     sources = source_specs(spec)
 
-    training_set_key, sub_model_key = AssetKey([*prefix, "training_set"]), AssetKey([*prefix, "sub_model"])
+    training_set_key, sub_model_key = asset_keys(spec)["training_set"], asset_keys(spec)["sub_model"]
     checks = [AssetCheckSpec(name, asset=sub_model_key) for name in ("holdout_auc_floor", "candidates_promoted")]
 
     # One step materializes both assets: a Dagster step has a fixed price (compute-log capture
