@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import polars as pl
 
@@ -12,6 +13,7 @@ from retrain_plugins.cli.status import explain, partition_states, savings
 from retrain_plugins.dagster.execution import execute, materialize_all, tick
 from retrain_plugins.dagster.tags import DETAIL_TAG, REASONS_TAG
 from retrain_plugins.demo import scenarios
+from retrain_plugins.layout import state_path
 from retrain_plugins.partitions import PartitionKey, cohorts
 
 from .conftest import CONFIG, Project
@@ -181,3 +183,36 @@ def test_small_samples_never_report_drift(materialized):
     scenarios.drift(CONFIG, strict.data, "east", "2025-03", shift=2.5)
     result = tick(strict.defs, strict.sensor, strict.instance)
     assert _requests(result) == [("east|2025-03-01", "east|2025-03-01", {"2025-03-01/east": "edited_rows"})]
+
+
+def _detect(project: Project):
+    """One detection pass, not committed (the sensor would commit it)."""
+    view = load_feature_service_view(project.spec)
+    return detect_changes(project.spec, view, state_store(project.spec), cohorts(project.spec, project.instance))
+
+
+def test_a_label_only_change_joins_features_for_the_changed_cohorts_only(materialized):
+    _settled(materialized)
+    scenarios.edit_rows(materialized.data, "2025-02", "north")
+    report = _detect(materialized)
+    assert [(c.partition, c.reason) for c in report.changes] == [(PartitionKey("2025-02-01", "north"), "edited_rows")]
+    assert report.cells_joined == 1  # the label file holds all four cohorts; only north's rows differ
+    result = tick(materialized.defs, materialized.sensor, materialized.instance)
+    assert _requests(result) == [("north|2025-02-01", "north|2025-02-01", {"2025-02-01/north": "edited_rows"})]
+    assert _detect(materialized).changes == []  # the tick recorded what it saw
+
+
+def test_a_store_without_label_digests_joins_the_whole_window_once(materialized):
+    """Cells recorded before label digests were kept (schema 1) are treated as changed, then recorded."""
+    _settled(materialized)
+    with sqlite3.connect(state_path(materialized.spec)) as con:
+        con.execute("UPDATE cells SET label_digest = NULL")
+    scenarios.edit_rows(materialized.data, "2025-02", "south")
+    report = _detect(materialized)
+    assert report.cells_joined == 4  # every cohort of the window: no digest to compare with
+    assert [c.partition for c in report.changes] == [PartitionKey("2025-02-01", "south")]  # still exact
+    report.commit()
+    scenarios.edit_rows(materialized.data, "2025-02", "east")
+    report = _detect(materialized)
+    assert report.cells_joined == 1
+    assert [c.partition for c in report.changes] == [PartitionKey("2025-02-01", "east")]

@@ -4,8 +4,11 @@ Cheap first: the source files' listing (path, size, mtime) is compared with the 
 without file changes reads no data. Only windows that a changed file can reach are
 re-fingerprinted: a label file reaches the windows its timestamps fall in, a feature file the
 windows whose label times lie within the feature view's TTL after its rows (old and new time range
-both count, so rewritten or deleted rows are seen). Changed (window, cohort) cells, compared with
-the cells last observed, make their partitions and the partitions' lookback followers candidates;
+both count, so rewritten or deleted rows are seen). Where only label files reach a window, the
+label rows alone are digested first (no join), and the feature join runs only for the cohorts whose
+label rows changed; a feature file's windows are joined for every cohort. Changed (window, cohort)
+cells, compared with the cells last observed, make their partitions and the partitions' lookback
+followers candidates;
 a candidate is requested when its exact training-set fingerprint differs from the one its
 sub-model was trained on (a rewritten but identical file requests nothing).
 
@@ -30,8 +33,8 @@ from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.layout import state_path, training_set_path
 from retrain_plugins.partitions import PartitionKey, Window, dependents, training_windows, windows
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.sources import inspect_file, listing, sources
-from retrain_plugins.training_sets import WINDOW_COL, asof_training_set
+from retrain_plugins.sources import LABELS, inspect_file, listing, sources
+from retrain_plugins.training_sets import WINDOW_COL, asof_training_set, label_rows
 
 REASONS = ("new_data", "late_data", "edited_rows", "drift", "new_cohort", "definition_change", "repair", "manual")
 DEFINITION = "definition"
@@ -58,6 +61,7 @@ class ChangeReport:
     vanished_cohorts: list[str]
     stale_by_definition: int
     files_seen: int
+    cells_joined: int = 0  # (window, cohort) cells re-fingerprinted with the feature join this pass
     _commit: list = dataclasses.field(default_factory=list, repr=False)
 
     def commit(self) -> None:
@@ -79,7 +83,8 @@ def _reached(all_windows: list[Window], lo_us: int, hi_us: int, reach: float) ->
 
 
 def _scan(spec, view, state, all_windows):
-    """Diff the listing: (new file states, unreadable files, reached windows, blocked windows, seen).
+    """Diff the listing: new file states, unreadable files, reached windows (all, and those a
+    feature file reaches), blocked windows, files seen.
 
     A changed file that cannot be read is left out: its listing is not recorded (so it is looked at
     again next tick) and the windows its previous content reached are *blocked*: nothing that
@@ -89,6 +94,7 @@ def _scan(spec, view, state, all_windows):
     pending: dict[tuple[str, str], FileState | None] = {}
     unreadable: dict[str, str] = {}
     reached: set[str] = set()
+    by_features: set[str] = set()
     blocked: set[str] = set()
     seen = 0
     for source, described in sources(spec, view).items():
@@ -115,8 +121,11 @@ def _scan(spec, view, state, all_windows):
             else:
                 pending[(source, path)] = None
             for lo, hi in ranges:
-                reached |= _reached(all_windows, lo, hi, reach)
-    return pending, unreadable, reached, blocked, seen
+                windows_ = _reached(all_windows, lo, hi, reach)
+                reached |= windows_
+                if source != LABELS:
+                    by_features |= windows_
+    return pending, unreadable, reached, by_features, blocked, seen
 
 
 def _reason(trained: Trained | None, rows: int, known: bool) -> str:
@@ -140,6 +149,34 @@ def _reference(spec: RetrainingSpec, key: PartitionKey, keys: Sequence[str]) -> 
     return None
 
 
+def _label_changed_cohorts(
+    spec: RetrainingSpec,
+    state: StateStore,
+    before: dict[tuple[str, str], tuple[int, str]],
+    windows: list[Window],
+    excluded: frozenset[str],
+) -> list[str]:
+    """Cohorts whose label rows changed in ``windows``, which no changed feature file reaches.
+
+    There a cell's training rows change exactly when its label rows do (its features are joined
+    from unchanged files), so label digests, from a scan of the label files without any join, tell
+    which cohorts need the feature join. A cell without a recorded label digest (a store from before
+    they were kept) counts as changed.
+    """
+    if not windows:
+        return []
+    keys = {w.key for w in windows}
+    labels = frame_cells(spec, None, label_rows(spec, windows, None, excluded))
+    recorded = state.label_digests()
+
+    def changed(cell: tuple[str, str]) -> bool:
+        if cell not in labels or cell not in before or recorded.get(cell) is None:
+            return True
+        return labels[cell] != Cell(before[cell][0], recorded[cell])
+
+    return sorted({c for (w, c) in set(labels) | {k for k in before if k[0] in keys} if changed((w, c))})
+
+
 def detect_changes(
     spec: RetrainingSpec, view: FeatureServiceView, state: StateStore, known_cohorts: Sequence[str]
 ) -> ChangeReport:
@@ -152,24 +189,32 @@ def detect_changes(
     keys = [w.key for w in all_windows]
     lookback = spec.windows.lookback
     definition = definition_version(spec, view)
-    pending, unreadable, reached, blocked, seen = _scan(spec, view, state, all_windows)
+    pending, unreadable, reached, by_features, blocked, seen = _scan(spec, view, state, all_windows)
     definition_changed = state.get_meta(DEFINITION) not in (None, definition)
     if definition_changed:
-        reached = set(keys)
+        reached = by_features = set(keys)
     held = {d for b in blocked for d in dependents(b, keys, lookback)}
     affected = {d for w in reached for d in dependents(w, keys, lookback)} - held
     windows_to_read = {t for d in affected for t in training_windows(d, keys, lookback)}
+    before = state.cells()
+    excluded = frozenset(unreadable)
+    label_only = [w for w in all_windows if w.key in reached & windows_to_read]
+    cohorts_to_read = (
+        None if windows_to_read & by_features else _label_changed_cohorts(spec, state, before, label_only, excluded)
+    )
+    # The region re-fingerprinted with the feature join: windows_to_read x cohorts_to_read (all if None).
+    def in_region(k: tuple[str, str]) -> bool:
+        return k[0] in windows_to_read and (cohorts_to_read is None or k[1] in cohorts_to_read)
+
     frame = (
-        asof_training_set(
-            spec, view, [w for w in all_windows if w.key in windows_to_read], None, frozenset(unreadable)
-        )
-        if windows_to_read
+        asof_training_set(spec, view, [w for w in all_windows if w.key in windows_to_read], cohorts_to_read, excluded)
+        if windows_to_read and cohorts_to_read != []
         else None
     )
     now = {k: (c.rows, c.digest) for k, c in frame_cells(spec, view, frame).items()} if frame is not None else {}
-    before = state.cells()
-    observed = {k: v for k, v in before.items() if k[0] not in windows_to_read} | now
-    changed_cells = {k for k in set(now) | {k for k in before if k[0] in windows_to_read} if now.get(k) != before.get(k)}
+    now_labels = {k: c.digest for k, c in frame_cells(spec, None, frame).items()} if frame is not None else {}
+    observed = {k: v for k, v in before.items() if not in_region(k)} | now
+    changed_cells = {k for k in set(now) | {k for k in before if in_region(k)} if now.get(k) != before.get(k)}
 
     cells = {k: Cell(*v) for k, v in observed.items()}
     known = set(known_cohorts)
@@ -231,10 +276,11 @@ def detect_changes(
         vanished_cohorts=vanished,
         stale_by_definition=stale,
         files_seen=seen,
+        cells_joined=len(now),
     )
     report._commit = [
         lambda: state.save_files(pending),
-        lambda: state.save_cells(windows_to_read, now),
+        lambda: state.save_cells(windows_to_read, cohorts_to_read, now, now_labels),
         lambda: state.set_meta(DEFINITION, definition),
     ]
     return report

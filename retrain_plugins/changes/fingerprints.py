@@ -36,21 +36,27 @@ class Cell(NamedTuple):
 CellKey = tuple[str, str]  # (window key, cohort)
 
 
-def _row_hash(spec: RetrainingSpec, view: FeatureServiceView) -> str:
+def _row_hash(spec: RetrainingSpec, view: FeatureServiceView | None) -> str:
     lab = spec.labels
     parts = [
         f"CAST({ident(lab.entity_column)} AS VARCHAR)",
         f"CAST(epoch_us({ident(lab.timestamp_column)}) AS VARCHAR)",
         f"CAST({ident(lab.cohort_column)} AS VARCHAR)",
         f"CAST(CAST({ident(lab.label_column)} AS DOUBLE) AS VARCHAR)",
-        *(f"CAST(CAST({ident(f)} AS DOUBLE) AS VARCHAR)" for f in view.feature_columns),
+        *(f"CAST(CAST({ident(f)} AS DOUBLE) AS VARCHAR)" for f in (view.feature_columns if view else ())),
     ]
     # ROW(...)::VARCHAR renders NULL distinctly from any value, unlike concat_ws.
     return f"md5_number_lower(CAST(ROW({', '.join(parts)}) AS VARCHAR))"
 
 
-def frame_cells(spec: RetrainingSpec, view: FeatureServiceView, frame: pl.DataFrame) -> dict[CellKey, Cell]:
-    """Cell fingerprints of a training frame (Feast's or the ASOF one); it needs a ``window`` column."""
+def frame_cells(
+    spec: RetrainingSpec, view: FeatureServiceView | None, frame: pl.DataFrame
+) -> dict[CellKey, Cell]:
+    """Cell fingerprints of a training frame (Feast's or the ASOF one); it needs a ``window`` column.
+
+    With ``view=None`` only the label columns are hashed: the *label digest* of a cell, which a
+    frame of bare label rows (``label_rows``) and a training frame of the same rows share.
+    """
     if frame.height == 0:
         return {}
     con = connect()

@@ -43,9 +43,13 @@ CREATE TABLE IF NOT EXISTS requests (
     fingerprint TEXT NOT NULL, detail TEXT, requested_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # version n -> the SQL that migrates a version n - 1 store (append; never edit a released step)
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, str] = {
+    # 2: each cell's label digest (its label rows alone), so a label-only change is narrowed to the
+    # cells whose labels changed before any feature join. NULL (a migrated cell) means "unknown".
+    2: "ALTER TABLE cells ADD COLUMN label_digest TEXT",
+}
 
 
 class FileState(NamedTuple):
@@ -141,14 +145,35 @@ class StateStore:
             rows = con.execute("SELECT window, cohort, rows, digest FROM cells").fetchall()
         return {(w, c): (n, d) for w, c, n, d in rows}
 
-    def save_cells(self, windows: Iterable[str], cells: dict[tuple[str, str], tuple[int, str]]) -> None:
-        """Replace the observed cells of ``windows`` with ``cells`` (cells gone from the data vanish)."""
-        windows = list(windows)
+    def label_digests(self) -> dict[tuple[str, str], str | None]:
+        """Last observed label digest of every cell (``None``: not known, e.g. a migrated store)."""
         with self._connect() as con:
-            con.executemany("DELETE FROM cells WHERE window = ?", [(w,) for w in windows])
+            rows = con.execute("SELECT window, cohort, label_digest FROM cells").fetchall()
+        return {(w, c): d for w, c, d in rows}
+
+    def save_cells(
+        self,
+        windows: Iterable[str],
+        cohorts: Iterable[str] | None,
+        cells: dict[tuple[str, str], tuple[int, str]],
+        label_digests: dict[tuple[str, str], str],
+    ) -> None:
+        """Replace the observed cells of ``windows`` x ``cohorts`` (all cohorts if None) with ``cells``.
+
+        Cells of that region missing from ``cells`` are gone from the data and vanish.
+        """
+        windows, cohorts = set(windows), None if cohorts is None else set(cohorts)
+        region = [(w, c) for w, c in cells if w in windows and (cohorts is None or c in cohorts)]
+        with self._connect() as con:
+            if cohorts is None:
+                con.executemany("DELETE FROM cells WHERE window = ?", [(w,) for w in windows])
+            else:
+                con.executemany(
+                    "DELETE FROM cells WHERE window = ? AND cohort = ?", [(w, c) for w in windows for c in cohorts]
+                )
             con.executemany(
-                "INSERT INTO cells VALUES (?, ?, ?, ?)",
-                [(w, c, n, d) for (w, c), (n, d) in cells.items() if w in set(windows)],
+                "INSERT INTO cells VALUES (?, ?, ?, ?, ?)",
+                [(w, c, *cells[(w, c)], label_digests.get((w, c))) for w, c in region],
             )
 
     # -- meta ----------------------------------------------------------------------------------

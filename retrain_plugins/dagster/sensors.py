@@ -79,6 +79,8 @@ def run_requests_for(
 def describe(report: ChangeReport) -> str:
     """One line on what a detection pass saw besides the requested partitions."""
     parts = [f"{len(report.changed_files)} changed file(s) of {report.files_seen}"]
+    if report.changed_files:
+        parts.append(f"{report.cells_joined} cell(s) re-fingerprinted")
     if report.unreadable:
         parts.append("unreadable, skipped until fixed: " + "; ".join(report.unreadable.values()))
     if report.new_cohorts and not any(c.reason == "new_cohort" for c in report.changes):
