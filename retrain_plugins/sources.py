@@ -27,13 +27,22 @@ class Source(NamedTuple):
     reach: float  # seconds past a row's timestamp at which a label can still join it
     numeric: tuple[str, ...]  # columns that must exist and be numeric
     other: tuple[str, ...]  # columns that must exist
+    not_null: tuple[str, ...] = ()  # columns no row may leave empty
 
 
 def sources(spec: RetrainingSpec, view: FeatureServiceView) -> dict[str, Source]:
     """Every source a retraining reads: the labels and each feature view's batch source."""
     lab = spec.labels
     sources = {
-        LABELS: Source(spec.label_glob, lab.timestamp_column, 0.0, (lab.label_column,), (lab.entity_column, lab.cohort_column))
+        # A label row without entity, time or cohort belongs to no partition: refused, not dropped.
+        LABELS: Source(
+            spec.label_glob,
+            lab.timestamp_column,
+            0.0,
+            (lab.label_column,),
+            (lab.entity_column, lab.cohort_column),
+            (lab.entity_column, lab.timestamp_column, lab.cohort_column),
+        )
     }
     for fv in view.views:
         reach = fv.ttl_seconds if fv.ttl_seconds is not None else float("inf")
@@ -60,9 +69,14 @@ def inspect_file(path: str, source: Source) -> tuple[int | None, int | None]:
         if wrong:
             raise DataError(f"{path}: column {', '.join(wrong)}, expected numeric")
         column = ident(source.timestamp)
-        lo, hi = con.execute(
-            f"SELECT epoch_us(min({column})), epoch_us(max({column})) FROM {parquet('p')}", {"p": path}
+        nulls = ", ".join(f"count(*) FILTER (WHERE {ident(c)} IS NULL)" for c in source.not_null)
+        lo, hi, *empty = con.execute(
+            f"SELECT epoch_us(min({column})), epoch_us(max({column})){', ' + nulls if nulls else ''} FROM {parquet('p')}",
+            {"p": path},
         ).fetchone()
+        empty_columns = [f"{c!r} ({n} rows)" for c, n in zip(source.not_null, empty) if n]
+        if empty_columns:
+            raise DataError(f"{path}: empty value(s) in column {', '.join(empty_columns)}")
     except DataError:
         raise
     except Exception as exc:  # duckdb's IO/InvalidInput errors: the file cannot be read at all

@@ -69,6 +69,21 @@ def test_bad_labels_fail_their_partition_by_name_and_the_old_model_keeps_serving
     assert materialized.artifact_digests() == before
 
 
+@pytest.mark.parametrize("column", ["region", "label_timestamp", "customer_id"])
+def test_label_rows_without_cohort_time_or_entity_are_refused_by_name(materialized, column):
+    """Such a row belongs to no partition: the file is refused, not silently dropped from training."""
+    assert tick(materialized.defs, materialized.sensor, materialized.instance).run_requests == []  # settled
+    before = materialized.artifact_digests()
+    first_row_empty = pl.when(pl.int_range(pl.len()) == 0).then(None).otherwise(pl.col(column)).alias(column)
+    path = _rewrite_labels(materialized, first_row_empty)
+    problem = f"{path}: empty value(s) in column '{column}' (1 rows)"
+    result = _run_partition(materialized, KEY, raise_on_error=False)
+    assert not result.success and problem in _failure(result)
+    assert materialized.artifact_digests() == before
+    held = tick(materialized.defs, materialized.sensor, materialized.instance)
+    assert held.run_requests == [] and f"unreadable, skipped until fixed: {problem}" in held.skip_message
+
+
 def test_infinite_features_fail_clearly(materialized):
     path = materialized.data / "sources/activity/month=2025-02/part-0.parquet"
     frame = pl.read_parquet(path)
