@@ -13,7 +13,8 @@ against, and the basis of the content fingerprints the change sensor compares.
 from __future__ import annotations
 
 import glob
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -77,12 +78,20 @@ def label_rows(
     windows: Sequence[Window],
     cohorts: Sequence[str] | None,
     exclude: frozenset[str] = frozenset(),
+    *,
+    only: Mapping[str, Collection[str] | None] | None = None,
 ) -> pl.DataFrame:
-    """Label rows in ``windows`` (and ``cohorts``; all if None), with their window key and a row id."""
+    """Label rows in ``windows`` (and ``cohorts``; all if None), with their window key and a row id.
+
+    ``only`` narrows further per window: window key -> the cohorts kept there (None: all of them).
+    """
     lab = spec.labels
     con = connect()
-    con.register("windows_tbl", _windows_frame(windows))
-    cohort_filter = "" if cohorts is None else f"AND list_contains($cohorts, CAST(l.{ident(lab.cohort_column)} AS VARCHAR))"
+    con.register("windows_tbl", _windows_frame(windows, only))
+    cohort = f"CAST(l.{ident(lab.cohort_column)} AS VARCHAR)"
+    cohort_filter = "" if cohorts is None else f"AND list_contains($cohorts, {cohort})"
+    if only is not None:
+        cohort_filter += f" AND (w.cohorts IS NULL OR list_contains(w.cohorts, {cohort}))"
     sql = f"""
         SELECT l.{ident(lab.entity_column)} AS {ident(lab.entity_column)},
                l.{ident(lab.timestamp_column)} AS {ident(lab.timestamp_column)},
@@ -157,37 +166,48 @@ def asof_training_set(
     windows: Sequence[Window],
     cohorts: Sequence[str] | None,
     exclude: frozenset[str] = frozenset(),
+    *,
+    only: Mapping[str, Collection[str] | None] | None = None,
 ) -> pl.DataFrame:
     """The same join as Feast's, computed independently with DuckDB ``ASOF LEFT JOIN``.
 
     Feast's rule: the latest feature row with ``ts <= label time`` and ``ts + ttl >= label time``.
     ASOF picks the latest row at or before the label time; a row older than the TTL is nulled.
+    ``only`` keeps, per window key, just the given cohorts (None: all); see :func:`label_rows`.
     """
     con = connect()
     lab = spec.labels
-    con.register("labels_tbl", label_rows(spec, windows, cohorts, exclude))
+    if only is not None:
+        windows = [w for w in windows if w.key in only]
+    con.register("labels_tbl", label_rows(spec, windows, cohorts, exclude, only=only))
     ts, key = ident(lab.timestamp_column), ident(lab.entity_column)
     selects, joins, params = [], [], {}
-    lo = min(w.start for w in windows) if windows else None
-    hi = max(w.end for w in windows) if windows else None
     for i, fv in enumerate(view.views):
         alias, fts, join_key = f"f{i}", ident(fv.timestamp_field), ident(fv.join_keys[0])
         params[f"src{i}"] = _files(fv.source_path, exclude)
         cols = ", ".join(ident(f) for f in fv.features)
-        # Pushed down (parquet statistics prune files and row groups): only rows a label of these
-        # windows can join, i.e. timestamps in [first start - TTL, last end), of the labels' entities.
-        filters = [f"{join_key} IN (SELECT {key} FROM labels_tbl)"]
-        if hi is not None:
-            params[f"hi{i}"] = hi
-            filters.append(f"{fts} < CAST($hi{i} AS TIMESTAMPTZ)")
-        if lo is not None and fv.ttl_seconds:
-            params[f"lo{i}"] = lo
-            params[f"ttl{i}"] = fv.ttl_seconds
-            filters.append(f"{fts} >= CAST($lo{i} AS TIMESTAMPTZ) - to_seconds(CAST($ttl{i} AS DOUBLE))")
+        # Pushed down: only rows a label of these windows can join, i.e. with timestamps in
+        # [start - TTL, end) of its window, of that window's label entities. Scattered windows (a
+        # tick after edits in January and December) are scanned range by range (UNION ALL), each
+        # with the entities of its own windows: their hull would feed every row of the year in
+        # between, and every entity, into the ASOF join's sort.
+        scans = []
+        for j, (lo, hi, keys) in enumerate(_time_ranges(windows, fv.ttl_seconds)):
+            params[f"w{i}_{j}"], params[f"hi{i}_{j}"] = keys, hi
+            filters = [
+                f"{join_key} IN (SELECT {key} FROM labels_tbl WHERE list_contains($w{i}_{j}, {ident(WINDOW_COL)}))",
+                f"{fts} < CAST($hi{i}_{j} AS TIMESTAMPTZ)",
+            ]
+            if lo is not None:
+                params[f"lo{i}_{j}"] = lo
+                filters.append(f"{fts} >= CAST($lo{i}_{j} AS TIMESTAMPTZ)")
+            scans.append(
+                f"SELECT {join_key} AS _k, {fts} AS _ts, {cols} FROM {parquet(f'src{i}')} WHERE {' AND '.join(filters)}"
+            )
+        if not scans:  # no windows, no labels: an empty side with the right columns
+            scans.append(f"SELECT {join_key} AS _k, {fts} AS _ts, {cols} FROM {parquet(f'src{i}')} WHERE FALSE")
         joins.append(
-            f"ASOF LEFT JOIN (SELECT {join_key} AS _k, {fts} AS _ts, {cols} "
-            f"FROM {parquet(f'src{i}')} WHERE {' AND '.join(filters)}) AS {alias} "
-            f"ON l.{key} = {alias}._k AND l.{ts} >= {alias}._ts"
+            f"ASOF LEFT JOIN ({' UNION ALL '.join(scans)}) AS {alias} ON l.{key} = {alias}._k AND l.{ts} >= {alias}._ts"
         )
         for f in fv.features:
             if fv.ttl_seconds:
@@ -199,8 +219,40 @@ def asof_training_set(
     return query(con, sql, params)
 
 
-def _windows_frame(windows: Sequence[Window]) -> pl.DataFrame:
+def _time_ranges(
+    windows: Sequence[Window], ttl_seconds: float | None
+) -> list[tuple[datetime | None, datetime, list[str]]]:
+    """Feature-row time ranges labels in ``windows`` can join, with the windows of each range.
+
+    ``[start - ttl, end)`` per window, overlapping ones merged. Without a TTL every earlier row can
+    join: one range, open at the start.
+    """
+    if not windows:
+        return []
+    if not ttl_seconds:
+        return [(None, max(w.end for w in windows), [w.key for w in windows])]
+    ttl = timedelta(seconds=ttl_seconds)
+    merged: list[tuple[datetime | None, datetime, list[str]]] = []
+    for w in sorted(windows, key=lambda w: w.start):
+        lo = w.start - ttl
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(w.end, merged[-1][1]), [*merged[-1][2], w.key])
+        else:
+            merged.append((lo, w.end, [w.key]))
+    return merged
+
+
+def _windows_frame(windows: Sequence[Window], only: Mapping[str, Collection[str] | None] | None = None) -> pl.DataFrame:
+    """The windows as a table; with ``only``, each window's kept cohorts (null: all; absent: none)."""
+    if only is not None:
+        windows = [w for w in windows if w.key in only]
+    cohorts = [None if only is None or only[w.key] is None else sorted(only[w.key]) for w in windows]
     return pl.DataFrame(
-        {"key": [w.key for w in windows], "start": [w.start for w in windows], "end": [w.end for w in windows]},
-        schema={"key": pl.String, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC")},
+        {
+            "key": [w.key for w in windows],
+            "start": [w.start for w in windows],
+            "end": [w.end for w in windows],
+            "cohorts": cohorts,
+        },
+        schema={"key": pl.String, "start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC"), "cohorts": pl.List(pl.String)},
     )

@@ -200,6 +200,12 @@ def test_a_label_only_change_joins_features_for_the_changed_cohorts_only(materia
     result = tick(materialized.defs, materialized.sensor, materialized.instance)
     assert _requests(result) == [("north|2025-02-01", "north|2025-02-01", {"2025-02-01/north": "edited_rows"})]
     assert _detect(materialized).changes == []  # the tick recorded what it saw
+    # edits in two windows and two cohorts: two cells joined, not the 2 x 2 rectangle around them
+    scenarios.edit_rows(materialized.data, "2025-01", "east")
+    scenarios.edit_rows(materialized.data, "2025-03", "west")
+    report = _detect(materialized)
+    assert [c.partition for c in report.changes] == [PartitionKey("2025-01-01", "east"), PartitionKey("2025-03-01", "west")]
+    assert report.cells_joined == 2
 
 
 def test_a_store_without_label_digests_joins_the_whole_window_once(materialized):

@@ -26,6 +26,23 @@ def test_feast_training_set_equals_duckdb_asof(project):
     assert feast_frame.select(view.feature_columns).null_count().sum_horizontal().item() == 0
 
 
+def test_scattered_cells_join_exactly_as_in_the_whole_frame(project):
+    """What the sensor joins after scattered edits: per-window cohorts, ranges scanned apart."""
+    view = load_feature_service_view(project.spec)
+    all_windows = windows(project.spec)
+    first, last = all_windows[0].key, all_windows[2].key  # activity TTL 7 days: two separate ranges
+    only = {first: {"north"}, last: None}
+    part = asof_training_set(project.spec, view, all_windows, None, only=only)
+    whole = asof_training_set(project.spec, view, all_windows, None)
+    expected = whole.filter(
+        ((pl.col("window") == first) & (pl.col("region") == "north")) | (pl.col("window") == last)
+    )
+    assert set(part["region"].unique()) == {"north", "south", "east", "west"} and part.height > 40
+    key = ["window", "region", "customer_id", "label_timestamp"]
+    assert_frame_equal(part.drop("row_id").sort(key), expected.drop("row_id").sort(key))
+    assert part.select(view.feature_columns).null_count().sum_horizontal().item() == 0
+
+
 def test_no_feature_from_after_the_label_time_and_ttl_respected(project):
     """Plant rows just after, exactly at, and just beyond the TTL of some label times."""
     spec = project.spec

@@ -149,22 +149,19 @@ def _reference(spec: RetrainingSpec, key: PartitionKey, keys: Sequence[str]) -> 
     return None
 
 
-def _label_changed_cohorts(
+def _label_changed_cells(
     spec: RetrainingSpec,
     state: StateStore,
     before: dict[tuple[str, str], tuple[int, str]],
     windows: list[Window],
     excluded: frozenset[str],
-) -> list[str]:
-    """Cohorts whose label rows changed in ``windows``, which no changed feature file reaches.
+) -> set[tuple[str, str]]:
+    """Cells of ``windows`` whose label rows changed (new, edited, gone), from a scan without any join.
 
-    There a cell's training rows change exactly when its label rows do (its features are joined
-    from unchanged files), so label digests, from a scan of the label files without any join, tell
-    which cohorts need the feature join. A cell without a recorded label digest (a store from before
-    they were kept) counts as changed.
+    A cell without a recorded label digest (a store from before they were kept) counts as changed.
     """
     if not windows:
-        return []
+        return set()
     keys = {w.key for w in windows}
     labels = frame_cells(spec, None, label_rows(spec, windows, None, excluded))
     recorded = state.label_digests()
@@ -174,7 +171,46 @@ def _label_changed_cohorts(
             return True
         return labels[cell] != Cell(before[cell][0], recorded[cell])
 
-    return sorted({c for (w, c) in set(labels) | {k for k in before if k[0] in keys} if changed((w, c))})
+    return {k for k in set(labels) | {k for k in before if k[0] in keys} if changed(k)}
+
+
+def _region(
+    spec: RetrainingSpec,
+    state: StateStore,
+    before: dict[tuple[str, str], tuple[int, str]],
+    all_windows: list[Window],
+    reached: set[str],
+    by_features: set[str],
+    affected: set[str],
+    excluded: frozenset[str],
+) -> dict[str, frozenset[str] | None]:
+    """The cells to re-fingerprint with the feature join: window key -> cohorts (None: every cohort).
+
+    A window a changed feature file reaches changes for any cohort: the training windows of its
+    affected dependents are joined for every cohort. Where only label files reach a window, a cell's
+    training rows change exactly when its label rows do (its features come from unchanged files), so
+    label digests pick the cells, and the training windows of their dependents are joined for those
+    cohorts only.
+    """
+    keys, lookback = [w.key for w in all_windows], spec.windows.lookback
+    region: dict[str, frozenset[str] | None] = {}
+
+    def spread(window: str, cohort: str | None) -> None:
+        for d in dependents(window, keys, lookback):
+            if d not in affected:
+                continue
+            for t in training_windows(d, keys, lookback):
+                if cohort is None:
+                    region[t] = None
+                elif t not in region or region[t] is not None:
+                    region[t] = region.get(t, frozenset()) | {cohort}
+
+    for window in reached & by_features:
+        spread(window, None)
+    label_only = [w for w in all_windows if w.key in reached - by_features]
+    for window, cohort in _label_changed_cells(spec, state, before, label_only, excluded):
+        spread(window, cohort)
+    return region
 
 
 def detect_changes(
@@ -195,22 +231,14 @@ def detect_changes(
         reached = by_features = set(keys)
     held = {d for b in blocked for d in dependents(b, keys, lookback)}
     affected = {d for w in reached for d in dependents(w, keys, lookback)} - held
-    windows_to_read = {t for d in affected for t in training_windows(d, keys, lookback)}
     before = state.cells()
     excluded = frozenset(unreadable)
-    label_only = [w for w in all_windows if w.key in reached & windows_to_read]
-    cohorts_to_read = (
-        None if windows_to_read & by_features else _label_changed_cohorts(spec, state, before, label_only, excluded)
-    )
-    # The region re-fingerprinted with the feature join: windows_to_read x cohorts_to_read (all if None).
-    def in_region(k: tuple[str, str]) -> bool:
-        return k[0] in windows_to_read and (cohorts_to_read is None or k[1] in cohorts_to_read)
+    region = _region(spec, state, before, all_windows, reached, by_features, affected, excluded)
 
-    frame = (
-        asof_training_set(spec, view, [w for w in all_windows if w.key in windows_to_read], cohorts_to_read, excluded)
-        if windows_to_read and cohorts_to_read != []
-        else None
-    )
+    def in_region(k: tuple[str, str]) -> bool:
+        return k[0] in region and (region[k[0]] is None or k[1] in region[k[0]])
+
+    frame = asof_training_set(spec, view, all_windows, None, excluded, only=region) if region else None
     now = {k: (c.rows, c.digest) for k, c in frame_cells(spec, view, frame).items()} if frame is not None else {}
     now_labels = {k: c.digest for k, c in frame_cells(spec, None, frame).items()} if frame is not None else {}
     observed = {k: v for k, v in before.items() if not in_region(k)} | now
@@ -280,7 +308,7 @@ def detect_changes(
     )
     report._commit = [
         lambda: state.save_files(pending),
-        lambda: state.save_cells(windows_to_read, cohorts_to_read, now, now_labels),
+        lambda: state.save_cells(region, now, now_labels),
         lambda: state.set_meta(DEFINITION, definition),
     ]
     return report

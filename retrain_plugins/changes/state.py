@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -43,12 +43,15 @@ CREATE TABLE IF NOT EXISTS requests (
     fingerprint TEXT NOT NULL, detail TEXT, requested_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # version n -> the SQL that migrates a version n - 1 store (append; never edit a released step)
 MIGRATIONS: dict[int, str] = {
     # 2: each cell's label digest (its label rows alone), so a label-only change is narrowed to the
     # cells whose labels changed before any feature join. NULL (a migrated cell) means "unknown".
     2: "ALTER TABLE cells ADD COLUMN label_digest TEXT",
+    # 3: the feature files the online store was last loaded from, so appended files load alone.
+    3: "CREATE TABLE online_files (source TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, "
+    "mtime_ns INTEGER NOT NULL, PRIMARY KEY (source, path))",
 }
 
 
@@ -153,28 +156,40 @@ class StateStore:
 
     def save_cells(
         self,
-        windows: Iterable[str],
-        cohorts: Iterable[str] | None,
+        region: Mapping[str, Collection[str] | None],
         cells: dict[tuple[str, str], tuple[int, str]],
         label_digests: dict[tuple[str, str], str],
     ) -> None:
-        """Replace the observed cells of ``windows`` x ``cohorts`` (all cohorts if None) with ``cells``.
+        """Replace the observed cells of ``region`` (window -> cohorts, None: all) with ``cells``.
 
-        Cells of that region missing from ``cells`` are gone from the data and vanish.
+        Cells of the region missing from ``cells`` are gone from the data and vanish.
         """
-        windows, cohorts = set(windows), None if cohorts is None else set(cohorts)
-        region = [(w, c) for w, c in cells if w in windows and (cohorts is None or c in cohorts)]
+        def inside(window: str, cohort: str) -> bool:
+            return window in region and (region[window] is None or cohort in region[window])
+
         with self._connect() as con:
-            if cohorts is None:
-                con.executemany("DELETE FROM cells WHERE window = ?", [(w,) for w in windows])
-            else:
-                con.executemany(
-                    "DELETE FROM cells WHERE window = ? AND cohort = ?", [(w, c) for w in windows for c in cohorts]
-                )
+            for window, cohorts in region.items():
+                if cohorts is None:
+                    con.execute("DELETE FROM cells WHERE window = ?", (window,))
+                else:
+                    con.executemany("DELETE FROM cells WHERE window = ? AND cohort = ?", [(window, c) for c in cohorts])
             con.executemany(
                 "INSERT INTO cells VALUES (?, ?, ?, ?, ?)",
-                [(w, c, *cells[(w, c)], label_digests.get((w, c))) for w, c in region],
+                [(w, c, *cells[(w, c)], label_digests.get((w, c))) for w, c in cells if inside(w, c)],
             )
+
+    # -- online store ----------------------------------------------------------------------
+    def online_files(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(source, path) -> (size, mtime_ns) of the feature files the online store was loaded from."""
+        with self._connect() as con:
+            rows = con.execute("SELECT source, path, size, mtime_ns FROM online_files").fetchall()
+        return {(s, p): (n, m) for s, p, n, m in rows}
+
+    def save_online_files(self, files: Mapping[tuple[str, str], tuple[int, int]]) -> None:
+        """Replace the record of what the online store was loaded from."""
+        with self._connect() as con:
+            con.execute("DELETE FROM online_files")
+            con.executemany("INSERT INTO online_files VALUES (?, ?, ?, ?)", [(*k, *v) for k, v in files.items()])
 
     # -- meta ----------------------------------------------------------------------------------
     def get_meta(self, name: str) -> str | None:
