@@ -13,6 +13,7 @@ from dagster import (
 )
 
 from retrain_plugins.bundle import publish, read_bundle, smoke_test
+from retrain_plugins.changes.detector import state_store
 from retrain_plugins.dagster.metadata import as_metadata, auc_table
 from retrain_plugins.dagster.resources import FeastResource
 from retrain_plugins.fallback import train_fallback
@@ -36,11 +37,14 @@ def build_serving_assets(
         kinds={"feast", "sqlite"},
         description=(
             f"Feast online store (SQLite) holding the newest values of `{spec.feature_service}`'s "
-            "features, for `retrain predict --entities`. Writes are serialized by a registry lock."
+            "features, for `retrain predict --entities`. Loads only from the earliest row of newly "
+            "added feature files when nothing else changed, else the whole range. Writes are "
+            "serialized by a registry lock."
         ),
     )
     def online_features(feast: FeastResource) -> MaterializeResult:
-        return MaterializeResult(metadata=as_metadata(materialize_online(spec, load_feature_service_view(spec), feast.store())))
+        view = load_feature_service_view(spec)
+        return MaterializeResult(metadata=as_metadata(materialize_online(spec, view, feast.store(), state_store(spec))))
 
     @asset(
         name="fallback_model",
