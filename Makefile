@@ -37,7 +37,7 @@ dev: env
 	mkdir -p $(DAGSTER_HOME)
 	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/dagster dev -m dagster_project.definitions
 
-# Benchmarks (bench/README.md): the default size writes bench/RESULTS.md (~8 min on 2 cores);
+# Benchmarks (bench/README.md): the default size writes bench/RESULTS.md (~11 min on 2 cores);
 # --quick is CI's smoke run of every benchmark (asserts nothing about speed, writes nothing).
 bench: env
 	$(VENV)/bin/python -m bench

@@ -126,8 +126,8 @@ def breakdown(results: list, wall: float) -> dict[str, Any]:
     Returns:
         Seconds of run overhead (wall minus steps), Feast retrieval and training (the partitions'
         ``retrieval_seconds`` / ``training_seconds``), the rest of the two partitioned steps, and
-        the steps of the other assets; the count of fitted sub-models, of runs, and the seconds of
-        each other asset's steps.
+        the steps of the other assets; the count of fitted sub-models, of runs, the seconds of
+        each other asset's steps, and how the online store was loaded (``online_features``' mode).
     """
     partition_steps = other_steps = 0.0
     others: dict[str, float] = {}
@@ -153,6 +153,7 @@ def breakdown(results: list, wall: float) -> dict[str, Any]:
         "trained": len(fitted),
         "runs": len(results),
         "other_seconds": others,
+        "online_modes": [m.get("mode") for m in materialized(results, "online_features")],
     }
 
 
