@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from sklearn.metrics import roc_auc_score
 
 from retrain_plugins.trainers.base import Trainer, fit_and_evaluate
 
@@ -134,6 +133,8 @@ def check_declarations(trainer_cls: type[Trainer], params: Mapping[str, Any] | N
 
 def check_fit_predict(trainer_cls: type[Trainer], params: Mapping[str, Any] | None = None) -> None:
     """Fits on rows with NaNs; predictions lie in [0, 1], beat chance, and ignore batch composition."""
+    from sklearn.metrics import roc_auc_score  # deferred: importing sklearn.metrics takes ~1.3 s
+
     features, labels = make_dataset()
     n_train = features.height * 3 // 4
     trainer = _trainer(trainer_cls, params)
@@ -202,6 +203,8 @@ def check_artifact_not_pickle(trainer_cls: type[Trainer], params: Mapping[str, A
 
 def check_fit_and_evaluate_metadata(trainer_cls: type[Trainer], params: Mapping[str, Any] | None = None) -> None:
     """``fit_and_evaluate`` gives JSON-ready metrics describing the returned model."""
+    from sklearn.metrics import roc_auc_score  # deferred, see check_fit_predict
+
     features, labels = make_dataset()
     frame = features.with_columns(pl.Series(LABEL, labels))
     trainer = _trainer(trainer_cls, params)

@@ -10,6 +10,8 @@ import io
 import json
 import pickle
 import re
+import subprocess
+import sys
 import zipfile
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -298,3 +300,17 @@ def test_fit_refuses_an_export_that_predicts_differently(monkeypatch):
     features, labels = make_dataset()
     with pytest.raises(RetrainError, match="exported trees predict differently from scikit-learn"):
         HistGradientBoostingTrainer({"max_iter": 5}).fit(features, labels)
+
+
+def test_importing_the_library_defers_sklearn_metrics_to_the_first_evaluation():
+    """``sklearn.metrics`` takes ~1.3 s to import: the CLI, the UI's code server and the sensor never need it."""
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "import retrain_plugins\n"
+        "from retrain_plugins.trainers.base import auc_or_none\n"
+        "assert 'sklearn.metrics' not in sys.modules, 'imported with the library'\n"
+        "assert auc_or_none(np.array([0, 1, 1]), np.array([0.2, 0.9, 0.7])) == 1.0\n"
+        "assert 'sklearn.metrics' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

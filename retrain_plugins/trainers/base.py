@@ -15,7 +15,6 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import polars as pl
-from sklearn.metrics import log_loss, roc_auc_score
 
 from retrain_plugins.errors import DataError
 
@@ -81,6 +80,8 @@ def holdout_size(rows: int, holdout_fraction: float) -> int:
 
 def auc_or_none(labels: np.ndarray, scores: np.ndarray) -> float | None:
     """ROC AUC, or ``None`` when the sample has a single class."""
+    from sklearn.metrics import roc_auc_score  # deferred: importing sklearn.metrics takes ~1.3 s
+
     return float(roc_auc_score(labels, scores)) if len(labels) and len(np.unique(labels)) == 2 else None
 
 
@@ -140,5 +141,7 @@ def fit_and_evaluate(
     if n_hold and len(np.unique(y[n_train:])) == 2:
         p = trainer.predict_proba(model, holdout[0])
         metrics["auc_holdout"] = auc_or_none(y[n_train:], p)
+        from sklearn.metrics import log_loss  # deferred, see auc_or_none
+
         metrics["logloss_holdout"] = float(log_loss(y[n_train:], p, labels=[0, 1]))
     return FitOutcome(model, metrics, seconds, holdout)
