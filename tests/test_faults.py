@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import polars as pl
@@ -19,7 +20,7 @@ from retrain_plugins import ModelStore, SpecError, load_feature_service_view
 from retrain_plugins.dagster.assets import asset_keys
 from retrain_plugins.dagster.execution import execute, materialize_all, retraining_assets, tick
 from retrain_plugins.demo.generate import DemoConfig, write_parquet
-from retrain_plugins.layout import model_store_root
+from retrain_plugins.layout import model_store_root, training_set_path
 from retrain_plugins.partitions import PartitionKey
 from retrain_plugins.verify import verify_store
 
@@ -169,18 +170,26 @@ def test_two_runs_of_one_partition_serialize(materialized):
     for t in threads:
         t.join()
     assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
-    # and two real Dagster runs of the same partition, in two processes at once, both succeed
+    # Across processes: a real Dagster run of the partition waits while another process holds its
+    # lock, with its training set already retrieved, and trains once the lock is released.
     spec_file = materialized.root / "spec.json"
     spec_file.write_text(materialized.spec.model_dump_json())
     script = materialized.root / "run_partition.py"
     script.write_text(textwrap.dedent(RUN_SCRIPT))
-    procs = [
-        subprocess.Popen([sys.executable, str(script), str(spec_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
-    assert len(store.history(KEY)) == 2 and verify_store(store).ok
+    retrieved = training_set_path(materialized.spec, KEY).with_suffix(".json")  # written last by the retrieval
+    stamp = retrieved.stat().st_mtime_ns
+    versions = len(store.history(KEY))
+    with store.partition_lock(KEY):
+        child = subprocess.Popen([sys.executable, str(script), str(spec_file)], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 240
+        while retrieved.stat().st_mtime_ns == stamp and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert retrieved.stat().st_mtime_ns != stamp, "the run never retrieved its training set"
+        time.sleep(3.0)  # training a test partition takes well under a second once it may
+        assert child.poll() is None and len(store.history(KEY)) == versions, "trained while the lock was held"
+    _, err = child.communicate(timeout=240)
+    assert child.returncode == 0, err[-2000:]
+    assert len(store.history(KEY)) == versions + 1 and verify_store(store).ok
 
 
 RUN_SCRIPT = """
