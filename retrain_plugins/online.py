@@ -89,12 +89,12 @@ def materialize_online(
 
 def _online_store_exists(store: "FeatureStore") -> bool:
     """False only when the online store is Feast's SQLite one and its file is gone."""
-    config = store.config
-    path = getattr(config.online_store, "path", None)
-    if getattr(config.online_store, "type", "") != "sqlite" or not path:
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+    if getattr(store.config.online_store, "type", "") != "sqlite":
         return True
-    db = Path(path) if Path(path).is_absolute() else Path(config.repo_path or ".") / path
-    return db.exists()
+    # Feast's own resolution of the file (relative paths against the repo), so both agree.
+    return Path(SqliteOnlineStore._get_db_path(store.config)).exists()
 
 
 def latest_cohorts(spec: RetrainingSpec, entity_ids: Sequence[Any]) -> dict[Any, str]:

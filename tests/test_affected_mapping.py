@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from retrain_plugins.changes.detector import _reached
+from retrain_plugins.changes.scan import reached_windows
 from retrain_plugins.partitions import windows
 
 from .helpers import make_spec
@@ -46,10 +46,10 @@ def monthly(tmp_path):
     ],
 )
 def test_reached_windows(monthly, row, reach, expected):
-    assert _reached(monthly, row, row, reach) == expected
+    assert reached_windows(monthly, row, row, reach) == expected
 
 
 def test_a_range_reaches_the_union(monthly):
     lo, hi = _us(2025, 1, 5), _us(2025, 2, 27)
-    assert _reached(monthly, lo, hi, 0.0) == {"2025-01-01", "2025-02-01"}
-    assert _reached(monthly, lo, hi, timedelta(days=3).total_seconds()) == {"2025-01-01", "2025-02-01", "2025-03-01"}
+    assert reached_windows(monthly, lo, hi, 0.0) == {"2025-01-01", "2025-02-01"}
+    assert reached_windows(monthly, lo, hi, timedelta(days=3).total_seconds()) == {"2025-01-01", "2025-02-01", "2025-03-01"}

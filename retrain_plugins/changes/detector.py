@@ -1,10 +1,8 @@
 """Which partitions changed since their sub-model was trained, and why.
 
-Cheap first: the source files' listing (path, size, mtime) is compared with the last one; a tick
-without file changes reads no data. Only windows that a changed file can reach are
-re-fingerprinted: a label file reaches the windows its timestamps fall in, a feature file the
-windows whose label times lie within the feature view's TTL after its rows (old and new time range
-both count, so rewritten or deleted rows are seen). Where only label files reach a window, the
+Cheap first: only windows that a changed source file can reach are re-fingerprinted (see
+:mod:`retrain_plugins.changes.scan`; a tick without file changes reads no data). Where only label
+files reach a window, the
 label rows alone are digested first (no join), and the feature join runs only for the cohorts whose
 label rows changed; a feature file's windows are joined for every cohort. Changed (window, cohort)
 cells, compared with the cells last observed, make their partitions and the partitions' lookback
@@ -21,19 +19,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
 
 import polars as pl
 
 from retrain_plugins.changes.drift import detect_drift
 from retrain_plugins.changes.fingerprints import EMPTY, Cell, definition_version, frame_cells, partition_fingerprint
-from retrain_plugins.changes.state import FileState, StateStore, Trained
-from retrain_plugins.errors import DataError
+from retrain_plugins.changes.scan import scan_files
+from retrain_plugins.changes.state import StateStore, Trained, in_region
 from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.layout import state_path, training_set_path
 from retrain_plugins.partitions import PartitionKey, Window, dependents, training_windows, windows
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.sources import LABELS, inspect_file, listing, sources
 from retrain_plugins.training_sets import WINDOW_COL, asof_training_set, label_rows
 
 REASONS = ("new_data", "late_data", "edited_rows", "drift", "new_cohort", "definition_change", "repair", "manual")
@@ -72,60 +68,6 @@ class ChangeReport:
 
 def state_store(spec: RetrainingSpec) -> StateStore:
     return StateStore(state_path(spec))
-
-
-def _reached(all_windows: list[Window], lo_us: int, hi_us: int, reach: float) -> set[str]:
-    lo = datetime.fromtimestamp(lo_us / 1e6, tz=timezone.utc)
-    if reach == float("inf"):
-        return {w.key for w in all_windows if w.end > lo}
-    hi = datetime.fromtimestamp(hi_us / 1e6, tz=timezone.utc) + timedelta(seconds=reach)
-    return {w.key for w in all_windows if w.start <= hi and w.end > lo}
-
-
-def _scan(spec, view, state, all_windows):
-    """Diff the listing: new file states, unreadable files, reached windows (all, and those a
-    feature file reaches), blocked windows, files seen.
-
-    A changed file that cannot be read is left out: its listing is not recorded (so it is looked at
-    again next tick) and the windows its previous content reached are *blocked*: nothing that
-    trains on them is evaluated until the file is readable again.
-    """
-    previous = state.files()
-    pending: dict[tuple[str, str], FileState | None] = {}
-    unreadable: dict[str, str] = {}
-    reached: set[str] = set()
-    by_features: set[str] = set()
-    blocked: set[str] = set()
-    seen = 0
-    for source, described in sources(spec, view).items():
-        reach = described.reach
-        now = listing(described.pattern)
-        seen += len(now)
-        old = {p: s for (src, p), s in previous.items() if src == source}
-        for path in sorted(set(now) | set(old)):
-            before = old.get(path)
-            if path in now and before is not None and (before.size, before.mtime_ns) == now[path]:
-                continue
-            ranges = [(before.ts_min, before.ts_max)] if before is not None and before.ts_min is not None else []
-            if path in now:
-                try:
-                    lo, hi = inspect_file(path, described)
-                except DataError as exc:
-                    unreadable[path] = str(exc)
-                    for lo, hi in ranges:
-                        blocked |= _reached(all_windows, lo, hi, reach)
-                    continue
-                pending[(source, path)] = FileState(*now[path], lo, hi)
-                if lo is not None:
-                    ranges.append((lo, hi))
-            else:
-                pending[(source, path)] = None
-            for lo, hi in ranges:
-                windows_ = _reached(all_windows, lo, hi, reach)
-                reached |= windows_
-                if source != LABELS:
-                    by_features |= windows_
-    return pending, unreadable, reached, by_features, blocked, seen
 
 
 def _reason(trained: Trained | None, rows: int, known: bool) -> str:
@@ -225,7 +167,7 @@ def detect_changes(
     keys = [w.key for w in all_windows]
     lookback = spec.windows.lookback
     definition = definition_version(spec, view)
-    pending, unreadable, reached, by_features, blocked, seen = _scan(spec, view, state, all_windows)
+    pending, unreadable, reached, by_features, blocked, seen = scan_files(spec, view, state, all_windows)
     definition_changed = state.get_meta(DEFINITION) not in (None, definition)
     if definition_changed:
         reached = by_features = set(keys)
@@ -235,14 +177,11 @@ def detect_changes(
     excluded = frozenset(unreadable)
     region = _region(spec, state, before, all_windows, reached, by_features, affected, excluded)
 
-    def in_region(k: tuple[str, str]) -> bool:
-        return k[0] in region and (region[k[0]] is None or k[1] in region[k[0]])
-
     frame = asof_training_set(spec, view, all_windows, None, excluded, only=region) if region else None
     now = {k: (c.rows, c.digest) for k, c in frame_cells(spec, view, frame).items()} if frame is not None else {}
     now_labels = {k: c.digest for k, c in frame_cells(spec, None, frame).items()} if frame is not None else {}
-    observed = {k: v for k, v in before.items() if not in_region(k)} | now
-    changed_cells = {k for k in set(now) | {k for k in before if in_region(k)} if now.get(k) != before.get(k)}
+    observed = {k: v for k, v in before.items() if not in_region(region, k)} | now
+    changed_cells = {k for k in set(now) | {k for k in before if in_region(region, k)} if now.get(k) != before.get(k)}
 
     cells = {k: Cell(*v) for k, v in observed.items()}
     known = set(known_cohorts)

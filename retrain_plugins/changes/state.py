@@ -55,6 +55,12 @@ MIGRATIONS: dict[int, str] = {
 }
 
 
+def in_region(region: Mapping[str, Collection[str] | None], cell: tuple[str, str]) -> bool:
+    """Whether a (window, cohort) cell lies in ``region`` (window -> its cohorts, None: all of them)."""
+    window, cohort = cell
+    return window in region and (region[window] is None or cohort in region[window])
+
+
 class FileState(NamedTuple):
     size: int
     mtime_ns: int
@@ -164,9 +170,6 @@ class StateStore:
 
         Cells of the region missing from ``cells`` are gone from the data and vanish.
         """
-        def inside(window: str, cohort: str) -> bool:
-            return window in region and (region[window] is None or cohort in region[window])
-
         with self._connect() as con:
             for window, cohorts in region.items():
                 if cohorts is None:
@@ -175,7 +178,7 @@ class StateStore:
                     con.executemany("DELETE FROM cells WHERE window = ? AND cohort = ?", [(window, c) for c in cohorts])
             con.executemany(
                 "INSERT INTO cells VALUES (?, ?, ?, ?, ?)",
-                [(w, c, *cells[(w, c)], label_digests.get((w, c))) for w, c in cells if inside(w, c)],
+                [(w, c, *cells[(w, c)], label_digests.get((w, c))) for w, c in cells if in_region(region, (w, c))],
             )
 
     # -- online store ----------------------------------------------------------------------

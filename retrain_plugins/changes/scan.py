@@ -1,0 +1,85 @@
+"""Which windows the source files that changed since the last tick can reach.
+
+The listing (path, size, mtime) is compared with the one in the state store; a tick without file
+changes reads no data. A changed label file reaches the windows its timestamps fall in, a feature
+file the windows whose label times lie within the feature view's TTL after its rows. Old and new
+time ranges both count, so rewritten or deleted rows are seen.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
+
+from retrain_plugins.changes.state import FileState, StateStore
+from retrain_plugins.errors import DataError
+from retrain_plugins.feast_view import FeatureServiceView
+from retrain_plugins.partitions import Window
+from retrain_plugins.sources import LABELS, inspect_file, listing, sources
+from retrain_plugins.spec import RetrainingSpec
+
+
+class FileScan(NamedTuple):
+    pending: dict[tuple[str, str], FileState | None]  # new states of changed files (None: deleted)
+    unreadable: dict[str, str]  # path -> why, left out of this tick
+    reached: set[str]  # window keys any changed file reaches
+    by_features: set[str]  # ... that a changed feature file reaches
+    blocked: set[str]  # windows an unreadable file's previous content reached
+    seen: int  # files listed
+
+
+def reached_windows(all_windows: list[Window], lo_us: int, hi_us: int, reach: float) -> set[str]:
+    """Keys of the windows a label can fall in and still join rows timed ``lo_us..hi_us`` (us),
+    ``reach`` seconds being how long after a row a label can join it (``inf``: no TTL)."""
+    lo = datetime.fromtimestamp(lo_us / 1e6, tz=timezone.utc)
+    if reach == float("inf"):
+        return {w.key for w in all_windows if w.end > lo}
+    hi = datetime.fromtimestamp(hi_us / 1e6, tz=timezone.utc) + timedelta(seconds=reach)
+    return {w.key for w in all_windows if w.start <= hi and w.end > lo}
+
+
+def scan_files(
+    spec: RetrainingSpec, view: FeatureServiceView, state: StateStore, all_windows: list[Window]
+) -> FileScan:
+    """Diff the source files' listing with the last one recorded in ``state``.
+
+    A changed file that cannot be read is left out: its listing is not recorded (so it is looked at
+    again next tick) and the windows its previous content reached are *blocked*: nothing that
+    trains on them is evaluated until the file is readable again.
+    """
+    previous = state.files()
+    pending: dict[tuple[str, str], FileState | None] = {}
+    unreadable: dict[str, str] = {}
+    reached: set[str] = set()
+    by_features: set[str] = set()
+    blocked: set[str] = set()
+    seen = 0
+    for source, described in sources(spec, view).items():
+        reach = described.reach
+        now = listing(described.pattern)
+        seen += len(now)
+        old = {p: s for (src, p), s in previous.items() if src == source}
+        for path in sorted(set(now) | set(old)):
+            before = old.get(path)
+            if path in now and before is not None and (before.size, before.mtime_ns) == now[path]:
+                continue
+            ranges = [(before.ts_min, before.ts_max)] if before is not None and before.ts_min is not None else []
+            if path in now:
+                try:
+                    lo, hi = inspect_file(path, described)
+                except DataError as exc:
+                    unreadable[path] = str(exc)
+                    for lo, hi in ranges:
+                        blocked |= reached_windows(all_windows, lo, hi, reach)
+                    continue
+                pending[(source, path)] = FileState(*now[path], lo, hi)
+                if lo is not None:
+                    ranges.append((lo, hi))
+            else:
+                pending[(source, path)] = None
+            for lo, hi in ranges:
+                windows_ = reached_windows(all_windows, lo, hi, reach)
+                reached |= windows_
+                if source != LABELS:
+                    by_features |= windows_
+    return FileScan(pending, unreadable, reached, by_features, blocked, seen)
