@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,11 +39,19 @@ class FeatureViewInfo:
     """One feature view of a feature service, reduced to what a point-in-time join needs."""
 
     name: str
-    source_path: str
+    source_path: str  # absolute: a relative FileSource path is resolved against the repo, as Feast does
     timestamp_field: str
-    join_keys: tuple[str, ...]
+    join_keys: tuple[str, ...]  # the columns of the source holding the keys
     ttl_seconds: float | None
     features: tuple[str, ...]
+    created_timestamp_field: str | None = None  # Feast's tie-break between rows of one key and time
+    feature_types: tuple[str, ...] = ()  # Feast type names of ``features`` ("Float64", "String", ...)
+    entity_keys: tuple[str, ...] = ()  # the keys as the entity frame names them (a join key map may rename)
+
+    @property
+    def label_keys(self) -> tuple[str, ...]:
+        """The entity-frame names of the join keys (``join_keys`` unless the service renames them)."""
+        return self.entity_keys or self.join_keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,10 +67,18 @@ class FeatureServiceView:
 
     @property
     def version(self) -> str:
-        """Hash of what defines the features; where the source files live is not part of it."""
+        """Hash of what defines the features; where the source files live is not part of it.
+
+        Fields added after the first release enter the hash only when set, so a repo that does not
+        use them keeps its version (and its sub-models stay current across the upgrade).
+        """
         payload = self.to_json()
         for view in payload["views"]:
             view.pop("source_path")
+            view.pop("feature_types")
+            for optional in ("created_timestamp_field", "entity_keys"):
+                if not view[optional] or (optional == "entity_keys" and tuple(view[optional]) == tuple(view["join_keys"])):
+                    view.pop(optional)
         blob = json.dumps(payload, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -71,7 +88,12 @@ class FeatureServiceView:
     @classmethod
     def from_json(cls, raw: dict) -> "FeatureServiceView":
         views = tuple(
-            FeatureViewInfo(**{**v, "join_keys": tuple(v["join_keys"]), "features": tuple(v["features"])})
+            FeatureViewInfo(
+                **{
+                    **v,
+                    **{f: tuple(v.get(f, ())) for f in ("join_keys", "features", "feature_types", "entity_keys")},
+                }
+            )
             for v in raw["views"]
         )
         return cls(service=raw["service"], views=views)
@@ -171,19 +193,94 @@ def describe_feature_service(store: "FeatureStore", service_name: str) -> Featur
         ) from None
     views = []
     for projection in service.feature_view_projections:
-        view = store.get_feature_view(projection.name)
+        view = _feature_view(store, service_name, projection.name)
         source = view.batch_source
+        if type(source).__name__ != "FileSource":
+            raise SpecError(
+                f"feature view {view.name!r} of feature service {service_name!r} reads a "
+                f"{type(source).__name__}; only FileSource (parquet) sources are supported"
+            )
+        join_keys = tuple(view.join_keys)
+        key_map = dict(projection.join_key_map or {})
+        by_name = {f.name: f for f in view.features}
+        features = tuple(f.name for f in projection.features)
         views.append(
             FeatureViewInfo(
                 name=view.name,
-                source_path=str(getattr(source, "path", "")),
+                source_path=resolve_source_path(store.repo_path, str(source.path)),
                 timestamp_field=source.timestamp_field,
-                join_keys=tuple(view.join_keys),
+                join_keys=join_keys,
                 ttl_seconds=view.ttl.total_seconds() if view.ttl else None,
-                features=tuple(f.name for f in projection.features),
+                features=features,
+                created_timestamp_field=source.created_timestamp_column or None,
+                feature_types=tuple(str(by_name[f].dtype) for f in features),
+                entity_keys=tuple(key_map.get(k, k) for k in join_keys),
             )
         )
     return FeatureServiceView(service=service_name, views=tuple(views))
+
+
+def _feature_view(store: "FeatureStore", service_name: str, name: str):
+    """The batch feature view ``name``; other kinds of view are refused by name and kind."""
+    from feast.errors import FeatureViewNotFoundException
+
+    try:
+        return store.get_feature_view(name)
+    except FeatureViewNotFoundException:
+        kinds = {
+            "on-demand feature view": store.list_on_demand_feature_views,
+            "stream feature view": store.list_stream_feature_views,
+        }
+        kind = next((k for k, listing in kinds.items() if any(v.name == name for v in listing())), "view")
+        raise SpecError(
+            f"feature service {service_name!r} uses {kind} {name!r}, which retraining does not support: "
+            "change detection and the DuckDB ASOF path need each feature's source rows. Compute the "
+            "feature in a batch feature view's source (or as a label column, labels.feature_columns)."
+        ) from None
+
+
+def resolve_source_path(repo_path: Path | str, path: str) -> str:
+    """A FileSource path as Feast resolves it: remote URIs as they are, relative paths against the repo.
+
+    (``FileSource.get_uri_for_file_path``; Feast's DuckDB store itself reads the raw path against the
+    working directory, which :func:`feast_calls` works around.)
+    """
+    if "://" in path or Path(path).is_absolute():
+        return path
+    return str(Path(repo_path) / path)
+
+
+_CWD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def feast_calls(spec: RetrainingSpec) -> Iterator[None]:
+    """Run Feast retrieval or materialization so relative FileSource paths mean the same as for us.
+
+    Feast 0.67 resolves a relative ``FileSource`` path against the repo when it validates or
+    describes a source, but its DuckDB offline store reads the raw path against the working
+    directory, so a run started elsewhere finds no files. With a relative source in the repo, Feast
+    is called from the repo folder (process-wide, so under a lock); otherwise nothing changes.
+    """
+    with quiet_feast():
+        if not _has_relative_sources(spec.feature_repo):
+            yield
+            return
+        with _CWD_LOCK:
+            before = os.getcwd()
+            os.chdir(spec.feature_repo)
+            try:
+                yield
+            finally:
+                os.chdir(before)
+
+
+def _has_relative_sources(feature_repo: Path) -> bool:
+    for view in feature_store(str(feature_repo)).list_feature_views():
+        path = str(getattr(view.batch_source, "path", "") or "")
+        if path and "://" not in path and not Path(path).is_absolute():
+            return True
+    return False
 
 
 @contextlib.contextmanager
@@ -203,8 +300,24 @@ def registry_lock(spec: RetrainingSpec, shared: bool = False) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_VIEW_FORMAT = 2  # of the cached view: a cache written by an older release is re-read from the registry
+
+
 def load_feature_service_view(spec: "RetrainingSpec") -> FeatureServiceView:
-    """The spec's feature service as plain data, from cache when the registry is unchanged."""
+    """The spec's feature service as plain data, from cache when the registry is unchanged.
+
+    Every consumer (definitions, sensor ticks, runs, the CLI) gets the view through here, and it is
+    checked against the spec each time (:func:`retrain_plugins.validation.check_spec_against_view`):
+    no path starts a run on a spec whose joins do not match Feast's.
+    """
+    view = _load_view(spec)
+    from retrain_plugins.validation import check_spec_against_view
+
+    check_spec_against_view(spec, view)
+    return view
+
+
+def _load_view(spec: "RetrainingSpec") -> FeatureServiceView:
     registry = registry_path(spec.feature_repo)
     if not registry.exists():
         raise SpecError(
@@ -222,7 +335,7 @@ def load_feature_service_view(spec: "RetrainingSpec") -> FeatureServiceView:
             f"Feast registry {registry} is out of date: {changed} changed after the last apply; "
             f"run `feast -c {spec.feature_repo} apply` (or `retrain apply`)"
         )
-    stamp = f"{stat.st_size}:{stat.st_mtime_ns}:{spec.feature_service}"
+    stamp = f"{_VIEW_FORMAT}:{stat.st_size}:{stat.st_mtime_ns}:{spec.feature_service}"
     cache = Path(spec.data_dir) / "state" / spec.name / "feature_service_view.json"
     if cache.exists():
         cached = json.loads(cache.read_text())

@@ -11,7 +11,7 @@ label row's), ready for :class:`~retrain_plugins.routing.RoutedModel`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,11 +20,11 @@ import polars as pl
 
 from retrain_plugins.changes.state import StateStore
 from retrain_plugins.errors import RoutingError
-from retrain_plugins.feast_view import FeatureServiceView, quiet_feast, registry_lock
+from retrain_plugins.feast_view import FeatureServiceView, feast_calls, registry_lock
 from retrain_plugins.partitions import windows
 from retrain_plugins.sources import LABELS, inspect_file, listing, sources
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.sql import connect, ident, parquet, query
+from retrain_plugins.sql import connect, ident, parquet, query, utc
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -74,7 +74,7 @@ def materialize_online(
             start = max(full_start, datetime.fromtimestamp(min(firsts.values()) / 1e6, tz=timezone.utc)) if firsts else None
             mode = "added files" if start is not None and start < end else "up to date"
         if mode != "up to date":
-            with quiet_feast():
+            with feast_calls(spec):
                 store.materialize(start_date=start, end_date=end, feature_views=names)
         state.save_online_files(current)
         state.set_meta(ONLINE_DEFINITION, view.version)
@@ -97,32 +97,79 @@ def _online_store_exists(store: "FeatureStore") -> bool:
     return Path(SqliteOnlineStore._get_db_path(store.config)).exists()
 
 
-def latest_cohorts(spec: RetrainingSpec, entity_ids: Sequence[Any]) -> dict[Any, str]:
-    """Each entity's cohort from its newest label row."""
+def latest_cohorts(spec: RetrainingSpec, entities: Sequence[Mapping[str, Any]]) -> dict[tuple, str]:
+    """Each entity's cohort: the cohort column itself when it is a join key, else its newest label row's.
+
+    Args:
+        entities: One mapping per entity, join key -> value (as Feast names the keys).
+
+    Returns:
+        entity key tuple (values in ``labels.entity_columns`` order) -> cohort, for the entities
+        whose cohort is known.
+    """
     lab = spec.labels
+    keys = list(lab.keys)
+    wanted = [tuple(e[k] for k in keys) for e in entities]
+    if lab.cohort_column in lab.key_columns:
+        key = next(k for k, c in lab.keys.items() if c == lab.cohort_column)
+        return {w: str(dict(zip(keys, w))[key]) for w in wanted}
+    if not wanted:
+        return {}
+    con = connect()
+    con.register("wanted_tbl", pl.DataFrame([dict(zip(lab.key_columns, w)) for w in wanted]))
+    on = " AND ".join(f"l.{ident(lab.keys[k])} = w.{ident(lab.keys[k])}" for k in keys)
+    select = ", ".join(f"w.{ident(lab.keys[k])}" for k in keys)
     frame = query(
-        connect(),
-        f"SELECT {ident(lab.entity_column)} AS e, arg_max(CAST({ident(lab.cohort_column)} AS VARCHAR), "
-        f"{ident(lab.timestamp_column)}) AS c FROM {parquet('labels')} "
-        f"WHERE list_contains($ids, {ident(lab.entity_column)}) GROUP BY 1",
-        {"labels": spec.label_glob, "ids": list(entity_ids)},
+        con,
+        f"SELECT {select}, arg_max(CAST(l.{ident(lab.cohort_column)} AS VARCHAR), {utc('l.' + ident(lab.timestamp_column))}) AS _c "
+        f"FROM {parquet('labels')} AS l JOIN wanted_tbl AS w ON {on} GROUP BY ALL",
+        {"labels": spec.label_glob},
     )
-    return dict(frame.iter_rows())
+    return {row[:-1]: row[-1] for row in frame.iter_rows()}
 
 
 def online_frame(
-    spec: RetrainingSpec, store: "FeatureStore", entity_ids: Sequence[Any], cohorts: dict[Any, str] | None = None
+    spec: RetrainingSpec,
+    store: "FeatureStore",
+    entities: Sequence[Mapping[str, Any] | Any],
+    cohorts: Sequence[str | None] | None = None,
 ) -> pl.DataFrame:
-    """Online features of ``entity_ids`` plus their cohort column."""
+    """Online features of ``entities`` plus the label-row columns a routed model needs.
+
+    Args:
+        entities: One mapping per entity (or, for a single join key, plain ids): every join key of
+            the feature service (as Feast names it) and, when the model uses label-row features (``labels.feature_columns``), their
+            request-time values under the label column names.
+        cohorts: Per entity, its cohort, or None to derive it (from the key when the cohort column
+            is a join key, else from the entity's newest label row).
+
+    Raises:
+        RoutingError: An entity lacks a join key or a request-time feature, or has no known cohort.
+    """
+    lab = spec.labels
+    keys = list(lab.keys)
+    if len(keys) == 1:  # plain ids for a single join key
+        entities = [e if isinstance(e, Mapping) else {keys[0]: e} for e in entities]
+    context = [c for c in lab.feature_columns if c not in lab.key_columns]
+    for entity in entities:
+        missing = [k for k in (*keys, *context) if k not in entity]
+        if missing:
+            raise RoutingError(f"entity {dict(entity)} lacks {missing} (join keys {keys}, request-time columns {context})")
     service = store.get_feature_service(spec.feature_service)
-    entity = spec.labels.entity_column
-    with registry_lock(spec, shared=True):
-        response = store.get_online_features(features=service, entity_rows=[{entity: e} for e in entity_ids])
-    frame = pl.DataFrame(response.to_dict())
-    cohorts = cohorts if cohorts is not None else latest_cohorts(spec, entity_ids)
-    unknown = [e for e in entity_ids if e not in cohorts]
+    with registry_lock(spec, shared=True), feast_calls(spec):
+        response = store.get_online_features(features=service, entity_rows=[{k: e[k] for k in keys} for e in entities])
+    features = pl.DataFrame(response.to_dict()).drop(keys, strict=False)
+    known = latest_cohorts(spec, [e for e, c in zip(entities, cohorts or [None] * len(entities)) if c is None])
+    resolved, unknown = [], []
+    for i, entity in enumerate(entities):
+        given = cohorts[i] if cohorts is not None else None
+        cohort = given if given is not None else known.get(tuple(entity[k] for k in keys))
+        if cohort is None:
+            unknown.append(entity[keys[0]] if len(keys) == 1 else dict(entity))
+        resolved.append(cohort)
     if unknown:
         raise RoutingError(f"no cohort known for entities {unknown[:10]} (no label rows): pass cohorts explicitly")
-    return frame.with_columns(
-        pl.col(entity).replace_strict(cohorts, return_dtype=pl.String).alias(spec.labels.cohort_column)
-    )
+    label_side = {lab.keys[k]: [e[k] for e in entities] for k in keys}
+    label_side |= {c: [e[c] for e in entities] for c in context}
+    label_side[lab.cohort_column] = resolved
+    return pl.DataFrame(label_side).with_columns(pl.col(lab.cohort_column).cast(pl.String)).hstack(features)

@@ -84,14 +84,16 @@ class PartitionKey(NamedTuple):
 
 
 def window_partitions_def(spec: RetrainingSpec) -> TimeWindowPartitionsDefinition:
-    start = spec.windows.start.isoformat()
-    end = spec.windows.end.isoformat() if spec.windows.end else None
-    cls = {
-        "daily": DailyPartitionsDefinition,
-        "weekly": WeeklyPartitionsDefinition,
-        "monthly": MonthlyPartitionsDefinition,
-    }[spec.windows.granularity]
-    return cls(start_date=start, end_date=end, timezone="UTC")
+    """Dagster's time windows of the spec, in its time zone; weekly windows start on ``start``'s weekday."""
+    w = spec.windows
+    start = w.start.isoformat()
+    end = w.end.isoformat() if w.end else None
+    if w.granularity == "weekly":
+        # Dagster counts weekdays from Sunday (0); so does ``isoweekday() % 7``. Without this, a
+        # start that is no Sunday would silently begin at the next Sunday and lose the days between.
+        return WeeklyPartitionsDefinition(start_date=start, end_date=end, timezone=w.timezone, day_offset=w.start.isoweekday() % 7)
+    cls = {"daily": DailyPartitionsDefinition, "monthly": MonthlyPartitionsDefinition}[w.granularity]
+    return cls(start_date=start, end_date=end, timezone=w.timezone)
 
 
 def cohort_partitions_def(spec: RetrainingSpec) -> StaticPartitionsDefinition | DynamicPartitionsDefinition:
@@ -119,7 +121,7 @@ def cohorts(spec: RetrainingSpec, instance: "DynamicPartitionsStore | None" = No
 
 
 def windows(spec: RetrainingSpec) -> list[Window]:
-    """Every window of the retraining, oldest first, as UTC intervals [start, end)."""
+    """Every window of the retraining, oldest first, as intervals [start, end) in the spec's time zone."""
     definition = window_partitions_def(spec)
     result = []
     for key in definition.get_partition_keys():

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from retrain_plugins.errors import DataError
 from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.sql import connect, ident, parquet
+from retrain_plugins.sql import connect, ident, parquet, utc
 
 LABELS = "labels"
 
@@ -28,25 +28,37 @@ class Source(NamedTuple):
     numeric: tuple[str, ...]  # columns that must exist and be numeric
     other: tuple[str, ...]  # columns that must exist
     not_null: tuple[str, ...] = ()  # columns no row may leave empty
+    text: tuple[str, ...] = ()  # columns that must exist and be strings (Feast String features)
+    timestamps: tuple[str, ...] = ()  # further timestamp columns (a created-timestamp column)
+
+
+_NUMERIC_FEAST = ("Int", "Float", "Bool", "Decimal")
 
 
 def sources(spec: RetrainingSpec, view: FeatureServiceView) -> dict[str, Source]:
     """Every source a retraining reads: the labels and each feature view's batch source."""
     lab = spec.labels
+    numeric_label = spec.task in ("binary", "regression")
     sources = {
         # A label row without entity, time or cohort belongs to no partition: refused, not dropped.
         LABELS: Source(
             spec.label_glob,
             lab.timestamp_column,
             0.0,
-            (lab.label_column,),
-            (lab.entity_column, lab.cohort_column),
-            (lab.entity_column, lab.timestamp_column, lab.cohort_column),
+            (lab.label_column,) if numeric_label else (),
+            tuple(dict.fromkeys([*lab.key_columns, lab.cohort_column, *lab.feature_columns]))
+            + (() if numeric_label else (lab.label_column,)),
+            (*lab.key_columns, lab.timestamp_column, lab.cohort_column),
         )
     }
     for fv in view.views:
         reach = fv.ttl_seconds if fv.ttl_seconds is not None else float("inf")
-        sources[fv.name] = Source(fv.source_path, fv.timestamp_field, reach, fv.features, fv.join_keys)
+        types = dict(zip(fv.features, fv.feature_types))
+        numeric = tuple(f for f in fv.features if types.get(f, "Float64").startswith(_NUMERIC_FEAST))
+        text = tuple(f for f in fv.features if types.get(f) == "String")
+        other = tuple(f for f in fv.features if f not in numeric and f not in text) + fv.join_keys
+        created = (fv.created_timestamp_field,) if fv.created_timestamp_field else ()
+        sources[fv.name] = Source(fv.source_path, fv.timestamp_field, reach, numeric, other, (), text, created)
     return sources
 
 
@@ -55,20 +67,25 @@ _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "
 
 
 def inspect_file(path: str, source: Source) -> tuple[int | None, int | None]:
-    """Check a file's schema against what the retraining reads; return its time range (us)."""
+    """Check a file's schema against what the retraining reads; return its time range (UTC us)."""
     con = connect()
     try:
         described = con.execute(f"DESCRIBE SELECT * FROM {parquet('p')}", {"p": path}).fetchall()
         types = {name: dtype for name, dtype, *_ in described}
-        missing = [c for c in (source.timestamp, *source.numeric, *source.other) if c not in types]
+        required = (source.timestamp, *source.timestamps, *source.numeric, *source.text, *source.other)
+        missing = [c for c in dict.fromkeys(required) if c not in types]
         if missing:
             raise DataError(f"{path}: missing column(s) {missing}")
-        if not types[source.timestamp].startswith("TIMESTAMP"):
-            raise DataError(f"{path}: column {source.timestamp!r} is {types[source.timestamp]}, expected a timestamp")
+        for column in (source.timestamp, *source.timestamps):
+            if not types[column].startswith("TIMESTAMP"):
+                raise DataError(f"{path}: column {column!r} is {types[column]}, expected a timestamp")
         wrong = [f"{c!r} is {types[c]}" for c in source.numeric if not types[c].startswith(_NUMERIC)]
         if wrong:
             raise DataError(f"{path}: column {', '.join(wrong)}, expected numeric")
-        column = ident(source.timestamp)
+        wrong = [f"{c!r} is {types[c]}" for c in source.text if types[c] != "VARCHAR"]
+        if wrong:
+            raise DataError(f"{path}: column {', '.join(wrong)}, expected a string (the feature is a Feast String)")
+        column = utc(ident(source.timestamp))
         nulls = ", ".join(f"count(*) FILTER (WHERE {ident(c)} IS NULL)" for c in source.not_null)
         lo, hi, *empty = con.execute(
             f"SELECT epoch_us(min({column})), epoch_us(max({column})){', ' + nulls if nulls else ''} FROM {parquet('p')}",

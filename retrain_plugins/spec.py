@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date
+from datetime import date, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pathlib import Path
 from typing import Any, Literal
@@ -90,12 +90,9 @@ class LabelSource(_Model):
         )
 
 
-def _nearest_boundaries(start: date, granularity: str) -> tuple[date, date]:
-    if granularity == "monthly":
-        before = start.replace(day=1)
-        after = date(start.year + start.month // 12, start.month % 12 + 1, 1)
-        return before, after
-    return start, start
+def _nearest_boundaries(day: date) -> tuple[date, date]:
+    """The 1st of ``day``'s month and of the next month."""
+    return day.replace(day=1), date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
 class Windows(_Model):
@@ -118,9 +115,19 @@ class Windows(_Model):
         if self.end is not None and self.end <= self.start:
             raise ValueError(f"windows.end ({self.end}) must be after windows.start ({self.start})")
         if self.granularity == "monthly" and self.start.day != 1:
-            before, after = _nearest_boundaries(self.start, "monthly")
+            before, after = _nearest_boundaries(self.start)
             raise ValueError(
                 f"windows.start {self.start} is not the start of a monthly window; the nearest are {before} and {after}"
+            )
+        if self.end is not None and self.granularity == "monthly" and self.end.day != 1:
+            before, after = _nearest_boundaries(self.end)
+            raise ValueError(f"windows.end {self.end} is not a monthly window boundary; the nearest are {before} and {after}")
+        if self.end is not None and self.granularity == "weekly" and (self.end - self.start).days % 7:
+            short = (self.end - self.start).days % 7
+            before, after = self.end - timedelta(days=short), self.end + timedelta(days=7 - short)
+            raise ValueError(
+                f"windows.end {self.end} is not a weekly window boundary (weeks start on {self.start:%A}s, "
+                f"from {self.start}); the nearest are {before} and {after}"
             )
         try:
             ZoneInfo(self.timezone)

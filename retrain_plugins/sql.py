@@ -39,6 +39,15 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def utc(expression: str) -> str:
+    """A timestamp of any unit, naive (taken as UTC) or zone-aware, as a UTC ``TIMESTAMPTZ`` (us).
+
+    DuckDB cannot compare ``TIMESTAMP_NS`` (pandas' default) with ``TIMESTAMPTZ``, and
+    ``epoch_us`` rejects ``TIMESTAMPTZ_NS``; every timestamp read from a source goes through this.
+    """
+    return f"CAST({expression} AS TIMESTAMPTZ)"
+
+
 def parquet(param: str) -> str:
     """``read_parquet`` over a glob bound as parameter ``param`` (no hive columns, by name)."""
     return f"read_parquet(${param}, union_by_name = true, hive_partitioning = false)"

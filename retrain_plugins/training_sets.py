@@ -1,13 +1,19 @@
 """One partition's training set: label rows -> Feast point-in-time join -> frame.
 
 The label rows of cohort ``c`` in windows ``w-L+1 .. w`` form the entity frame; Feast's
-``get_historical_features`` joins the feature service's features as of each label time. Rows are
-carried with a ``row_id`` (Feast does not keep row order) and the result is sorted by
-(label time, entity), so the same data always yields the same frame and the same model.
+``get_historical_features`` joins the feature service's features as of each label time, each
+feature view on its own join keys (``labels.entity_columns`` names the label column holding each
+key). Rows carry a ``row_id`` (Feast does not keep row order) in a total order: label time, every
+key column, cohort, label, then the label rows' feature columns. Rows equal in all of these are
+equal in every column of the training set, so the same inputs always give the same frame, the
+same parquet bytes and the same model, whatever order the files list their rows in.
+
+Timestamps of any unit, naive (read as UTC) or zone-aware, are read as UTC microseconds.
 
 :func:`asof_training_set` computes the same frame independently with DuckDB ``ASOF JOIN`` from the
-Feast definitions (TTL, timestamp field, join key). It is the reference the Feast path is tested
-against, and the basis of the content fingerprints the change sensor compares.
+Feast definitions (TTL, timestamp field, join keys, created-timestamp tie-break). It is the
+``duckdb_asof`` retrieval path, the reference the Feast path is tested against, and the basis of
+the content fingerprints the change sensor compares.
 """
 
 from __future__ import annotations
@@ -20,10 +26,10 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from retrain_plugins.errors import DataError, SpecError
-from retrain_plugins.feast_view import FeatureServiceView, feature_store, quiet_feast, registry_lock
+from retrain_plugins.feast_view import FeatureServiceView, FeatureViewInfo, feast_calls, feature_store, registry_lock
 from retrain_plugins.partitions import Window
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.sql import connect, ident, parquet, query
+from retrain_plugins.sql import connect, ident, parquet, query, utc
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -33,7 +39,11 @@ WINDOW_COL = "window"
 
 
 def check_label_source(spec: RetrainingSpec, view: FeatureServiceView | None = None) -> None:
-    """Fail with a message naming the column if the label source does not fit the spec."""
+    """Fail with a message naming the column if the label source does not fit the spec.
+
+    ``view`` also checks the spec against the feature service (see
+    :func:`retrain_plugins.validation.check_spec_against_view`).
+    """
     con = connect()
     try:
         described = con.execute(f"DESCRIBE SELECT * FROM {parquet('p')}", {"p": spec.label_glob}).fetchall()
@@ -41,12 +51,14 @@ def check_label_source(spec: RetrainingSpec, view: FeatureServiceView | None = N
         raise DataError(f"cannot read label source {spec.label_glob}: {exc}") from exc
     types = {name: dtype for name, dtype, *_ in described}
     labels = spec.labels
-    for role, column in (
-        ("entity_column", labels.entity_column),
+    roles = [(f"entity_columns.{key}", column) for key, column in labels.keys.items()]
+    roles += [
         ("timestamp_column", labels.timestamp_column),
         ("label_column", labels.label_column),
         ("cohort_column", labels.cohort_column),
-    ):
+        *(("feature_columns", c) for c in labels.feature_columns),
+    ]
+    for role, column in roles:
         if column not in types:
             raise SpecError(
                 f"labels.{role} {column!r} is not a column of the label source {spec.label_glob}; "
@@ -58,12 +70,15 @@ def check_label_source(spec: RetrainingSpec, view: FeatureServiceView | None = N
             f"{types[labels.timestamp_column]}, expected a timestamp"
         )
     if view is not None:
-        for fv in view.views:
-            if fv.join_keys != (labels.entity_column,):
-                raise SpecError(
-                    f"feature view {fv.name!r} joins on {list(fv.join_keys)} but labels.entity_column "
-                    f"is {labels.entity_column!r}"
-                )
+        from retrain_plugins.validation import check_spec_against_view
+
+        check_spec_against_view(spec, view)
+
+
+def label_order(spec: RetrainingSpec) -> list[str]:
+    """The label-row columns that order a training set (see the module docstring)."""
+    lab = spec.labels
+    return list(dict.fromkeys([lab.timestamp_column, *lab.key_columns, lab.cohort_column, lab.label_column, *lab.feature_columns]))
 
 
 def _files(pattern: str, exclude: frozenset[str]) -> str | list[str]:
@@ -89,20 +104,25 @@ def label_rows(
     con = connect()
     con.register("windows_tbl", _windows_frame(windows, only))
     cohort = f"CAST(l.{ident(lab.cohort_column)} AS VARCHAR)"
+    ts = utc(f"l.{ident(lab.timestamp_column)}")
     cohort_filter = "" if cohorts is None else f"AND list_contains($cohorts, {cohort})"
     if only is not None:
         cohort_filter += f" AND (w.cohorts IS NULL OR list_contains(w.cohorts, {cohort}))"
+
+    def column(name: str) -> str:
+        if name == lab.timestamp_column:
+            return f"{ts} AS {ident(name)}"
+        if name == lab.cohort_column and name not in lab.key_columns:  # a key keeps its type for the joins
+            return f"{cohort} AS {ident(name)}"
+        return f"l.{ident(name)} AS {ident(name)}"
+
+    order = ", ".join(f"{ident(c)} NULLS LAST" for c in label_order(spec))
     sql = f"""
-        SELECT l.{ident(lab.entity_column)} AS {ident(lab.entity_column)},
-               l.{ident(lab.timestamp_column)} AS {ident(lab.timestamp_column)},
-               CAST(l.{ident(lab.cohort_column)} AS VARCHAR) AS {ident(lab.cohort_column)},
-               l.{ident(lab.label_column)} AS {ident(lab.label_column)},
-               w.key AS {ident(WINDOW_COL)}
+        SELECT {", ".join(column(c) for c in lab.columns)}, w.key AS {ident(WINDOW_COL)}
         FROM {parquet('labels')} AS l
-        JOIN windows_tbl AS w
-          ON l.{ident(lab.timestamp_column)} >= w.start AND l.{ident(lab.timestamp_column)} < w."end"
+        JOIN windows_tbl AS w ON {ts} >= w.start AND {ts} < w."end"
         WHERE TRUE {cohort_filter}
-        ORDER BY 2, 1
+        ORDER BY {order}
     """
     params: dict = {"labels": _files(spec.label_glob, exclude)}
     if cohorts is not None:
@@ -120,23 +140,29 @@ def feast_training_set(
 ) -> pl.DataFrame:
     """The training set of ``cohort`` over ``windows``, joined point-in-time by Feast."""
     labels = label_rows(spec, windows, [cohort])
-    columns = [ROW_ID, *labels.columns[1:], *view.feature_columns]
+    features = view.feature_columns
+    columns = [ROW_ID, *labels.columns[1:], *features]
     if labels.height == 0:
-        return pl.DataFrame(schema={**labels.schema, **{f: pl.Float64 for f in view.feature_columns}}).select(columns)
+        return pl.DataFrame(schema={**labels.schema, **{f: pl.Float64 for f in features}}).select(columns)
     store = store or feature_store(str(spec.feature_repo))
-    ts = spec.labels.timestamp_column
-    entity_df = labels.rename({ts: "event_timestamp"}).to_pandas()
+    # Feast sees only the row id, the time and the join keys, named as Feast names them.
+    keys = spec.labels.keys
+    entity_df = labels.select(
+        ROW_ID,
+        pl.col(spec.labels.timestamp_column).alias("event_timestamp"),
+        *(pl.col(column).alias(key) for key, column in keys.items()),
+    ).to_pandas()
     try:
         service = store.get_feature_service(spec.feature_service)
     except Exception as exc:
         raise SpecError(f"feature service {spec.feature_service!r} not found in {spec.feature_repo}: {exc}") from exc
     # shared registry lock: never while a materialize rewrites the registry (online.materialize_online)
-    with registry_lock(spec, shared=True), quiet_feast():
+    with registry_lock(spec, shared=True), feast_calls(spec):
         job = store.get_historical_features(entity_df=entity_df, features=service)
-        frame = pl.from_arrow(job.to_arrow()).rename({"event_timestamp": ts})
-    if frame.height != labels.height:
-        raise DataError(f"Feast returned {frame.height} rows for {labels.height} label rows of {cohort!r}")
-    return frame.select(columns).sort(ROW_ID)
+        joined = pl.from_arrow(job.to_arrow()).select(ROW_ID, *features)
+    if joined.height != labels.height:
+        raise DataError(f"Feast returned {joined.height} rows for {labels.height} label rows of {cohort!r}")
+    return labels.join(joined, on=ROW_ID, how="left").select(columns).sort(ROW_ID)
 
 
 def partition_training_set(
@@ -154,10 +180,8 @@ def partition_training_set(
     """
     if spec.retrieval == "feast":
         return feast_training_set(spec, view, windows, cohort, store)
-    lab = spec.labels
-    label_columns = [lab.entity_column, lab.timestamp_column, lab.cohort_column, lab.label_column, WINDOW_COL]
     frame = asof_training_set(spec, view, windows, [cohort])
-    return frame.select(ROW_ID, *label_columns, *view.feature_columns).sort(ROW_ID)
+    return frame.select(ROW_ID, *spec.labels.columns, WINDOW_COL, *view.feature_columns).sort(ROW_ID)
 
 
 def asof_training_set(
@@ -171,44 +195,29 @@ def asof_training_set(
 ) -> pl.DataFrame:
     """The same join as Feast's, computed independently with DuckDB ``ASOF LEFT JOIN``.
 
-    Feast's rule: the latest feature row with ``ts <= label time`` and ``ts + ttl >= label time``.
-    ASOF picks the latest row at or before the label time; a row older than the TTL is nulled.
+    Feast's rule: the latest feature row with ``ts <= label time`` and ``ts + ttl >= label time``,
+    matched on every join key of the view; among rows of one key and time, the one with the newest
+    created timestamp (the source's ``created_timestamp_column``). ASOF picks the latest row at or
+    before the label time; a row older than the TTL is nulled. Rows that still tie and differ in
+    their values have no defined winner in Feast (it keeps an arbitrary one): a label row that
+    would join such a tie is refused with a :class:`DataError` naming the view, key and time.
     ``only`` keeps, per window key, just the given cohorts (None: all); see :func:`label_rows`.
     """
     con = connect()
-    lab = spec.labels
     if only is not None:
         windows = [w for w in windows if w.key in only]
     con.register("labels_tbl", label_rows(spec, windows, cohorts, exclude, only=only))
-    ts, key = ident(lab.timestamp_column), ident(lab.entity_column)
+    lab = spec.labels
+    ts = ident(lab.timestamp_column)
     selects, joins, params = [], [], {}
     for i, fv in enumerate(view.views):
-        alias, fts, join_key = f"f{i}", ident(fv.timestamp_field), ident(fv.join_keys[0])
+        alias = f"f{i}"
+        label_keys = [ident(lab.keys[k]) for k in fv.label_keys]
         params[f"src{i}"] = _files(fv.source_path, exclude)
-        cols = ", ".join(ident(f) for f in fv.features)
-        # Pushed down: only rows a label of these windows can join, i.e. with timestamps in
-        # [start - TTL, end) of its window, of that window's label entities. Scattered windows (a
-        # tick after edits in January and December) are scanned range by range (UNION ALL), each
-        # with the entities of its own windows: their hull would feed every row of the year in
-        # between, and every entity, into the ASOF join's sort.
-        scans = []
-        for j, (lo, hi, keys) in enumerate(_time_ranges(windows, fv.ttl_seconds)):
-            params[f"w{i}_{j}"], params[f"hi{i}_{j}"] = keys, hi
-            filters = [
-                f"{join_key} IN (SELECT {key} FROM labels_tbl WHERE list_contains($w{i}_{j}, {ident(WINDOW_COL)}))",
-                f"{fts} < CAST($hi{i}_{j} AS TIMESTAMPTZ)",
-            ]
-            if lo is not None:
-                params[f"lo{i}_{j}"] = lo
-                filters.append(f"{fts} >= CAST($lo{i}_{j} AS TIMESTAMPTZ)")
-            scans.append(
-                f"SELECT {join_key} AS _k, {fts} AS _ts, {cols} FROM {parquet(f'src{i}')} WHERE {' AND '.join(filters)}"
-            )
-        if not scans:  # no windows, no labels: an empty side with the right columns
-            scans.append(f"SELECT {join_key} AS _k, {fts} AS _ts, {cols} FROM {parquet(f'src{i}')} WHERE FALSE")
-        joins.append(
-            f"ASOF LEFT JOIN ({' UNION ALL '.join(scans)}) AS {alias} ON l.{key} = {alias}._k AND l.{ts} >= {alias}._ts"
-        )
+        scan = _feature_scan(fv, i, windows, label_keys, params)
+        on = " AND ".join(f"l.{lk} = {alias}._k{j}" for j, lk in enumerate(label_keys))
+        joins.append(f"ASOF LEFT JOIN ({scan}) AS {alias} ON {on} AND l.{ts} >= {alias}._ts")
+        selects.append(f"{alias}._ambiguous AS _ambiguous{i}")
         for f in fv.features:
             if fv.ttl_seconds:
                 keep = f"{alias}._ts + to_seconds(CAST({fv.ttl_seconds} AS DOUBLE)) >= l.{ts}"
@@ -216,7 +225,65 @@ def asof_training_set(
             else:
                 selects.append(f"{alias}.{ident(f)} AS {ident(f)}")
     sql = f"SELECT l.*, {', '.join(selects)} FROM labels_tbl AS l {' '.join(joins)} ORDER BY l.{ROW_ID}"
-    return query(con, sql, params)
+    frame = query(con, sql, params)
+    flags = [f"_ambiguous{i}" for i in range(len(view.views))]
+    for i, flag in enumerate(flags):
+        tied = frame.filter(pl.col(flag).fill_null(False))
+        if tied.height:
+            fv, first = view.views[i], tied.row(0, named=True)
+            where = ", ".join(f"{k}={first[lab.keys[k]]!r}" for k in fv.label_keys)
+            raise DataError(
+                f"feature view {fv.name!r} ({fv.source_path}) has rows with the same key and event time "
+                f"{'and created time ' if fv.created_timestamp_field else ''}but different values "
+                f"({tied.height} label rows would join one, e.g. {where} as of {first[lab.timestamp_column]}): "
+                "Feast keeps an arbitrary one. "
+                + ("Give such rows distinct created timestamps" if fv.created_timestamp_field else
+                   "Set the source's created_timestamp_column")
+                + " or remove the duplicates."
+            )
+    return frame.drop(flags)
+
+
+def _feature_scan(fv: FeatureViewInfo, i: int, windows: Sequence[Window], label_keys: list[str], params: dict) -> str:
+    """The feature rows of view ``i`` that labels of ``windows`` can join, one per (key, time).
+
+    Pushed down: only rows with timestamps in [start - TTL, end) of a window, of that window's
+    label entities. Scattered windows (a tick after edits in January and December) are scanned range
+    by range (UNION ALL), each with the entities of its own windows: their hull would feed every
+    row of the year in between, and every entity, into the ASOF join's sort. Then Feast's
+    tie-break: per (key, time) the row with the newest created timestamp (``_ambiguous`` marks a
+    winner tied with a different row).
+    """
+    keys = [ident(k) for k in fv.join_keys]
+    fts = utc(ident(fv.timestamp_field))
+    created = utc(ident(fv.created_timestamp_field)) if fv.created_timestamp_field else "NULL::TIMESTAMPTZ"
+    out = ", ".join(f"{k} AS _k{j}" for j, k in enumerate(keys))
+    cols = ", ".join(ident(f) for f in fv.features)
+    src_keys = keys[0] if len(keys) == 1 else f"({', '.join(keys)})"
+    lbl_keys = ", ".join(label_keys)
+    scans = []
+    for j, (lo, hi, window_keys) in enumerate(_time_ranges(windows, fv.ttl_seconds)):
+        params[f"w{i}_{j}"], params[f"hi{i}_{j}"] = window_keys, hi
+        filters = [
+            f"{src_keys} IN (SELECT {lbl_keys} FROM labels_tbl WHERE list_contains($w{i}_{j}, {ident(WINDOW_COL)}))",
+            f"{fts} < CAST($hi{i}_{j} AS TIMESTAMPTZ)",
+        ]
+        if lo is not None:
+            params[f"lo{i}_{j}"] = lo
+            filters.append(f"{fts} >= CAST($lo{i}_{j} AS TIMESTAMPTZ)")
+        scans.append(f"SELECT {out}, {fts} AS _ts, {created} AS _cr, {cols} FROM {parquet(f'src{i}')} WHERE {' AND '.join(filters)}")
+    if not scans:  # no windows, no labels: an empty side with the right columns
+        scans.append(f"SELECT {out}, {fts} AS _ts, {created} AS _cr, {cols} FROM {parquet(f'src{i}')} WHERE FALSE")
+    group = ", ".join(f"_k{j}" for j in range(len(keys)))
+    # One hash aggregation per (key, time, created): rows there are either all equal (any one
+    # stands for them) or ambiguous; then the newest created time wins per (key, time).
+    firsts = ", ".join(f"first({ident(f)}) AS {ident(f)}" for f in fv.features)
+    return f"""
+        SELECT {group}, _ts, {firsts}, count(DISTINCT ROW({cols})) > 1 AS _ambiguous
+        FROM ({' UNION ALL '.join(scans)})
+        GROUP BY {group}, _ts, _cr
+        QUALIFY row_number() OVER (PARTITION BY {group}, _ts ORDER BY _cr DESC NULLS LAST) = 1
+    """
 
 
 def _time_ranges(

@@ -129,4 +129,4 @@ def test_predict_command_scores_entities_from_the_online_store(materialized, cap
     assert all(r[1] == "west" and r[2] == "2025-03-01/west" and r[3] == "own_sub_model" for r in rows)
     assert all(0.0 <= float(r[4]) <= 1.0 for r in rows)
     assert main(["predict", "--spec", str(spec_file)]) == 1
-    assert "predict needs --input rows.parquet or --entities" in capsys.readouterr().err
+    assert "predict needs --input rows.parquet, --entities id,id,... or --entity key=value" in capsys.readouterr().err

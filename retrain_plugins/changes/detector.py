@@ -26,6 +26,7 @@ from retrain_plugins.changes.drift import detect_drift
 from retrain_plugins.changes.fingerprints import EMPTY, Cell, definition_version, frame_cells, partition_fingerprint
 from retrain_plugins.changes.scan import scan_files
 from retrain_plugins.changes.state import StateStore, Trained, in_region
+from retrain_plugins.columns import model_features
 from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.layout import state_path, training_set_path
 from retrain_plugins.partitions import PartitionKey, Window, dependents, training_windows, windows
@@ -224,9 +225,10 @@ def detect_changes(
         detail = f"{rows} rows in {span[0]}..{span[-1]}" + (f" (was {record.rows})" if record else "")
         if reason in ("late_data", "edited_rows", "new_data"):
             reference = _reference(spec, key, keys)
-            current = frame.filter(pl.col(WINDOW_COL).is_in(span) & (pl.col(spec.labels.cohort_column) == key.cohort))
+            cohort = pl.col(spec.labels.cohort_column).cast(pl.String)
+            current = frame.filter(pl.col(WINDOW_COL).is_in(span) & (cohort == key.cohort))
             drift = None if reference is None else detect_drift(
-                reference, current, view.feature_columns, spec.labels.label_column, spec.change_detection.drift
+                reference, current, model_features(spec, view), spec.labels.label_column, spec.change_detection.drift
             )
             if drift is not None and drift.drifted:
                 reason, detail = "drift", f"{detail}; {drift.describe()}"

@@ -36,14 +36,24 @@ class Cell(NamedTuple):
 CellKey = tuple[str, str]  # (window key, cohort)
 
 
-def _row_hash(spec: RetrainingSpec, view: FeatureServiceView | None) -> str:
+def _row_hash(spec: RetrainingSpec, view: FeatureServiceView | None, schema: pl.Schema) -> str:
     lab = spec.labels
+
+    def value(column: str) -> str:
+        # Numbers through DOUBLE (an Int64 and a Float64 of one value hash alike, as in every
+        # release so far); strings, dates and the rest as their text.
+        dtype = schema.get(column)
+        if dtype is not None and (dtype.is_numeric() or dtype == pl.Boolean):
+            return f"CAST(CAST({ident(column)} AS DOUBLE) AS VARCHAR)"
+        return f"CAST({ident(column)} AS VARCHAR)"
+
     parts = [
-        f"CAST({ident(lab.entity_column)} AS VARCHAR)",
+        *(f"CAST({ident(c)} AS VARCHAR)" for c in lab.key_columns),
         f"CAST(epoch_us({ident(lab.timestamp_column)}) AS VARCHAR)",
         f"CAST({ident(lab.cohort_column)} AS VARCHAR)",
-        f"CAST(CAST({ident(lab.label_column)} AS DOUBLE) AS VARCHAR)",
-        *(f"CAST(CAST({ident(f)} AS DOUBLE) AS VARCHAR)" for f in (view.feature_columns if view else ())),
+        value(lab.label_column),
+        *(value(c) for c in lab.feature_columns if c not in lab.key_columns and c != lab.cohort_column),
+        *(value(f) for f in (view.feature_columns if view else ())),
     ]
     # ROW(...)::VARCHAR renders NULL distinctly from any value, unlike concat_ws.
     return f"md5_number_lower(CAST(ROW({', '.join(parts)}) AS VARCHAR))"
@@ -65,7 +75,7 @@ def frame_cells(
     rows = query(
         con,
         f"SELECT {ident(WINDOW_COL)} AS w, CAST({cohort} AS VARCHAR) AS c, count(*) AS n, "
-        f"CAST(sum({_row_hash(spec, view)}) AS VARCHAR) AS h FROM frame_tbl GROUP BY ALL",
+        f"CAST(sum({_row_hash(spec, view, frame.schema)}) AS VARCHAR) AS h FROM frame_tbl GROUP BY ALL",
     )
     return {(w, c): Cell(int(n), h) for w, c, n, h in rows.iter_rows()}
 

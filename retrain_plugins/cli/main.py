@@ -142,25 +142,54 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     spec = load_spec(args)
     model = RoutedModel.load(model_store_root(spec))
-    if args.entities:
+    if args.entities or args.entity:
         from retrain_plugins.feast_view import feature_store
         from retrain_plugins.online import online_frame
 
-        kind = int if all(e.lstrip("-").isdigit() for e in args.entities.split(",")) else str
-        ids = [kind(e) for e in args.entities.split(",")]
-        frame = online_frame(spec, feature_store(str(spec.feature_repo)), ids)
+        entities = _entities(spec, args)
+        cohorts = args.cohorts.split(",") if args.cohorts else None
+        if cohorts is not None and len(cohorts) != len(entities):
+            raise RetrainError(f"--cohorts lists {len(cohorts)} cohorts for {len(entities)} entities")
+        frame = online_frame(spec, feature_store(str(spec.feature_repo)), entities, cohorts)
     elif args.input:
         frame = pl.read_parquet(args.input)
     else:
-        raise RetrainError("predict needs --input rows.parquet or --entities id,id,...")
+        raise RetrainError("predict needs --input rows.parquet, --entities id,id,... or --entity key=value,...")
     scored = model.predict(frame, timestamp_column=args.timestamp_column)
     if args.output:
         scored.write_parquet(args.output)
         print(f"wrote {scored.height} predictions to {args.output}")
     else:
-        columns = [c for c in (spec.labels.entity_column, spec.labels.cohort_column) if c in scored.columns]
+        columns = [c for c in dict.fromkeys([*spec.labels.key_columns, spec.labels.cohort_column]) if c in scored.columns]
         print(render([*columns, "served_by", "route", "prediction"], scored.select([*columns, "served_by", "route", "prediction"]).head(50).rows()))
     return 0
+
+
+def _entities(spec: RetrainingSpec, args: argparse.Namespace) -> list[dict]:
+    """``--entities 1,2`` (one join key) or ``--entity k=v,k2=v2`` (repeated), typed like the label source."""
+    from retrain_plugins.sql import connect, parquet
+
+    lab = spec.labels
+    described = connect().execute(f"DESCRIBE SELECT * FROM {parquet('p')}", {"p": spec.label_glob}).fetchall()
+    numeric = {name for name, dtype, *_ in described if dtype.startswith(("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "U", "HUGEINT"))}
+    floating = {name for name, dtype, *_ in described if dtype.startswith(("FLOAT", "DOUBLE", "DECIMAL"))}
+
+    def typed(field: str, text: str):
+        column = lab.keys.get(field, field)
+        return int(text) if column in numeric else float(text) if column in floating else text
+
+    if args.entities:
+        if len(lab.keys) != 1:
+            raise RetrainError(f"the feature service joins on {list(lab.keys)}: give each entity as --entity " + ",".join(f"{k}=..." for k in lab.keys))
+        (key,) = lab.keys
+        return [{key: typed(key, e)} for e in args.entities.split(",")]
+    entities = []
+    for given in args.entity:
+        pairs = [part.split("=", 1) for part in given.split(",")]
+        if any(len(p) != 2 for p in pairs):
+            raise RetrainError(f"--entity {given!r}: expected key=value,key=value")
+        entities.append({k: typed(k, v) for k, v in pairs})
+    return entities
 
 
 def parser() -> argparse.ArgumentParser:
@@ -194,7 +223,12 @@ def parser() -> argparse.ArgumentParser:
     add("savings", "The savings ledger: partitions skipped and training time avoided per update.", cmd_savings)
     predict = add("predict", "Score a parquet file through the routed model.", cmd_predict)
     predict.add_argument("--input", help="parquet with the cohort column and the features (batch)")
-    predict.add_argument("--entities", help="comma-separated entity ids: features from Feast's online store")
+    predict.add_argument("--entities", help="comma-separated entity ids (one join key): features from Feast's online store")
+    predict.add_argument(
+        "--entity", action="append", default=[],
+        help="one entity as key=value,... (every join key, plus request-time label columns); repeat per entity",
+    )
+    predict.add_argument("--cohorts", help="comma-separated cohort per entity (for entities without label rows)")
     predict.add_argument("--output", help="parquet to write (default: print the first rows)")
     predict.add_argument("--timestamp-column", help="route each row by its time to that window's sub-model")
     return top

@@ -85,7 +85,7 @@ def source_specs(spec: RetrainingSpec) -> tuple[AssetSpec, ...]:
             key=[spec.name, "labels"],
             group_name=spec.name,
             kinds={"parquet"},
-            description=f"Label rows (`{spec.labels.label_column}` per `{spec.labels.entity_column}` and "
+            description=f"Label rows (`{spec.labels.label_column}` per `{', '.join(spec.labels.key_columns)}` and "
             f"`{spec.labels.timestamp_column}`, cohort `{spec.labels.cohort_column}`): `{spec.label_glob}`.",
             metadata={"path": MetadataValue.path(spec.label_glob)},
         ),

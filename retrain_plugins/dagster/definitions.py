@@ -10,7 +10,18 @@ from dagster import Definitions
 from retrain_plugins.dagster.assets import build_retraining_assets
 from retrain_plugins.dagster.resources import FeastResource, ModelStoreResource
 from retrain_plugins.dagster.sensors import build_change_sensor
+from retrain_plugins.feast_view import load_feature_service_view, registry_path
 from retrain_plugins.spec import RetrainingSpec
+
+
+def check_against_registry(spec: RetrainingSpec) -> None:
+    """Refuse, while definitions load, a spec that does not fit its Feast feature service.
+
+    Where the registry does not exist yet (a fresh checkout before ``feast apply``), the check
+    waits for the sensor and the runs, which make it every time they load the feature service.
+    """
+    if registry_path(spec.feature_repo).exists():
+        load_feature_service_view(spec)
 
 
 def build_definitions(
@@ -21,7 +32,9 @@ def build_definitions(
     """Assets, change sensor and resources of each retraining.
 
     Retrainings in one code location share one Feast repo and one model-store root (the first
-    spec's); each keeps its own assets, sensor, store folder and state.
+    spec's); each keeps its own assets, sensor, store folder and state. Each spec is checked
+    against its Feast feature service first (join keys mapped, no column collisions, supported
+    views only): a mismatch is a ``SpecError`` here, not a run that trains on null features.
 
     Args:
         specs: One retraining spec or several.
@@ -34,6 +47,7 @@ def build_definitions(
         raise ValueError("build_definitions needs at least one RetrainingSpec")
     assets, sensors = [], []
     for spec in specs:
+        check_against_registry(spec)
         built = build_retraining_assets(spec)
         assets.extend(built.all)
         sensors.append(build_change_sensor(spec, built, minimum_interval_seconds=sensor_interval_seconds))

@@ -1,0 +1,68 @@
+"""The spec checked against the Feast feature service it names: joins, columns, supported objects.
+
+Run wherever a feature service view is loaded (:func:`retrain_plugins.feast_view.load_feature_service_view`),
+so ``build_definitions``, the Component, every sensor tick, every run and ``retrain apply`` refuse
+the same mistakes the same way, with a :class:`~retrain_plugins.errors.SpecError` that names the
+feature view or column and says what to change. Objects Feast has but retraining cannot use (on-demand
+and stream feature views, non-file sources) are refused while the view is described.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from retrain_plugins.errors import SpecError
+
+if TYPE_CHECKING:
+    from retrain_plugins.feast_view import FeatureServiceView
+    from retrain_plugins.spec import RetrainingSpec
+
+RESERVED = ("row_id", "window")  # columns every training set carries besides the label rows' own
+
+
+def check_spec_against_view(spec: "RetrainingSpec", view: "FeatureServiceView") -> None:
+    """Refuse a spec whose label rows cannot be joined to ``view`` exactly as Feast joins them.
+
+    Raises:
+        SpecError: A view's join key has no label column (``labels.entity_columns``), a mapped key
+            is used by no view, a feature name collides with a label-row column or another
+            view's feature, or a column name is reserved.
+    """
+    lab = spec.labels
+    mapped = lab.keys
+    needed: dict[str, list[str]] = {}
+    for fv in view.views:
+        for key in fv.label_keys:
+            needed.setdefault(key, []).append(fv.name)
+        unmapped = [k for k in fv.label_keys if k not in mapped]
+        if unmapped:
+            hint = ", ".join(f"{k}: <label column>" for k in unmapped)
+            raise SpecError(
+                f"feature view {fv.name!r} of feature service {spec.feature_service!r} joins on "
+                f"{list(fv.label_keys)}, but the label rows map only {sorted(mapped)}: add "
+                f"labels.entity_columns {{{hint}}}"
+                + (f" (and the key(s) already mapped: {', '.join(f'{k}: {c}' for k, c in mapped.items())})" if mapped else "")
+            )
+    unused = sorted(set(mapped) - set(needed))
+    if unused:
+        raise SpecError(
+            f"labels.entity_columns maps {unused}, which no feature view of {spec.feature_service!r} joins on; "
+            f"its views join on {sorted(needed)}"
+        )
+    label_columns = set(lab.columns)
+    for column in (*label_columns,):
+        if column in RESERVED:
+            raise SpecError(f"label column {column!r} is a name the training sets reserve ({list(RESERVED)}): rename it")
+    counts = Counter(view.feature_columns)
+    twice = sorted(f for f, n in counts.items() if n > 1)
+    if twice:
+        owners = {f: [fv.name for fv in view.views if f in fv.features] for f in twice}
+        raise SpecError(f"feature service {spec.feature_service!r} has features of the same name in several views: {owners}")
+    for fv in view.views:
+        for feature in fv.features:
+            if feature in label_columns or feature in RESERVED:
+                raise SpecError(
+                    f"feature {feature!r} of feature view {fv.name!r} has the name of a label-row column "
+                    f"or a reserved column ({sorted(label_columns | set(RESERVED))}): rename one of them"
+                )
