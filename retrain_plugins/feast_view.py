@@ -161,7 +161,7 @@ def apply_feature_repo(feature_repo: Path, in_process: bool = False) -> None:
 def _apply_in_process(feature_repo: Path) -> None:
     import importlib.util
 
-    from feast import Entity, FeatureService, FeatureView
+    from feast import Entity, FeatureService, FeatureView, OnDemandFeatureView
     from feast.data_source import DataSource
 
     objects: list = []
@@ -171,7 +171,7 @@ def _apply_in_process(feature_repo: Path) -> None:
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
         for value in vars(module).values():
-            if isinstance(value, (Entity, DataSource, FeatureView, FeatureService)) and not any(
+            if isinstance(value, (Entity, DataSource, FeatureView, OnDemandFeatureView, FeatureService)) and not any(
                 value is o for o in objects
             ):
                 objects.append(value)
@@ -231,7 +231,7 @@ def _feature_view(store: "FeatureStore", service_name: str, name: str):
             "on-demand feature view": store.list_on_demand_feature_views,
             "stream feature view": store.list_stream_feature_views,
         }
-        kind = next((k for k, listing in kinds.items() if any(v.name == name for v in listing())), "view")
+        kind = next((k for k, listing in kinds.items() if any(v.name == name for v in listing())), "a view not in the registry,")
         raise SpecError(
             f"feature service {service_name!r} uses {kind} {name!r}, which retraining does not support: "
             "change detection and the DuckDB ASOF path need each feature's source rows. Compute the "
