@@ -6,6 +6,7 @@ without editing this file.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import pickle
@@ -226,15 +227,16 @@ def test_artifact_is_a_plain_npz_with_fixed_timestamps(tmp_path):
     with np.load(tmp_path / "m.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files if k != "meta.json"}
     assert sorted(arrays) == sorted(
-        ["baseline", "roots", "value", "feature", "threshold", "missing_left", "left", "right", "is_leaf"]
+        ["baseline", "roots", "value", "feature", "threshold", "missing_left", "left", "right", "is_leaf",
+         "is_categorical", "bitset", "left_bitsets", "known_bitsets", "f_idx_map"]
     )
     assert all(a.dtype.kind in "fiu" for a in arrays.values())
     assert len(arrays["roots"]) == 10
     with zipfile.ZipFile(tmp_path / "m.npz") as zf:
         meta = json.loads(zf.read("meta.json"))
         assert {info.date_time for info in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
-    assert meta == {"format": "retrain_plugins.hist_gradient_boosting", "version": 1, "classes": [0, 1],
-                    "features": ["signal", "inverse", "noise", "sparse"]}
+    assert meta == {"format": "retrain_plugins.hist_gradient_boosting", "version": 2, "task": "binary",
+                    "classes": [0, 1], "features": ["signal", "inverse", "noise", "sparse"], "categories": {}}
 
 
 def _rewrite(src: Path, dst: Path, **replace: bytes) -> Path:
@@ -263,7 +265,7 @@ def test_load_rejects_foreign_and_corrupt_files(tmp_path):
     cases = {
         tmp_path / "other.cbm": r"is not a sklearn_hgb model file: File is not a zip file",
         _rewrite(good, tmp_path / "v2.npz", meta_json=b'{"format": "retrain_plugins.hist_gradient_boosting", '
-                 b'"version": 2}'): r"format .* v2",
+                 b'"version": 99}'): r"format .* v99",
         _rewrite(good, tmp_path / "loop.npz", left_npy=_npy(looping)): r"a split node points outside its tree",
         _rewrite(good, tmp_path / "f32.npz", value_npy=_npy(model.arrays["value"].astype(np.float32))):
             r"array 'value' is float32",
@@ -292,9 +294,9 @@ def test_unsupported_estimator_params_fail_at_construction(params: dict[str, Any
 def test_fit_refuses_an_export_that_predicts_differently(monkeypatch):
     export = TreeEnsemble.from_estimator.__func__
 
-    def shifted(cls, estimator, names):
-        model = export(cls, estimator, names)
-        return TreeEnsemble({**model.arrays, "baseline": model.arrays["baseline"] + 1e-9}, model.feature_names)
+    def shifted(cls, estimator, names, categories=None):
+        model = export(cls, estimator, names, categories)
+        return dataclasses.replace(model, arrays={**model.arrays, "baseline": model.arrays["baseline"] + 1e-9})
 
     monkeypatch.setattr(TreeEnsemble, "from_estimator", classmethod(shifted))
     features, labels = make_dataset()
