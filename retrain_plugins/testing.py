@@ -115,13 +115,20 @@ def check_declarations(trainer_cls: type[Trainer], params: Mapping[str, Any] | N
     _require(ok_suffix, f"suffix must look like '.ext', got {suffix!r}")
     _require(isinstance(trainer_cls.defaults, Mapping), "defaults must be a mapping")
     _require(isinstance(trainer_cls.test_params, Mapping), "test_params must be a mapping")
-    trainer = _trainer(trainer_cls, params)
     tasks = getattr(trainer_cls, "tasks", None)
-    _require(isinstance(tasks, frozenset) and "binary" in tasks, f"tasks must be a frozenset holding 'binary', got {tasks!r}")
+    _require(isinstance(tasks, frozenset) and tasks, f"tasks must be a non-empty frozenset, got {tasks!r}")
     unknown = sorted(set(tasks) - set(TASKS))
     _require(not unknown, f"tasks names unknown tasks {unknown}; known: {list(TASKS)}")
-    missing = [k for k in trainer_cls.defaults if k not in trainer.params]
-    _require(not missing, f"instance params lack defaults {missing}; call Trainer.__init__")
+    for case in cases(trainer_cls):
+        try:
+            trainer = _trainer(trainer_cls, params, case)
+        except TypeError as exc:
+            raise AssertionError(f"{case} __init__ must accept task= and categorical= keywords: {exc}") from exc
+        missing = [k for k in trainer_cls.defaults if k not in trainer.params]
+        _require(not missing, f"instance params lack defaults {missing}; call Trainer.__init__")
+        wanted = (case.task, (CATEGORICAL,) if case.categorical else ())
+        _require((trainer.task, trainer.categorical) == wanted, f"{case} the instance has task/categorical "
+                 f"{(trainer.task, trainer.categorical)}, not {wanted}; pass them to Trainer.__init__")
 
 
 def _quality(case: Case, trainer: Trainer, model: Any, labels: np.ndarray, p: np.ndarray) -> None:

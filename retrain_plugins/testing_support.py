@@ -74,10 +74,11 @@ def make_dataset(
 
 
 def cases(trainer_cls: type[Trainer]) -> list[Case]:
-    """What the checks fit a trainer on: binary numeric, and each declared task (categorical if supported)."""
-    declared = [t for t in TASKS if t in getattr(trainer_cls, "tasks", frozenset({"binary"}))]
+    """What the checks fit a trainer on: its first task (binary if declared) on numeric data, then
+    each declared task, with the categorical column if the trainer supports categoricals."""
+    declared = [t for t in TASKS if t in getattr(trainer_cls, "tasks", frozenset({"binary"}))] or ["binary"]
     with_cats = bool(getattr(trainer_cls, "supports_categorical", False))
-    return list(dict.fromkeys([Case("binary", False), *(Case(t, with_cats) for t in declared)]))
+    return list(dict.fromkeys([Case(declared[0], False), *(Case(t, with_cats) for t in declared)]))
 
 
 @contextlib.contextmanager

@@ -111,8 +111,44 @@ class Float32Trainer(LinearTrainer):
         return super().load(path).astype(np.float64)
 
 
+class LinearRegressionTrainer(LinearTrainer):
+    """A third-party trainer that declares regression too (and no categoricals)."""
+
+    tasks = frozenset({"binary", "regression"})
+
+    def fit(self, features: pl.DataFrame, labels: np.ndarray) -> np.ndarray:
+        target = labels if self.task == "regression" else 2.0 * labels - 1.0
+        return np.linalg.lstsq(_design(features), target, rcond=None)[0]
+
+    def predict(self, model: np.ndarray, features: pl.DataFrame) -> np.ndarray:
+        if self.task != "regression":
+            return self.predict_proba(model, features)
+        design, out = _design(features), np.zeros(features.height)
+        for j, w in enumerate(model):
+            out += design[:, j] * w
+        return out
+
+
+class RegressionKeptAsProbabilities(LinearRegressionTrainer):
+    def predict(self, model: np.ndarray, features: pl.DataFrame) -> np.ndarray:
+        return self.predict_proba(model, features)  # squashes values into (0, 1)
+
+
 def test_a_third_party_trainer_passes_the_kit():
     check_trainer(LinearTrainer)
+    check_trainer(LinearRegressionTrainer)
+
+
+def test_the_kit_runs_every_declared_task_and_names_the_case():
+    from retrain_plugins.testing import Case, cases
+
+    assert cases(LinearRegressionTrainer) == [Case("binary", False), Case("regression", False)]
+    assert cases(HistGradientBoostingTrainer) == [
+        Case("binary", False), Case("binary", True), Case("multiclass", True), Case("regression", True)
+    ]
+    with pytest.raises(AssertionError) as info:
+        check_trainer(RegressionKeptAsProbabilities)
+    assert re.search(r"- check_fit_predict: \[regression\] holdout RMSE is [\d.]+ x the label spread", str(info.value))
 
 
 @pytest.mark.parametrize(
