@@ -107,8 +107,8 @@ def _label_files_hint(spec: RetrainingSpec, key: PartitionKey) -> str:
     params = {"p": spec.label_glob, "c": key.cohort}
     try:
         con = connect()
-        dtype = con.execute(f"SELECT {column} FROM {source} LIMIT 0", params).pl().schema[lab.label_column]
-        task = resolve_task(spec, dtype)
+        empty = con.execute(f"SELECT {column} FROM {source} LIMIT 0", params).to_arrow_table()
+        task = resolve_task(spec, pl.from_arrow(empty).schema[lab.label_column])
         number = f"TRY_CAST({column} AS DOUBLE)"
         bad, what = {
             "binary": (f"{number} IS NULL OR isnan({number}) OR {number} NOT IN (0, 1)", "values outside {0, 1}"),
