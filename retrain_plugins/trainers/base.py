@@ -2,8 +2,9 @@
 
 A trainer fits one model of its task (binary, multiclass, regression; see
 :mod:`retrain_plugins.tasks`) on a feature frame that may hold categorical (string) columns,
-predicts, and saves and loads its model in a native, non-pickle format. Built-in trainers are registered through the
-``retrain_plugins.trainers`` entry-point group exactly as third-party trainers are.
+predicts, and saves and loads its model in a native, non-pickle format. Built-in trainers are
+registered through the ``retrain_plugins.trainers`` entry-point group exactly as third-party
+trainers are.
 """
 
 from __future__ import annotations
