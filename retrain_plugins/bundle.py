@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from retrain_plugins.columns import model_features
 from retrain_plugins.fallback import FALLBACK_KEY, fallback_store
 from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.layout import model_store_root, training_set_path
@@ -21,7 +22,8 @@ def publish(spec: RetrainingSpec, view: FeatureServiceView) -> dict[str, Any]:
     """Write ``bundle.json`` for ``spec`` from the current sub-models and fallback."""
     payload = {
         "name": spec.name,
-        "feature_columns": view.feature_columns,
+        "task": spec.task,
+        "feature_columns": model_features(spec, view),
         "cohort_column": spec.labels.cohort_column,
         "trainer": spec.trainer.name,
         "trainer_params": spec.trainer.params,
@@ -63,12 +65,28 @@ def smoke_test(spec: RetrainingSpec, rows: int = 5, previous: dict[str, Any] | N
         where = f"{entry['window']}/{entry['cohort']}"
         try:
             sample = _sample(spec, entry, model.features, rows)
-            scores = model._trainer.predict_proba(model._model(entry), sample)
-            if scores.shape != (sample.height,) or not np.all((scores >= 0) & (scores <= 1)):
-                failures.append(f"{where}: predictions out of range")
+            problem = _check_output(model, entry, model._trainer.predict(model._model(entry), sample), sample.height)
+            if problem:
+                failures.append(f"{where}: {problem}")
         except Exception as exc:  # a smoke test reports every kind of failure, it does not raise
             failures.append(f"{where}: {type(exc).__name__}: {exc}")
     return failures
+
+
+def _check_output(model: RoutedModel, entry: dict[str, Any], output: np.ndarray, rows: int) -> str | None:
+    """What is wrong with a model's predictions for its task, if anything."""
+    if model.task == "multiclass":
+        k = len(model._trainer.classes(model._model(entry)))
+        if output.shape != (rows, k):
+            return f"predictions have shape {output.shape}, not ({rows}, {k})"
+        if not (np.all((output >= 0) & (output <= 1)) and np.allclose(output.sum(axis=1), 1.0)):
+            return "class probabilities out of range or not summing to 1"
+        return None
+    if output.shape != (rows,):
+        return f"predictions have shape {output.shape}, not ({rows},)"
+    if model.task == "regression":
+        return None if np.all(np.isfinite(output)) else "non-finite predictions"
+    return None if np.all((output >= 0) & (output <= 1)) else "predictions out of range"
 
 
 def _changed_on_disk(store: ModelStore, entry: dict[str, Any]) -> str | None:
@@ -85,4 +103,6 @@ def _sample(spec: RetrainingSpec, entry: dict[str, Any], features: list[str], ro
     path = training_set_path(spec, PartitionKey(entry["window"], entry["cohort"]))
     if path.exists():
         return pl.read_parquet(path).select(features).head(rows)
-    return pl.DataFrame({f: np.zeros(rows) for f in features})
+    categorical = set(entry.get("categorical_features") or [])
+    return pl.DataFrame({f: [None] * rows if f in categorical else np.zeros(rows) for f in features},
+                        schema={f: pl.String if f in categorical else pl.Float64 for f in features})

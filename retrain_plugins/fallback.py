@@ -3,8 +3,9 @@
 It serves cohorts that have no sub-model (unseen cohorts) or whose sub-model was trained on fewer
 rows than ``spec.fallback.min_rows``. Its retraining policy is explicit and content-based: it is
 fitted on the stored training sets of every cohort in the newest ``spec.fallback.windows`` windows
-that have data, and refitted only when the fingerprint of those inputs (the partitions'
-fingerprints) changed; otherwise the current one is kept, file untouched.
+that have data, with the retraining's task (the same one its sub-models have), and refitted only
+when the fingerprint of those inputs (the partitions' fingerprints) changed; otherwise the current
+one is kept, file untouched.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from typing import Any
 import polars as pl
 
 from retrain_plugins.changes.fingerprints import EMPTY
+from retrain_plugins.columns import categorical_features, model_features
 from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.layout import model_store_root
 from retrain_plugins.partitions import PartitionKey, path_segment, windows
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.store import ModelStore
+from retrain_plugins.tasks import resolve_task
 from retrain_plugins.trainers import fit_and_evaluate, make_trainer
 
 FALLBACK_DIR = "_fallback"
@@ -52,8 +55,13 @@ def _fingerprint(inputs: list[tuple[PartitionKey, Path, str]]) -> str:
     return hashlib.sha256("|".join(f"{k.window}/{k.cohort}:{fp}" for k, _, fp in sorted(inputs)).encode()).hexdigest()[:32]
 
 
-def _is_current(entry: dict[str, Any] | None, fingerprint: str, view: FeatureServiceView) -> bool:
-    return entry is not None and entry["fingerprint"] == fingerprint and entry["feature_columns"] == view.feature_columns
+def _is_current(entry: dict[str, Any] | None, fingerprint: str, spec: RetrainingSpec, view: FeatureServiceView) -> bool:
+    return (
+        entry is not None
+        and entry["fingerprint"] == fingerprint
+        and entry["feature_columns"] == model_features(spec, view)
+        and (spec.task == "auto" or entry.get("task", "binary") == spec.task)
+    )
 
 
 def fallback_affected(spec: RetrainingSpec, view: FeatureServiceView, changed_windows: Iterable[str]) -> bool:
@@ -70,7 +78,7 @@ def fallback_affected(spec: RetrainingSpec, view: FeatureServiceView, changed_wi
     newest = {k.window for k, _, _ in inputs}
     if len(newest) < spec.fallback.windows:
         return True
-    if not _is_current(fallback_store(spec).entries().get(FALLBACK_KEY), _fingerprint(inputs), view):
+    if not _is_current(fallback_store(spec).entries().get(FALLBACK_KEY), _fingerprint(inputs), spec, view):
         return True  # stale already (its last refit failed, or the features changed): run it
     oldest = min(newest)
     return any(window >= oldest for window in changed_windows)
@@ -84,25 +92,30 @@ def train_fallback(spec: RetrainingSpec, view: FeatureServiceView, run_id: str |
         return {"status": "disabled" if not spec.fallback.enabled else "no training sets yet"}
     fingerprint = _fingerprint(inputs)
     current = store.entries().get(FALLBACK_KEY)
-    if _is_current(current, fingerprint, view):
+    if _is_current(current, fingerprint, spec, view):
         return {**current, "status": "cached"}
-    ts, entity = spec.labels.timestamp_column, spec.labels.entity_column
-    frame = pl.concat([pl.read_parquet(path) for _, path, _ in inputs], how="vertical_relaxed").sort(ts, entity)
-    trainer = make_trainer(spec.trainer.name, spec.trainer.params)
-    outcome = fit_and_evaluate(
-        trainer, frame, view.feature_columns, spec.labels.label_column, spec.trainer.holdout_fraction, where="fallback model"
-    )
+    label = spec.labels.label_column
+    frame = pl.concat([pl.read_parquet(path) for _, path, _ in inputs], how="vertical_relaxed")
+    frame = frame.sort(spec.labels.timestamp_column, *spec.labels.key_columns, spec.labels.cohort_column, maintain_order=True)
+    task = resolve_task(spec, frame.schema[label])
+    features = model_features(spec, view)
+    categorical = categorical_features(frame, features)
+    trainer = make_trainer(spec.trainer.name, spec.trainer.params, task=task, categorical=categorical)
+    outcome = fit_and_evaluate(trainer, frame, features, label, spec.trainer.holdout_fraction, where="fallback model")
     entry = store.put(
         FALLBACK_KEY,
         lambda p: trainer.save(outcome.model, p),
         trainer.suffix,
         {
             **outcome.metrics,
+            "task": task,
+            "classes": trainer.classes(outcome.model) if task == "multiclass" else None,
             "fingerprint": fingerprint,
             "inputs": [str(k) for k, _, _ in inputs],
             "training_seconds": round(outcome.seconds, 3),
             "trainer": trainer.name,
-            "feature_columns": view.feature_columns,
+            "feature_columns": features,
+            "categorical_features": categorical,
             "run_id": run_id,
         },
     )

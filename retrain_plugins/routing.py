@@ -3,6 +3,10 @@
 The ``model_bundle`` asset publishes ``bundle.json``: for each cohort, its sub-models by window.
 A row is served by its cohort's sub-model of the newest window starting at or before the row's
 time (or the newest window when no time is given), and the result says which one served it.
+
+What ``prediction`` holds depends on the bundle's ``task``: P(class 1) (binary), the predicted value
+(regression), or the most likely class (multiclass), which also adds one ``proba_<class>`` column
+per class of the bundle's ``classes`` (a class a sub-model never saw gets probability 0 from it).
 """
 
 from __future__ import annotations
@@ -19,21 +23,44 @@ from retrain_plugins.errors import RoutingError, StoreError
 from retrain_plugins.fallback import FALLBACK_DIR
 from retrain_plugins.partitions import PartitionKey
 from retrain_plugins.store import ModelStore, atomic_write_text
+from retrain_plugins.tasks import Task
 from retrain_plugins.trainers import make_trainer
 
 BUNDLE = "bundle.json"
 OWN, TOO_SMALL, UNSEEN, DAMAGED = "own_sub_model", "too_small", "unseen_cohort", "damaged_sub_model"
 
 
+def _sorted(values: set[Any]) -> list[Any]:
+    try:
+        return sorted(values)
+    except TypeError:  # mixed types: order by text
+        return sorted(values, key=str)
+
+
 def publish_bundle(store: ModelStore, spec_payload: dict[str, Any], fallback: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``bundle.json`` from the store's current entries (and the fallback); return it."""
+    """Write ``bundle.json`` from the store's current entries (and the fallback); return it.
+
+    Beside ``spec_payload``, the bundle records what its models say about themselves: ``task``
+    (the payload's, or the models'), ``classes`` (multiclass: the sorted union of every model's
+    classes, the ``proba_<class>`` columns of :meth:`RoutedModel.predict`) and
+    ``categorical_features``.
+    """
     routes: dict[str, list[dict[str, Any]]] = {}
     for key, entry in sorted(store.entries().items()):
         routes.setdefault(key.cohort, []).append(entry)
+    models = [e for entries in routes.values() for e in entries] + ([fallback] if fallback else [])
+    task = spec_payload.get("task")
+    if task in (None, "auto"):
+        task = next((m["task"] for m in reversed(models) if m.get("task")), "binary")
+    categorical = next((m["categorical_features"] for m in models if m.get("categorical_features")), [])
+    classes = _sorted({c for m in models for c in (m.get("classes") or [])}) if task == "multiclass" else None
     if fallback is not None:
         fallback = {**fallback, "path": str(Path(FALLBACK_DIR) / fallback["path"])}
     bundle = {
         **spec_payload,
+        "task": task,
+        "classes": classes,
+        "categorical_features": categorical,
         "routes": routes,
         "fallback": fallback,
         "published_at": datetime.now().astimezone().isoformat(),
@@ -57,7 +84,14 @@ class RoutedModel:
         self.features: list[str] = bundle["feature_columns"]
         self.cohort_column: str = bundle["cohort_column"]
         self.min_rows: int = bundle.get("min_rows", 0)
-        self._trainer = make_trainer(bundle["trainer"], bundle.get("trainer_params"))
+        self.task: Task = bundle.get("task", "binary")
+        self.classes: list[Any] = list(bundle.get("classes") or [])
+        self._trainer = make_trainer(
+            bundle["trainer"],
+            bundle.get("trainer_params"),
+            task=self.task,
+            categorical=bundle.get("categorical_features") or (),
+        )
         self._models: dict[str, Any] = {}
 
     @classmethod
@@ -99,11 +133,24 @@ class RoutedModel:
         return fallback, "fallback", route
 
     def predict(self, frame: pl.DataFrame, timestamp_column: str | None = None) -> pl.DataFrame:
-        """Return ``frame`` plus ``prediction`` (probability of 1), ``served_by`` and ``route`` per row."""
+        """Score every row with the model that serves it.
+
+        Args:
+            frame: Rows with the cohort column and every model feature (extra columns are kept).
+            timestamp_column: Route each row by its time (the newest window starting at or before
+                it); without it, each cohort's newest sub-model serves.
+
+        Returns:
+            ``frame`` plus ``prediction``, ``served_by`` (partition key or ``fallback``) and
+            ``route`` per row. ``prediction`` is P(class 1) for binary, the predicted value for
+            regression, and the most likely class for multiclass, which also adds
+            ``proba_<class>`` columns, one per class of the bundle, in its order.
+        """
         missing = [c for c in [self.cohort_column, *self.features] if c not in frame.columns]
         if missing:
             raise RoutingError(f"prediction frame lacks columns {missing}")
-        prediction = np.full(frame.height, np.nan)
+        multiclass = self.task == "multiclass"
+        prediction = np.full((frame.height, len(self.classes)) if multiclass else frame.height, np.nan)
         served = np.empty(frame.height, dtype=object)
         route = np.empty(frame.height, dtype=object)
         indexed = frame.with_row_index("_i")
@@ -121,11 +168,26 @@ class RoutedModel:
                 entry, served_by, why = self.bundle["fallback"], "fallback", DAMAGED
                 model = self._model(entry)
             idx = rows["_i"].to_numpy()
-            prediction[idx] = self._trainer.predict_proba(model, rows.select(self.features))
+            output = self._trainer.predict(model, rows.select(self.features))
+            prediction[idx] = self._aligned(model, output) if multiclass else output
             served[idx] = served_by
             route[idx] = why
-        return frame.with_columns(
-            pl.Series("prediction", prediction),
-            pl.Series("served_by", served, dtype=pl.String),
-            pl.Series("route", route, dtype=pl.String),
-        )
+        extra = [pl.Series("served_by", served, dtype=pl.String), pl.Series("route", route, dtype=pl.String)]
+        if not multiclass:
+            return frame.with_columns(pl.Series("prediction", prediction), *extra)
+        labels = pl.Series("prediction", self.classes)
+        best = labels.gather(np.argmax(prediction, axis=1)) if frame.height else labels.clear()
+        proba = [pl.Series(f"proba_{c}", prediction[:, i]) for i, c in enumerate(self.classes)]
+        return frame.with_columns(best, *proba, *extra)
+
+    def _aligned(self, model: Any, proba: np.ndarray) -> np.ndarray:
+        """A sub-model's (n, k) probabilities placed in the bundle's class columns (0 for classes it lacks)."""
+        own = self._trainer.classes(model)
+        out = np.zeros((proba.shape[0], len(self.classes)))
+        position = {c: i for i, c in enumerate(self.classes)}
+        unknown = [c for c in own if c not in position]
+        if unknown:
+            raise RoutingError(f"a sub-model predicts classes {unknown} the bundle does not list ({self.classes})")
+        for j, c in enumerate(own):
+            out[:, position[c]] = proba[:, j]
+        return out

@@ -166,13 +166,36 @@ class TrainerSpec(_Model):
 
 
 class GateSpec(_Model):
-    """Champion/challenger: a candidate worse than the current sub-model is not promoted."""
+    """Champion/challenger: a candidate worse than the current sub-model is not promoted.
+
+    Models are compared on the task's primary holdout metric: AUC (binary, higher is better),
+    multi-class logloss (multiclass, lower is better), RMSE (regression, lower is better).
+    """
 
     enabled: bool = True
     tolerance: float = Field(
-        default=0.02, ge=0.0, description="Largest holdout AUC drop (candidate vs current) still promoted."
+        default=0.02,
+        ge=0.0,
+        description=(
+            "Largest worsening of the primary holdout metric (candidate vs current) still promoted, in "
+            "that metric's units: AUC points (binary), logloss (multiclass), RMSE in label units (regression)."
+        ),
     )
-    auc_floor: float = Field(default=0.5, ge=0.0, le=1.0, description="Asset check: holdout AUC at least this.")
+    auc_floor: float = Field(default=0.5, ge=0.0, le=1.0, description="Asset check (binary): holdout AUC at least this.")
+    metric_bound: float | None = Field(
+        default=None,
+        description=(
+            "Asset check on the primary holdout metric: a minimum for higher-is-better metrics (AUC; "
+            "overrides auc_floor), a maximum for lower-is-better ones (logloss, RMSE). Unset: binary "
+            "uses auc_floor, other tasks check nothing."
+        ),
+    )
+
+    def bound(self, task: str) -> float | None:
+        """The asset check's bound on ``task``'s primary metric, if any."""
+        if self.metric_bound is not None:
+            return self.metric_bound
+        return self.auc_floor if task == "binary" else None
 
 
 class FallbackSpec(_Model):

@@ -14,6 +14,7 @@ import polars as pl
 
 from retrain_plugins.changes.fingerprints import EMPTY, definition_version, frame_cells, partition_fingerprint
 from retrain_plugins.changes.state import StateStore
+from retrain_plugins.columns import categorical_features, model_features
 from retrain_plugins.errors import DataError
 from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.layout import training_set_path
@@ -21,6 +22,7 @@ from retrain_plugins.partitions import PartitionKey, training_windows, windows
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.policies import gate, plan
 from retrain_plugins.store import ModelStore, atomic_write_text
+from retrain_plugins.tasks import resolve_task, validate_labels
 from retrain_plugins.trainers import fit_and_evaluate, make_trainer
 from retrain_plugins.sql import connect, ident
 from retrain_plugins.training_sets import partition_training_set
@@ -95,19 +97,28 @@ def train_sub_model(
 
 
 def _label_files_hint(spec: RetrainingSpec, key: PartitionKey) -> str:
-    """Which label files hold the partition's unusable label values, if any."""
+    """Which label files hold the partition's unusable label values, if any (by the task's rules)."""
     lab = spec.labels
-    label = f"TRY_CAST({ident(lab.label_column)} AS DOUBLE)"
+    column = ident(lab.label_column)
+    source = (
+        "read_parquet($p, filename = true, union_by_name = true, hive_partitioning = false) "
+        f"WHERE CAST({ident(lab.cohort_column)} AS VARCHAR) = $c"
+    )
+    params = {"p": spec.label_glob, "c": key.cohort}
     try:
-        files = connect().execute(
-            f"SELECT DISTINCT filename FROM read_parquet($p, filename = true, union_by_name = true, "
-            f"hive_partitioning = false) WHERE CAST({ident(lab.cohort_column)} AS VARCHAR) = $c "
-            f"AND ({label} IS NULL OR isnan({label}) OR {label} NOT IN (0, 1)) ORDER BY 1",
-            {"p": spec.label_glob, "c": key.cohort},
-        ).fetchall()
+        con = connect()
+        empty = con.execute(f"SELECT {column} FROM {source} LIMIT 0", params).to_arrow_table()
+        task = resolve_task(spec, pl.from_arrow(empty).schema[lab.label_column])
+        number = f"TRY_CAST({column} AS DOUBLE)"
+        bad, what = {
+            "binary": (f"{number} IS NULL OR isnan({number}) OR {number} NOT IN (0, 1)", "values outside {0, 1}"),
+            "multiclass": (f"{column} IS NULL", "null class labels"),
+            "regression": (f"{number} IS NULL OR NOT isfinite({number})", "null or non-finite values"),
+        }[task]
+        files = con.execute(f"SELECT DISTINCT filename FROM {source} AND ({bad}) ORDER BY 1", params).fetchall()
     except Exception:  # the hint is best effort; the error itself is already clear
         return ""
-    return f"; label files with values outside {{0, 1}} in column {lab.label_column!r}: {[f for f, in files]}" if files else ""
+    return f"; label files with {what} in column {lab.label_column!r}: {[f for f, in files]}" if files else ""
 
 
 def _train(
@@ -135,21 +146,21 @@ def _train(
         "rows": frame.height,
         "definition": definition,
     }
-    values = frame[label].cast(pl.Float64, strict=False)
-    bad = values.is_null() | values.is_nan() | ~values.is_in([0.0, 1.0])
-    if bad.any():
-        raise DataError(f"partition {key}: label column {label!r} has {int(bad.sum())} values outside {{0, 1}}")
+    task = resolve_task(spec, frame.schema[label])
+    validate_labels(task, frame[label], f"partition {key}")
     if ts_meta["fingerprint"] == EMPTY or frame[label].n_unique() < 2:
-        why = "no labelled rows" if frame.height == 0 else "a single label class"
+        why = "no labelled rows" if frame.height == 0 else ("a constant label" if task == "regression" else "a single label class")
         state.record_trained(key, ts_meta["fingerprint"], frame.height, "skipped", run_id, definition)
         return {**base, "status": "skipped", "skip_reason": why}
-    trainer = make_trainer(spec.trainer.name, spec.trainer.params)
+    features = model_features(spec, view)
+    categorical = categorical_features(frame, features)
+    trainer = make_trainer(spec.trainer.name, spec.trainer.params, task=task, categorical=categorical)
     span = ts_meta["windows"]
     chosen = plan(spec, view, trainer, models, key, frame, span)
     outcome = fit_and_evaluate(
         trainer,
         frame,
-        view.feature_columns,
+        features,
         label,
         spec.trainer.holdout_fraction,
         where=f"partition {key}",
@@ -164,18 +175,22 @@ def _train(
         {
             **base,
             **outcome.metrics,
+            "task": task,
+            "classes": trainer.classes(outcome.model) if task == "multiclass" else None,
             "training_seconds": round(outcome.seconds, 3),
             "strategy": chosen.strategy,
             "strategy_note": chosen.note or None,
             "rows_trained": frame.height - chosen.train_from - (outcome.metrics["rows_holdout"] or 0),
             "model_size": trainer.size(outcome.model),
-            "champion_auc_holdout": verdict.champion_auc,
+            "champion_metric_holdout": verdict.champion_metric,
+            "champion_auc_holdout": verdict.champion_metric if task == "binary" else None,
             "gate": verdict.note or ("promoted" if verdict.promote else "rejected"),
             "trainer": trainer.name,
             "trainer_params": trainer.params,
             "feature_service": spec.feature_service,
             "feature_service_version": view.version,
-            "feature_columns": view.feature_columns,
+            "feature_columns": features,
+            "categorical_features": categorical,
             "max_label_time": frame[spec.labels.timestamp_column].max().isoformat(),
             "window_start": _window_start(spec, key.window),
             "run_id": run_id,

@@ -22,3 +22,29 @@ def make_spec(root: Path, **overrides) -> RetrainingSpec:
     for key, value in overrides.items():
         merged[key] = {**merged[key], **value} if isinstance(value, dict) and key in merged else value
     return demo_spec(root, DemoConfig(cohorts=COHORTS, months=3), **merged)
+
+
+def relabel(project, change) -> None:
+    """Rewrite every label file of ``project`` with ``change(frame) -> frame`` (e.g. another label type)."""
+    import polars as pl
+
+    from retrain_plugins.demo.generate import write_parquet
+
+    for path in sorted((project.data / "sources" / "labels").glob("*/*.parquet")):
+        write_parquet(change(pl.read_parquet(path)), path)
+
+
+def amounts(frame):
+    """Regression labels: the churn flag becomes a float amount that also depends on the customer."""
+    import polars as pl
+
+    noise = (pl.col("customer_id").hash(seed=1) % 1000).cast(pl.Float64) / 250.0
+    return frame.with_columns((pl.col("churned") * 5.0 + noise).alias("churned"))
+
+
+def three_classes(frame):
+    """Multiclass labels 0/1/2 (integers: set ``task: multiclass``)."""
+    import polars as pl
+
+    churned, other = pl.col("churned") == 1, pl.col("customer_id").hash(seed=2) % 2
+    return frame.with_columns(pl.when(churned).then(2).otherwise(other).cast(pl.Int64).alias("churned"))

@@ -122,3 +122,36 @@ def test_one_step_materializes_both_assets_and_each_alone(materialized):
     assert run("training_set") == ({"churn__train"}, ["training_set"])
     assert training_set.stat().st_mtime_ns != stamp  # retrieved again...
     assert StateStore(state_path(spec)).trained()[key] == trained  # ...and nothing trained
+
+
+def test_regression_runs_check_rmse_against_a_ceiling_and_bad_amounts_fail_by_file(make_project):
+    import polars as pl
+    from dagster import materialize
+
+    from retrain_plugins.dagster.execution import materialize_all
+    from retrain_plugins.demo.generate import write_parquet
+
+    from .helpers import amounts, relabel
+
+    project = make_project("regression", gate={"enabled": False, "metric_bound": 0.01})
+    relabel(project, amounts)
+    result = materialize_all(project.defs, project.spec, project.instance)
+    assert result.success
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "holdout_metric_floor"]
+    assert not check.passed and check.metadata["metric"].value == "rmse" and check.metadata["bound"].value == 0.01
+    assert check.description == "0 of 12 sub-models in this run: RMSE at most 0.01"
+    path = project.data / "sources/labels/month=2025-01/part-0.parquet"
+    frame = pl.read_parquet(path)
+    write_parquet(frame.with_columns(pl.when(pl.col("region") == "south").then(float("inf")).otherwise(pl.col("churned")).alias("churned")), path)
+    key = PartitionKey("2025-01-01", "south")
+    run = materialize(
+        retraining_assets(project.defs, project.spec),
+        instance=project.instance,
+        resources=project.defs.resources,
+        partition_key=str(key.to_dagster()),
+        selection=[asset_keys(project.spec)[n] for n in ("training_set", "sub_model")],
+        raise_on_error=False,
+    )
+    failure = run.get_step_failure_events()[0].event_specific_data.error.to_string()
+    assert f"partition {key}: label column 'churned' has" in failure and "null or non-finite values" in failure
+    assert f"label files with null or non-finite values in column 'churned': ['{path}']" in failure

@@ -175,3 +175,73 @@ def test_rollback_command_republishes_the_bundle_and_status_shows_it(materialize
     assert states[KEY] == "stale: data changed"  # it serves a model of older data, and says so
     assert main(["rollback", "2025-03-01", "north", "--spec", str(spec_file)]) == 1
     assert "has no previous version" in capsys.readouterr().err
+
+
+# --- other tasks: the gate compares the task's metric in its direction; warm starts continue them ---
+
+
+def _regression_project(make_project, poisoned: bool = False, **overrides):
+    """A materialized project with amount labels (north's training rows wrecked if ``poisoned``)."""
+    from .helpers import amounts, relabel
+
+    project = make_project("regression", **overrides)
+    relabel(project, amounts)
+    clean = pl.read_parquet(project.data / LABELS / "part-0.parquet")
+    if poisoned:
+        _poison_older_north(project)
+    assert materialize_all(project.defs, project.spec, project.instance).success
+    assert tick(project.defs, project.sensor, project.instance).run_requests == []
+    return project, clean
+
+
+def _poison_older_north(project) -> None:
+    """Wreck the amounts of north's older (training) rows, keep its newest (holdout) rows."""
+    path = project.data / LABELS / "part-0.parquet"
+    frame = pl.read_parquet(path)
+    north_times = frame.filter(pl.col("region") == "north")["label_timestamp"].sort()
+    cutoff = north_times[int(len(north_times) * 0.7)]
+    older_north = (pl.col("region") == "north") & (pl.col("label_timestamp") < cutoff)
+    wrecked = pl.when(older_north).then(50.0 - 8.0 * pl.col("churned")).otherwise(pl.col("churned"))
+    write_parquet(frame.with_columns(wrecked.alias("churned")), path)
+
+
+def test_a_regression_candidate_with_a_higher_rmse_is_rejected(make_project):
+    project, _ = _regression_project(make_project, gate={"enabled": True, "tolerance": 0.0})
+    champion = project.models()[KEY]
+    assert champion["task"] == "regression"
+    digests = project.artifact_digests()
+    _poison_older_north(project)
+    _run_sensor(project)
+    assert project.models()[KEY] == champion and project.artifact_digests() == digests
+    (candidate,) = ModelStore(model_store_root(project.spec)).rejected(KEY)
+    assert candidate["rmse_holdout"] > candidate["champion_metric_holdout"] and candidate["champion_auc_holdout"] is None
+    assert candidate["gate"].startswith(f"candidate RMSE {candidate['rmse_holdout']:.3f} > current ")
+    assert candidate["gate"].endswith("+ tolerance 0.0")
+
+
+def test_a_regression_candidate_with_a_lower_rmse_is_promoted(make_project):
+    project, clean = _regression_project(make_project, poisoned=True, gate={"enabled": True, "tolerance": 0.0})
+    champion = project.models()[KEY]
+    # the clean amounts again: a gate comparing RMSE the way it compares AUC would refuse this candidate
+    write_parquet(clean, project.data / LABELS / "part-0.parquet")
+    _run_sensor(project)
+    entry = project.models()[KEY]
+    assert entry["sha256"] != champion["sha256"] and entry["gate"] == "promoted"
+    assert entry["rmse_holdout"] < entry["champion_metric_holdout"]
+
+
+def test_warm_start_continues_a_regression_sub_model(make_project):
+    project, _ = _regression_project(
+        make_project, trainer={"name": "catboost", "params": {"iterations": 25, "depth": 4}, "strategy": "warm_start"}
+    )
+    labels = pl.read_parquet(project.data / LABELS / "part-0.parquet").filter(pl.col("region") == "north")
+    last = labels["label_timestamp"].max()
+    new = labels.head(30).with_columns(
+        (pl.lit(last) + pl.duration(minutes=pl.int_range(1, 31))).alias("label_timestamp"),
+        (pl.int_range(0, 30) % 3).cast(pl.Float64).alias("churned"),
+    )
+    write_parquet(new, project.data / LABELS / "part-newer.parquet")
+    _run_sensor(project)
+    entry = project.models()[KEY]
+    assert (entry["strategy"], entry["strategy_note"], entry["model_size"]) == ("warm_start", None, 50)
+    assert entry["task"] == "regression" and entry["rmse_holdout"] is not None

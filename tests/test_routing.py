@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -160,3 +161,84 @@ def test_a_corrupted_artifact_never_serves_and_is_repaired(materialized, scoring
     assert all(r.success for r in execute(materialized.defs, materialized.spec, result.run_requests, materialized.instance))
     repaired = RoutedModel.load(store.root).predict(north)
     assert set(repaired["route"]) == {"own_sub_model"}
+
+
+def _check_passed(result, name: str) -> bool:
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
+    return evaluation.passed
+
+
+def test_regression_end_to_end_routes_predicted_values(make_project):
+    from retrain_plugins.dagster.execution import materialize_all
+
+    from .helpers import amounts, relabel
+
+    project = make_project("regression")
+    relabel(project, amounts)  # float labels: task auto -> regression
+    result = materialize_all(project.defs, project.spec, project.instance)
+    assert result.success and _check_passed(result, "routed_models_serve")
+    model = RoutedModel.load(model_store_root(project.spec))
+    assert (model.task, model.bundle["classes"]) == ("regression", None)
+    store = ModelStore(model_store_root(project.spec))
+    entry = store.entries()[next(k for k in store.entries() if str(k) == "2025-03-01/east")]
+    assert entry["task"] == "regression" and entry["metric"] == "rmse" and entry["rmse_holdout"] == entry["metric_holdout"] > 0
+    assert "auc_holdout" not in entry and entry["label_rate"] is None
+    frame = asof_training_set(project.spec, load_feature_service_view(project.spec), windows(project.spec)[-1:], None)
+    scored = model.predict(pl.concat([frame, frame.head(2).with_columns(pl.lit("atlantis").alias("region"))]))
+    trainer = make_trainer("catboost", task="regression")
+    east = scored.filter(pl.col("region") == "east")
+    direct = trainer.predict(trainer.load(store.path_of(entry)), east.select(model.features))
+    assert scored["prediction"].dtype == pl.Float64 and (east["prediction"].to_numpy() == direct).all()
+    assert not east["prediction"].is_between(0.0, 1.0).all()  # values, not probabilities
+    assert scored.tail(2)["served_by"].to_list() == ["fallback", "fallback"]
+    assert model.bundle["fallback"]["task"] == "regression"
+
+
+def test_multiclass_end_to_end_routes_the_likeliest_class_and_one_probability_per_class(make_project):
+    from retrain_plugins.dagster.execution import materialize_all
+
+    from .helpers import relabel, three_classes
+
+    project = make_project("multiclass", task="multiclass")
+    relabel(project, three_classes)
+    result = materialize_all(project.defs, project.spec, project.instance)
+    assert result.success and _check_passed(result, "routed_models_serve")
+    model = RoutedModel.load(model_store_root(project.spec))
+    assert (model.task, model.classes) == ("multiclass", [0, 1, 2])
+    store = ModelStore(model_store_root(project.spec))
+    entry = store.entries()[next(k for k in store.entries() if str(k) == "2025-03-01/north")]
+    assert entry["classes"] == [0, 1, 2] and entry["metric"] == "logloss" and 0 <= entry["accuracy_holdout"] <= 1
+    frame = asof_training_set(project.spec, load_feature_service_view(project.spec), windows(project.spec)[-1:], ["north"])
+    scored = model.predict(frame)
+    proba = scored.select("proba_0", "proba_1", "proba_2").to_numpy()
+    trainer = make_trainer("catboost", task="multiclass")
+    direct = trainer.predict(trainer.load(store.path_of(entry)), frame.select(model.features))
+    assert np.array_equal(proba, direct) and np.allclose(proba.sum(axis=1), 1.0)
+    assert scored["prediction"].to_list() == [[0, 1, 2][i] for i in direct.argmax(axis=1)]
+
+
+def test_sub_models_with_fewer_classes_give_zero_to_the_classes_they_never_saw(tmp_path):
+    from retrain_plugins.partitions import PartitionKey
+    from retrain_plugins.routing import publish_bundle
+    from retrain_plugins.testing import make_dataset
+
+    features, labels = make_dataset(task="multiclass", categorical=True)
+    store = ModelStore(tmp_path / "models")
+    trainer = make_trainer("sklearn_hgb", {"max_iter": 10}, task="multiclass", categorical=["color"])
+    two = labels != "c"
+    fitted = {"full": trainer.fit(features, labels), "two": trainer.fit(features.filter(pl.Series(two)), labels[two])}
+    for cohort, model in fitted.items():
+        meta = {"rows": 480, "task": "multiclass", "classes": trainer.classes(model), "categorical_features": ["color"],
+                "window_start": "2025-01-01T00:00:00"}
+        store.put(PartitionKey("2025-01-01", cohort), lambda p, m=model: trainer.save(m, p), trainer.suffix, meta)
+    payload = {"name": "t", "task": "multiclass", "feature_columns": features.columns, "cohort_column": "cohort",
+               "trainer": "sklearn_hgb", "trainer_params": {"max_iter": 10}, "min_rows": 0}
+    bundle = publish_bundle(store, payload)
+    assert (bundle["classes"], bundle["categorical_features"]) == (["a", "b", "c"], ["color"])
+    rows = features.head(6).with_columns(pl.Series("cohort", ["full", "two"] * 3))
+    scored = RoutedModel(store, bundle).predict(rows)
+    two_rows = scored.filter(pl.col("cohort") == "two")
+    assert (two_rows["proba_c"] == 0.0).all() and (scored.filter(pl.col("cohort") == "full")["proba_c"] > 0).all()
+    direct = trainer.predict(fitted["two"], two_rows.select(features.columns))
+    assert np.array_equal(two_rows.select("proba_a", "proba_b").to_numpy(), direct)
+    assert scored["prediction"].dtype == pl.String and set(scored["prediction"]) <= {"a", "b", "c"}

@@ -6,6 +6,7 @@ without editing this file.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import pickle
@@ -110,8 +111,44 @@ class Float32Trainer(LinearTrainer):
         return super().load(path).astype(np.float64)
 
 
+class LinearRegressionTrainer(LinearTrainer):
+    """A third-party trainer that declares regression too (and no categoricals)."""
+
+    tasks = frozenset({"binary", "regression"})
+
+    def fit(self, features: pl.DataFrame, labels: np.ndarray) -> np.ndarray:
+        target = labels if self.task == "regression" else 2.0 * labels - 1.0
+        return np.linalg.lstsq(_design(features), target, rcond=None)[0]
+
+    def predict(self, model: np.ndarray, features: pl.DataFrame) -> np.ndarray:
+        if self.task != "regression":
+            return self.predict_proba(model, features)
+        design, out = _design(features), np.zeros(features.height)
+        for j, w in enumerate(model):
+            out += design[:, j] * w
+        return out
+
+
+class RegressionKeptAsProbabilities(LinearRegressionTrainer):
+    def predict(self, model: np.ndarray, features: pl.DataFrame) -> np.ndarray:
+        return self.predict_proba(model, features)  # squashes values into (0, 1)
+
+
 def test_a_third_party_trainer_passes_the_kit():
     check_trainer(LinearTrainer)
+    check_trainer(LinearRegressionTrainer)
+
+
+def test_the_kit_runs_every_declared_task_and_names_the_case():
+    from retrain_plugins.testing import Case, cases
+
+    assert cases(LinearRegressionTrainer) == [Case("binary", False), Case("regression", False)]
+    assert cases(HistGradientBoostingTrainer) == [
+        Case("binary", False), Case("binary", True), Case("multiclass", True), Case("regression", True)
+    ]
+    with pytest.raises(AssertionError) as info:
+        check_trainer(RegressionKeptAsProbabilities)
+    assert re.search(r"- check_fit_predict: \[regression\] holdout RMSE is [\d.]+ x the label spread", str(info.value))
 
 
 @pytest.mark.parametrize(
@@ -226,15 +263,16 @@ def test_artifact_is_a_plain_npz_with_fixed_timestamps(tmp_path):
     with np.load(tmp_path / "m.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files if k != "meta.json"}
     assert sorted(arrays) == sorted(
-        ["baseline", "roots", "value", "feature", "threshold", "missing_left", "left", "right", "is_leaf"]
+        ["baseline", "roots", "value", "feature", "threshold", "missing_left", "left", "right", "is_leaf",
+         "is_categorical", "bitset", "left_bitsets", "known_bitsets", "f_idx_map"]
     )
     assert all(a.dtype.kind in "fiu" for a in arrays.values())
     assert len(arrays["roots"]) == 10
     with zipfile.ZipFile(tmp_path / "m.npz") as zf:
         meta = json.loads(zf.read("meta.json"))
         assert {info.date_time for info in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
-    assert meta == {"format": "retrain_plugins.hist_gradient_boosting", "version": 1, "classes": [0, 1],
-                    "features": ["signal", "inverse", "noise", "sparse"]}
+    assert meta == {"format": "retrain_plugins.hist_gradient_boosting", "version": 2, "task": "binary",
+                    "classes": [0, 1], "features": ["signal", "inverse", "noise", "sparse"], "categories": {}}
 
 
 def _rewrite(src: Path, dst: Path, **replace: bytes) -> Path:
@@ -263,7 +301,7 @@ def test_load_rejects_foreign_and_corrupt_files(tmp_path):
     cases = {
         tmp_path / "other.cbm": r"is not a sklearn_hgb model file: File is not a zip file",
         _rewrite(good, tmp_path / "v2.npz", meta_json=b'{"format": "retrain_plugins.hist_gradient_boosting", '
-                 b'"version": 2}'): r"format .* v2",
+                 b'"version": 99}'): r"format .* v99",
         _rewrite(good, tmp_path / "loop.npz", left_npy=_npy(looping)): r"a split node points outside its tree",
         _rewrite(good, tmp_path / "f32.npz", value_npy=_npy(model.arrays["value"].astype(np.float32))):
             r"array 'value' is float32",
@@ -292,9 +330,9 @@ def test_unsupported_estimator_params_fail_at_construction(params: dict[str, Any
 def test_fit_refuses_an_export_that_predicts_differently(monkeypatch):
     export = TreeEnsemble.from_estimator.__func__
 
-    def shifted(cls, estimator, names):
-        model = export(cls, estimator, names)
-        return TreeEnsemble({**model.arrays, "baseline": model.arrays["baseline"] + 1e-9}, model.feature_names)
+    def shifted(cls, estimator, names, categories=None):
+        model = export(cls, estimator, names, categories)
+        return dataclasses.replace(model, arrays={**model.arrays, "baseline": model.arrays["baseline"] + 1e-9})
 
     monkeypatch.setattr(TreeEnsemble, "from_estimator", classmethod(shifted))
     features, labels = make_dataset()
@@ -314,3 +352,106 @@ def test_importing_the_library_defers_sklearn_metrics_to_the_first_evaluation():
         "assert 'sklearn.metrics' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- tasks and categorical features -------------------------------------------------------------
+
+
+def _encoded(features: pl.DataFrame) -> tuple[np.ndarray, list[str], dict[str, tuple[str, ...]]]:
+    """What the sklearn trainer feeds scikit-learn: category codes first, then the numbers."""
+    from retrain_plugins.trainers.sklearn import encode
+
+    categories = {"color": tuple(sorted(features["color"].drop_nulls().unique().to_list()))}
+    names = ["color", *(c for c in features.columns if c != "color")]
+    return encode(features, names, categories), names, categories
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_categorical_splits_and_every_task_export_bit_identically(tmp_path, task: str):
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    features, labels = make_dataset(n_rows=1200, seed=5, task=task, categorical=True)
+    x, names, categories = _encoded(features)
+    params = {"max_iter": 40, "max_depth": 5, "early_stopping": False, "random_state": 0,
+              "categorical_features": np.arange(len(names)) < 1}
+    cls = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
+    with threadpool_limits(limits=1, user_api="openmp"):
+        estimator = cls(**params).fit(x, labels)
+        model = TreeEnsemble.from_estimator(estimator, names, categories)
+        rng = np.random.default_rng(2)
+        z = np.column_stack([rng.normal(size=(3000, len(names)))])
+        # category codes: known ones, NaN, negative, and codes scikit-learn never saw (treated as missing)
+        z[:, 0] = rng.choice([0.0, 1.0, 2.0, 3.0, np.nan, -1.0, 4.0, 9.0, 200.0], size=3000)
+        z[:, 1:][rng.random((3000, len(names) - 1)) < 0.15] = np.nan
+        expected = estimator.predict(z) if task == "regression" else estimator.predict_proba(z)
+    assert model.arrays["is_categorical"].any(), "the fit made no categorical split: the test tests nothing"
+    got = model.predict(z)
+    assert np.array_equal(got, expected[:, 1] if task == "binary" else expected)
+    trainer = HistGradientBoostingTrainer({"max_iter": 40, "max_depth": 5}, task=task, categorical=["color"])
+    trainer.save(model, tmp_path / "m.npz")
+    loaded = trainer.load(tmp_path / "m.npz")
+    assert np.array_equal(loaded.predict(z), got) and loaded.categories == categories and loaded.task == task
+    assert trainer.classes(loaded) == ([0, 1] if task == "binary" else ["a", "b", "c"] if task == "multiclass" else [])
+
+
+def test_sklearn_unseen_and_null_categories_predict_as_missing():
+    features, labels = make_dataset(task="regression", categorical=True)
+    trainer = HistGradientBoostingTrainer({"max_iter": 20}, task="regression", categorical=["color"])
+    model = trainer.fit(features, labels)
+    head = features.head(20)
+    unseen = trainer.predict(model, head.with_columns(pl.lit("ultraviolet").alias("color")))
+    null = trainer.predict(model, head.with_columns(pl.lit(None, dtype=pl.String).alias("color")))
+    assert np.array_equal(unseen, null)
+    assert not np.array_equal(null, trainer.predict(model, head.with_columns(pl.lit("red").alias("color"))))
+
+
+def test_sklearn_refuses_more_categories_than_bins():
+    features = pl.DataFrame({"c": [f"v{i % 40}" for i in range(400)], "x": np.arange(400.0)})
+    trainer = HistGradientBoostingTrainer({"max_iter": 5, "max_bins": 32}, task="regression", categorical=["c"])
+    with pytest.raises(DataError, match=r"more than max_bins=32 categories: \{'c': 40\}"):
+        trainer.fit(features, np.arange(400.0))
+
+
+def test_sklearn_format_1_files_still_load(tmp_path):
+    features, labels = make_dataset()
+    trainer = HistGradientBoostingTrainer({"max_iter": 5})
+    model = trainer.fit(features, labels)
+    trainer.save(model, tmp_path / "v2.npz")
+    v1 = tmp_path / "v1.npz"
+    with zipfile.ZipFile(tmp_path / "v2.npz") as zin, zipfile.ZipFile(v1, "w") as zout:
+        meta = {"format": "retrain_plugins.hist_gradient_boosting", "version": 1, "classes": [0, 1],
+                "features": list(model.feature_names)}
+        zout.writestr("meta.json", json.dumps(meta))
+        for name in zin.namelist():
+            if name.removesuffix(".npy") in ("baseline", "roots", "value", "feature", "threshold", "missing_left",
+                                             "left", "right", "is_leaf"):
+                zout.writestr(name, zin.read(name))
+    assert np.array_equal(trainer.predict_proba(trainer.load(v1), features), trainer.predict_proba(model, features))
+
+
+def test_catboost_null_categories_are_a_fixed_token_at_fit_and_predict():
+    features, labels = make_dataset(task="binary", categorical=True)
+    assert features["color"].null_count() > 0
+    trainer = make_trainer("catboost", {"iterations": 30}, task="binary", categorical=["color"])
+    with_nulls = trainer.predict(trainer.fit(features, labels), features)
+    token = features.with_columns(pl.col("color").fill_null("__missing__"))
+    assert np.array_equal(trainer.predict(trainer.fit(token, labels), token), with_nulls)
+    model = trainer.fit(features, labels)
+    assert np.array_equal(trainer.predict(model, token), with_nulls)
+    assert np.array_equal(trainer.predict_proba(model, features), with_nulls)  # binary: P(1) both ways
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_catboost_warm_start_continues_every_task_deterministically(tmp_path, task: str):
+    features, labels = make_dataset(task=task, categorical=True)
+    trainer = make_trainer("catboost", {"iterations": 20}, task=task, categorical=["color"])
+    base = trainer.fit(features.head(300), labels[:300])
+    trainer.save(base, tmp_path / "base.cbm")
+    runs = [trainer.continue_fit(trainer.load(tmp_path / "base.cbm"), features.tail(180), labels[300:]) for _ in range(2)]
+    assert [trainer.size(m) for m in runs] == [40, 40]
+    first, second = (trainer.predict(m, features) for m in runs)
+    assert np.array_equal(first, second) and not np.array_equal(first, trainer.predict(base, features))
+    if task == "multiclass":
+        assert trainer.classes(runs[0]) == ["a", "b", "c"]
+        with pytest.raises(DataError, match=r"new rows hold classes \['z'\] the current model does not know"):
+            trainer.continue_fit(base, features.tail(3), np.array(["a", "z", "b"], dtype=object))

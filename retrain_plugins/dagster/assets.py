@@ -36,6 +36,7 @@ from retrain_plugins.layout import state_path
 from retrain_plugins.partitions import PartitionKey, partitions_def
 from retrain_plugins.sources import validate_sources
 from retrain_plugins.spec import RetrainingSpec
+from retrain_plugins.tasks import PRIMARY
 from retrain_plugins.training import build_training_set, train_sub_model
 
 
@@ -100,20 +101,50 @@ def source_specs(spec: RetrainingSpec) -> tuple[AssetSpec, ...]:
     )
 
 
+METRIC_CHECK = "holdout_metric_floor"
+
+
+def _metric_check(spec: RetrainingSpec, trained: list[dict], sub_model_key: AssetKey) -> AssetCheckResult:
+    """The primary holdout metric of every trained sub-model against ``spec.gate.bound(task)``.
+
+    A minimum for higher-is-better metrics (AUC), a maximum for lower-is-better ones (logloss,
+    RMSE); a missing metric (single-class holdout) counts as failing a minimum, as before tasks.
+    """
+    task = next((r["task"] for r in trained if r.get("task")), "binary" if spec.task == "auto" else spec.task)
+    metric = PRIMARY[task]
+    bound = spec.gate.bound(task)
+    if bound is None:
+        off = []
+    elif metric.higher_is_better:
+        off = [r for r in trained if (r.get("metric_holdout") or 0.0) < bound]
+    else:
+        off = [r for r in trained if r.get("metric_holdout") is not None and r["metric_holdout"] > bound]
+    word = "at least" if metric.higher_is_better else "at most"
+    described = "no bound set (gate.metric_bound)" if bound is None else f"{metric.label} {word} {bound}"
+    metadata = {
+        "metric": metric.name,
+        "bound": bound,
+        "higher_is_better": metric.higher_is_better,
+        "floor": bound if metric.higher_is_better else None,
+        "checked": len(trained),
+        "outside": MetadataValue.json([f"{r['partition']}: {r.get('metric_holdout')}" for r in off]),
+    }
+    return AssetCheckResult(
+        asset_key=sub_model_key,
+        check_name=METRIC_CHECK,
+        passed=not off,
+        severity=AssetCheckSeverity.WARN,
+        metadata={k: v for k, v in metadata.items() if v is not None},
+        description=f"{len(trained) - len(off)} of {len(trained)} sub-models in this run: {described}",
+    )
+
+
 def _run_checks(spec: RetrainingSpec, results: list[dict], sub_model_key: AssetKey) -> list[AssetCheckResult]:
     """Checks over the partitions this run trained (inline checks are not partition-scoped)."""
     trained = [r for r in results if r["status"] in ("trained", "rejected")]
-    low = [f"{r['partition']}: {r.get('auc_holdout')}" for r in trained if (r.get("auc_holdout") or 0.0) < spec.gate.auc_floor]
     rejected = [f"{r['partition']}: {r.get('gate')}" for r in trained if r["status"] == "rejected"]
     return [
-        AssetCheckResult(
-            asset_key=sub_model_key,
-            check_name="holdout_auc_floor",
-            passed=not low,
-            severity=AssetCheckSeverity.WARN,
-            metadata={"floor": spec.gate.auc_floor, "checked": len(trained), "below": MetadataValue.json(low)},
-            description=f"{len(trained) - len(low)} of {len(trained)} sub-models in this run reach AUC {spec.gate.auc_floor}",
-        ),
+        _metric_check(spec, trained, sub_model_key),
         AssetCheckResult(
             asset_key=sub_model_key,
             check_name="candidates_promoted",
@@ -132,7 +163,7 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
     sources = source_specs(spec)
 
     training_set_key, sub_model_key = asset_keys(spec)["training_set"], asset_keys(spec)["sub_model"]
-    checks = [AssetCheckSpec(name, asset=sub_model_key) for name in ("holdout_auc_floor", "candidates_promoted")]
+    checks = [AssetCheckSpec(name, asset=sub_model_key) for name in (METRIC_CHECK, "candidates_promoted")]
 
     # One step materializes both assets: a Dagster step has a fixed price (compute-log capture
     # processes, event writes, input data-version queries; ~0.15 s on a local sqlite instance), paid

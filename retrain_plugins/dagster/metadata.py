@@ -23,10 +23,10 @@ def as_metadata(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def auc_table(routes: dict[str, list[dict[str, Any]]]) -> str:
-    """Markdown heatmap-style table: holdout AUC per window (rows) x cohort (columns)."""
+    """Markdown heatmap-style table: the primary holdout metric (AUC for binary) per window (rows) x cohort (columns)."""
     cohorts = sorted(routes)
     windows = sorted({e["window"] for entries in routes.values() for e in entries})
-    by = {(e["window"], c): e.get("auc_holdout") for c, entries in routes.items() for e in entries}
+    by = {(e["window"], c): e.get("metric_holdout", e.get("auc_holdout")) for c, entries in routes.items() for e in entries}
     lines = ["| window | " + " | ".join(cohorts) + " |", "|---" * (len(cohorts) + 1) + "|"]
     for w in windows:
         cells = [f"{by[(w, c)]:.3f}" if by.get((w, c)) is not None else "-" for c in cohorts]

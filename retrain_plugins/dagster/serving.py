@@ -86,7 +86,9 @@ def build_serving_assets(
                 "sub_models": sum(len(v) for v in bundle["routes"].values()),
                 "cohorts": MetadataValue.json(sorted(bundle["routes"])),
                 "fallback": MetadataValue.json(
-                    {k: bundle["fallback"][k] for k in ("path", "rows", "auc_holdout")} if bundle["fallback"] else None
+                    {k: bundle["fallback"].get(k) for k in ("path", "rows", "metric", "metric_holdout", "auc_holdout")}
+                    if bundle["fallback"]
+                    else None
                 ),
                 "holdout_auc": MetadataValue.md(auc_table(bundle["routes"])),
             },

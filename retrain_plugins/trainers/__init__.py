@@ -6,10 +6,12 @@ import functools
 import importlib
 import inspect
 from importlib.metadata import entry_points
+from collections.abc import Sequence
 from typing import Any
 
 from retrain_plugins.errors import SpecError
-from retrain_plugins.trainers.base import FitOutcome, Trainer, fit_and_evaluate
+from retrain_plugins.tasks import Task
+from retrain_plugins.trainers.base import FitOutcome, Trainer, evaluate, fit_and_evaluate
 
 ENTRY_POINT_GROUP = "retrain_plugins.trainers"
 
@@ -54,9 +56,37 @@ def trainer_class(name: str) -> type[Trainer]:
     return cls
 
 
-def make_trainer(name: str, params: dict[str, Any] | None = None) -> Trainer:
-    """Resolve ``name`` with :func:`trainer_class` and instantiate it with ``params``."""
-    return trainer_class(name)(params)
+def make_trainer(
+    name: str, params: dict[str, Any] | None = None, *, task: Task = "binary", categorical: Sequence[str] = ()
+) -> Trainer:
+    """Resolve ``name`` with :func:`trainer_class` and instantiate it for ``task`` and ``categorical``.
+
+    Args:
+        name: Registered short name or dotted path.
+        params: Trainer parameters.
+        task: The task the trainer fits (see :mod:`retrain_plugins.tasks`).
+        categorical: The categorical feature columns (by name) of the data it fits on.
+
+    Raises:
+        SpecError: The trainer cannot be resolved, does not declare ``task`` in its ``tasks``, or
+            is given categorical columns while not ``supports_categorical``.
+    """
+    cls = trainer_class(name)
+    declared = getattr(cls, "tasks", frozenset({"binary"}))
+    if task not in declared:
+        raise SpecError(
+            f"trainer {name!r} does not support task {task!r} (it supports {sorted(declared)}); "
+            "choose another trainer or set the spec's task"
+        )
+    if categorical and not getattr(cls, "supports_categorical", False):
+        raise SpecError(
+            f"trainer {name!r} does not support categorical features, and the data has categorical "
+            f"(string) columns {list(categorical)}: choose a trainer with supports_categorical "
+            "(e.g. catboost) or encode them as numbers in the source"
+        )
+    if task == "binary" and not categorical:
+        return cls(params)  # the only call a trainer written before tasks existed accepts
+    return cls(params, task=task, categorical=tuple(categorical))
 
 
-__all__ = ["ENTRY_POINT_GROUP", "FitOutcome", "Trainer", "fit_and_evaluate", "make_trainer", "trainer_class"]
+__all__ = ["ENTRY_POINT_GROUP", "FitOutcome", "Trainer", "evaluate", "fit_and_evaluate", "make_trainer", "trainer_class"]
