@@ -106,6 +106,15 @@ def _reached(before: dict, after: dict) -> set[PartitionKey]:
     return {k for k in set(before) | set(after) if k not in before or k not in after or not before[k].equals(after[k])}
 
 
+def _joined_hour(data: Path, site: str, month: int, nth: int = 0) -> datetime:
+    """A weather hour of ``site`` that a label row of ``month`` joins (the latest at or before it)."""
+    events = load_source(data, "events")
+    times = sorted(events.loc[(events["site"] == site) & (events["event_time"].dt.month == month), "event_time"])
+    hours = changes.weather_hours(data, site)
+    label = times[nth * 7 % len(times)]
+    return max(h for h in hours if h <= label).to_pydatetime()
+
+
 def _requested(project: Sites, result) -> dict[PartitionKey, str]:
     import json
 
@@ -164,8 +173,7 @@ def test_sensor_requests_exactly_the_partitions_a_change_reaches(trained, change
     digests = project.digests()
     site = project.spec.cohorts[1]
     if change == "weather":
-        hour = next(h for h in changes.weather_hours(project.data, site) if h.month == 2 and h.day == 10 and h.hour >= 8)
-        changes.edit_weather(project.data, site, hour.to_pydatetime(), temperature=45.0, condition="snow")
+        changes.edit_weather(project.data, site, _joined_hour(project.data, site, month=2), temperature=45.0, condition="snow")
     elif change == "device":
         device = CONFIG.devices(site)[0]
         changes.change_device_profile(project.data, device, row=1, firmware="v7.0", capacity=5.0)
@@ -218,8 +226,7 @@ def _apply(project: Sites, step: tuple, counter: list[int]) -> None:
     counter[0] += 1
     site = CONFIG.sites[site_i]
     if kind == "weather":
-        hours = [h for h in changes.weather_hours(project.data, site) if h.month == arg]
-        changes.edit_weather(project.data, site, hours[len(hours) // 2].to_pydatetime(), temperature=float(counter[0]), condition="fog")
+        changes.edit_weather(project.data, site, _joined_hour(project.data, site, arg, counter[0]), temperature=float(counter[0]), condition="fog")
     elif kind == "device":
         changes.change_device_profile(project.data, CONFIG.devices(site)[arg], row=0, capacity=float(counter[0]))
     else:
