@@ -27,6 +27,7 @@ from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.store import ModelStore
 from retrain_plugins.tasks import resolve_task
 from retrain_plugins.trainers import fit_and_evaluate, make_trainer
+from retrain_plugins.training_sets import WINDOW_COL, label_order
 
 FALLBACK_DIR = "_fallback"
 FALLBACK_KEY = PartitionKey("global", "all")
@@ -95,8 +96,12 @@ def train_fallback(spec: RetrainingSpec, view: FeatureServiceView, run_id: str |
     if _is_current(current, fingerprint, spec, view):
         return {**current, "status": "cached"}
     label = spec.labels.label_column
-    frame = pl.concat([pl.read_parquet(path) for _, path, _ in inputs], how="vertical_relaxed")
-    frame = frame.sort(spec.labels.timestamp_column, *spec.labels.key_columns, spec.labels.cohort_column, maintain_order=True)
+    # Each partition's own window only: with a lookback, a training set also holds earlier windows'
+    # rows, which the partitions of those windows hold too. Then the training sets' total order.
+    frame = pl.concat(
+        [pl.read_parquet(path).filter(pl.col(WINDOW_COL) == key.window) for key, path, _ in inputs], how="vertical_relaxed"
+    )
+    frame = frame.sort(*label_order(spec), WINDOW_COL, nulls_last=True, maintain_order=True)
     task = resolve_task(spec, frame.schema[label])
     features = model_features(spec, view)
     categorical = categorical_features(frame, features)
