@@ -245,3 +245,38 @@ def test_warm_start_continues_a_regression_sub_model(make_project):
     entry = project.models()[KEY]
     assert (entry["strategy"], entry["strategy_note"], entry["model_size"]) == ("warm_start", None, 50)
     assert entry["task"] == "regression" and entry["rmse_holdout"] is not None
+
+
+def test_warm_start_continues_a_multiclass_sub_model_and_refits_for_a_class_it_does_not_know(make_project):
+    from .helpers import relabel, three_classes
+
+    project = make_project(
+        "multiclass", task="multiclass",
+        trainer={"name": "catboost", "params": {"iterations": 25, "depth": 4}, "strategy": "warm_start"},
+    )
+    relabel(project, three_classes)
+    assert materialize_all(project.defs, project.spec, project.instance).success
+    assert tick(project.defs, project.sensor, project.instance).run_requests == []
+    labels = pl.read_parquet(project.data / LABELS / "part-0.parquet").filter(pl.col("region") == "north")
+    last = labels["label_timestamp"].max()
+
+    def append(name: str, start: int, classes: int) -> None:
+        new = labels.head(30).with_columns(
+            (pl.lit(last) + pl.duration(minutes=pl.int_range(start, start + 30))).alias("label_timestamp"),
+            (pl.int_range(0, 30) % classes).cast(pl.Int64).alias("churned"),
+        )
+        write_parquet(new, project.data / LABELS / name)
+
+    append("part-newer.parquet", 1, 3)
+    _run_sensor(project)
+    entry = project.models()[KEY]
+    assert (entry["strategy"], entry["model_size"], entry["classes"]) == ("warm_start", 50, [0, 1, 2])
+    append("part-newest.parquet", 100, 4)  # class 3 is new
+    _run_sensor(project)
+    entry = project.models()[KEY]
+    assert entry["strategy"] == "refit" and entry["classes"] == [0, 1, 2, 3]
+    assert entry["strategy_note"] == (
+        "warm_start not possible: new rows hold classes [3] the current sub-model does not know; refitted"
+    )
+    bundle = RoutedModel.load(model_store_root(project.spec)).bundle
+    assert bundle["classes"] == [0, 1, 2, 3]
