@@ -27,6 +27,7 @@ from retrain_plugins.changes.fingerprints import EMPTY, Cell, definition_version
 from retrain_plugins.changes.scan import scan_files
 from retrain_plugins.changes.state import StateStore, Trained, in_region
 from retrain_plugins.columns import model_features
+from retrain_plugins.tasks import resolve_task
 from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.layout import state_path, training_set_path
 from retrain_plugins.partitions import PartitionKey, Window, dependents, training_windows, windows
@@ -227,8 +228,10 @@ def detect_changes(
             reference = _reference(spec, key, keys)
             cohort = pl.col(spec.labels.cohort_column).cast(pl.String)
             current = frame.filter(pl.col(WINDOW_COL).is_in(span) & (cohort == key.cohort))
+            label = spec.labels.label_column
             drift = None if reference is None else detect_drift(
-                reference, current, model_features(spec, view), spec.labels.label_column, spec.change_detection.drift
+                reference, current, model_features(spec, view), label, spec.change_detection.drift,
+                task=resolve_task(spec, current.schema[label]),
             )
             if drift is not None and drift.drifted:
                 reason, detail = "drift", f"{detail}; {drift.describe()}"
