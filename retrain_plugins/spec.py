@@ -218,6 +218,15 @@ class DriftSpec(_Model):
     top: int = Field(default=3, ge=1, description="How many drifting features to name.")
 
 
+class RetrySpec(_Model):
+    """How the sensor re-requests a partition whose data its model does not reflect yet."""
+
+    max_attempts: int = Field(default=3, ge=1, description="Requests per partition and data (fingerprint), the first included.")
+    backoff_seconds: float = Field(
+        default=60.0, ge=0.0, description="Wait before the 2nd request of the same data; doubled for each further one."
+    )
+
+
 class ChangeDetection(_Model):
     """How the sensor treats changes that are not in the data."""
 
@@ -230,6 +239,13 @@ class ChangeDetection(_Model):
         ),
     )
     drift: DriftSpec = DriftSpec()
+    retry: RetrySpec = Field(
+        default_factory=RetrySpec,
+        description=(
+            "Every tick re-requests partitions whose data differs from what their model was trained "
+            "on and that have no run in flight (a lost request, a failed or killed run): reason 'retry'."
+        ),
+    )
 
 
 class RetrainingSpec(_Model):

@@ -199,12 +199,19 @@ def test_a_label_only_change_joins_features_for_the_changed_cohorts_only(materia
     assert report.cells_joined == 1  # the label file holds all four cohorts; only north's rows differ
     result = tick(materialized.defs, materialized.sensor, materialized.instance)
     assert _requests(result) == [("north|2025-02-01", "north|2025-02-01", {"2025-02-01/north": "edited_rows"})]
-    assert _detect(materialized).changes == []  # the tick recorded what it saw
+    # The tick recorded what it saw: no cell changed since. Its request was never run here, so the
+    # partition is still unsettled: reconciliation offers it again (the sensor decides when).
+    again = _detect(materialized)
+    assert [(c.partition, c.reason) for c in again.changes] == [(PartitionKey("2025-02-01", "north"), "retry")]
+    assert again.cells_joined == 0
     # edits in two windows and two cohorts: two cells joined, not the 2 x 2 rectangle around them
     scenarios.edit_rows(materialized.data, "2025-01", "east")
     scenarios.edit_rows(materialized.data, "2025-03", "west")
     report = _detect(materialized)
-    assert [c.partition for c in report.changes] == [PartitionKey("2025-01-01", "east"), PartitionKey("2025-03-01", "west")]
+    assert [c.partition for c in report.changes if c.reason != "retry"] == [
+        PartitionKey("2025-01-01", "east"),
+        PartitionKey("2025-03-01", "west"),
+    ]
     assert report.cells_joined == 2
 
 
@@ -221,4 +228,8 @@ def test_a_store_without_label_digests_joins_the_whole_window_once(materialized)
     scenarios.edit_rows(materialized.data, "2025-02", "east")
     report = _detect(materialized)
     assert report.cells_joined == 1
-    assert [c.partition for c in report.changes] == [PartitionKey("2025-02-01", "east")]
+    # south's change was committed but never run: offered again by reconciliation, as a retry
+    assert [(c.partition, c.reason) for c in report.changes] == [
+        (PartitionKey("2025-02-01", "east"), "edited_rows"),
+        (PartitionKey("2025-02-01", "south"), "retry"),
+    ]

@@ -24,6 +24,7 @@ import polars as pl
 
 from retrain_plugins.changes.drift import detect_drift
 from retrain_plugins.changes.fingerprints import EMPTY, Cell, definition_version, frame_cells, partition_fingerprint
+from retrain_plugins.changes.reconcile import RETRY, unsettled
 from retrain_plugins.changes.scan import scan_files
 from retrain_plugins.changes.state import StateStore, Trained, in_region
 from retrain_plugins.columns import model_features
@@ -34,7 +35,7 @@ from retrain_plugins.partitions import PartitionKey, Window, dependents, trainin
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.training_sets import WINDOW_COL, asof_training_set, label_rows
 
-REASONS = ("new_data", "late_data", "edited_rows", "drift", "new_cohort", "definition_change", "repair", "manual")
+REASONS = ("new_data", "late_data", "edited_rows", "drift", "new_cohort", "definition_change", "repair", "retry", "manual")
 DEFINITION = "definition"
 
 
@@ -63,6 +64,7 @@ class ChangeReport:
     _commit: list = dataclasses.field(default_factory=list, repr=False)
 
     def commit(self) -> None:
+        """Record what this pass saw; call inside ``StateStore.transaction()`` with the rest of the tick."""
         for step in self._commit:
             step()
         self._commit = []
@@ -219,7 +221,7 @@ def detect_changes(
         if definition_changed:
             continue
         if record is not None and record.definition == definition and record.fingerprint == fingerprint:
-            continue
+            continue  # unchanged (a failed or unfinished run of this data is reconciliation's)
         if record is None and fingerprint == EMPTY:
             continue
         reason = _reason(record, rows, key.cohort in known)
@@ -236,6 +238,21 @@ def detect_changes(
             if drift is not None and drift.drifted:
                 reason, detail = "drift", f"{detail}; {drift.describe()}"
         changes.append(PartitionChange(key, reason, fingerprint, rows, detail))
+
+    partitions_now = sorted(known | set(new_cohorts))
+    acknowledged = state.acknowledged()
+    new_baseline = None
+    if definition_changed:
+        if spec.change_detection.definition_change == "mark_stale":
+            new_baseline = {
+                PartitionKey(w, c): partition_fingerprint(cells, training_windows(w, keys, lookback), c)
+                for w in keys
+                for c in partitions_now
+            }
+    else:
+        asked = {c.partition for c in changes}
+        for found in unsettled(cells, trained, acknowledged, definition, keys, partitions_now, lookback, asked, held):
+            changes.append(PartitionChange(found.partition, RETRY, found.fingerprint, found.rows, found.detail))
 
     stale = sum(1 for r in trained.values() if r.definition != definition and r.status == "trained")
     vanished = sorted({c for _, c in before} - data_cohorts)
@@ -254,5 +271,6 @@ def detect_changes(
         lambda: state.save_files(pending),
         lambda: state.save_cells(region, now, now_labels),
         lambda: state.set_meta(DEFINITION, definition),
+        *([lambda: state.acknowledge(new_baseline)] if new_baseline is not None else []),
     ]
     return report

@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS requests (
     fingerprint TEXT NOT NULL, detail TEXT, requested_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 # version n -> the SQL that migrates a version n - 1 store (append; never edit a released step)
 MIGRATIONS: dict[int, str] = {
     # 2: each cell's label digest (its label rows alone), so a label-only change is narrowed to the
@@ -52,6 +52,12 @@ MIGRATIONS: dict[int, str] = {
     # 3: the feature files the online store was last loaded from, so appended files load alone.
     3: "CREATE TABLE online_files (source TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, "
     "mtime_ns INTEGER NOT NULL, PRIMARY KEY (source, path))",
+    # 4: reserved (file content tokens).
+    4: "SELECT 1",
+    # 5: per partition, the data fingerprint the sensor acknowledged without a request when the
+    # definition changed under policy mark_stale: the baseline its later changes are measured from.
+    5: "CREATE TABLE acknowledged (window TEXT NOT NULL, cohort TEXT NOT NULL, fingerprint TEXT NOT NULL, "
+    "PRIMARY KEY (window, cohort))",
 }
 
 
@@ -94,6 +100,8 @@ class StateStore:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tx: sqlite3.Connection | None = None
+        self.created = not self.path.exists()
         with self._connect() as con:
             if self._version(con) == SCHEMA_VERSION:
                 return
@@ -121,7 +129,27 @@ class StateStore:
         return version
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Make every write inside one transaction: all of them land, or none (a killed tick).
+
+        A sensor tick commits its listing, cells, definition, acknowledgements, request log and
+        ledger this way, so a crash anywhere leaves the store as the previous tick left it.
+        """
+        if self._tx is not None:
+            yield
+            return
+        with self._connect() as con:
+            self._tx = con
+            try:
+                yield
+            finally:
+                self._tx = None
+
+    @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
+        if self._tx is not None:  # inside transaction(): its connection, its one transaction
+            yield self._tx
+            return
         con = sqlite3.connect(self.path, timeout=30.0)
         try:
             con.execute("PRAGMA journal_mode=WAL")
@@ -265,3 +293,34 @@ class StateStore:
                 "SELECT seq, window, cohort, reason, fingerprint, detail FROM requests ORDER BY seq, window, cohort"
             ).fetchall()
         return [(seq, PartitionKey(w, c), reason, fp, detail) for seq, w, c, reason, fp, detail in rows]
+
+    def attempts(self) -> dict[tuple[PartitionKey, str], tuple[int, float]]:
+        """Per partition, its latest requested fingerprint -> (requests in a row for it, when the last was).
+
+        Requests for one partition count as attempts at the same data while their fingerprint stays
+        the same; a request for other data starts the count again (data that changes back to an
+        earlier state is new work, not a retry).
+        """
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT window, cohort, fingerprint, requested_at FROM requests ORDER BY window, cohort, seq"
+            ).fetchall()
+        latest: dict[PartitionKey, tuple[str, int, float]] = {}
+        for w, c, fp, at in rows:
+            key = PartitionKey(w, c)
+            previous = latest.get(key)
+            latest[key] = (fp, previous[1] + 1 if previous and previous[0] == fp else 1, at)
+        return {(k, fp): (n, at) for k, (fp, n, at) in latest.items()}
+
+    # -- acknowledged baselines --------------------------------------------------------------
+    def acknowledged(self) -> dict[PartitionKey, str]:
+        """Data fingerprints taken as the baseline of partitions stale by a definition change."""
+        with self._connect() as con:
+            rows = con.execute("SELECT window, cohort, fingerprint FROM acknowledged").fetchall()
+        return {PartitionKey(w, c): fp for w, c, fp in rows}
+
+    def acknowledge(self, fingerprints: Mapping[PartitionKey, str]) -> None:
+        """Replace the acknowledged baselines with ``fingerprints``."""
+        with self._connect() as con:
+            con.execute("DELETE FROM acknowledged")
+            con.executemany("INSERT INTO acknowledged VALUES (?, ?, ?)", [(k.window, k.cohort, fp) for k, fp in fingerprints.items()])

@@ -9,26 +9,39 @@ from the state store, not the fingerprint: a partition whose data changes back t
 must still run again. The cursor is that sequence number; all other state is in the state store.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from dagster import (
+    DagsterInstance,
+    DagsterRunStatus,
     DefaultSensorStatus,
+    PartitionKeyRange,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
     sensor,
 )
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 
 from retrain_plugins.changes.detector import ChangeReport, PartitionChange, detect_changes, state_store
+from retrain_plugins.changes.reconcile import Admission, admit
 from retrain_plugins.changes.state import StateStore
 from retrain_plugins.dagster.assets import RetrainingAssets
-from retrain_plugins.dagster.tags import detail_tags, reason_tags
+from retrain_plugins.dagster.tags import RETRAINING_TAG, attempt_tags, detail_tags, reason_tags
 from retrain_plugins.fallback import fallback_affected
 from retrain_plugins.feast_view import load_feature_service_view
 from retrain_plugins.layout import model_store_root
-from retrain_plugins.partitions import cohort_partitions_def, cohorts, encode_cohort, rectangles, windows
+from retrain_plugins.partitions import (
+    PartitionKey,
+    cohort_partitions_def,
+    cohorts,
+    encode_cohort,
+    partitions_def,
+    rectangles,
+    windows,
+)
 from retrain_plugins.sources import LABELS
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.store import ModelStore
@@ -43,6 +56,7 @@ def run_requests_for(
     cohort_order: Sequence[str],
     refresh_online: bool = True,
     refresh_fallback: bool = True,
+    attempts: Mapping[PartitionKey, int] | None = None,
 ) -> list[RunRequest]:
     """Group ``changes`` into rectangle runs, each tagged with its partitions' reasons.
 
@@ -68,8 +82,10 @@ def run_requests_for(
                 tags={
                     ASSET_PARTITION_RANGE_START_TAG: str(start.to_dagster()),
                     ASSET_PARTITION_RANGE_END_TAG: str(end.to_dagster()),
+                    RETRAINING_TAG: spec.name,
                     **reason_tags({c.partition: c.reason for c in inside}),
                     **detail_tags({c.partition: c.detail for c in inside}),
+                    **attempt_tags({c.partition: (attempts or {}).get(c.partition, 1) for c in inside}),
                 },
             )
         )
@@ -93,19 +109,63 @@ def describe(report: ChangeReport) -> str:
 
 
 def _repairs(spec: RetrainingSpec, state: StateStore, changes: Sequence[PartitionChange]) -> list[PartitionChange]:
-    """Partitions whose serving artifact is missing or corrupted: retrain them (reason ``repair``)."""
+    """Partitions whose serving artifact is missing or corrupted: retrain them (reason ``repair``).
+
+    Nothing is marked: whether a repair is under way is Dagster's run state (see
+    :func:`in_flight`), so a tick that dies after requesting one cannot block the next.
+    """
     requested = {c.partition for c in changes}
     trained = state.trained()
     repairs = []
     for key, problem in damaged_current(ModelStore(model_store_root(spec))).items():
-        record = trained.get(key)
-        if key in requested or (record is not None and record.status == "repairing"):
+        if key in requested:
             continue
+        record = trained.get(key)
         fingerprint = record.fingerprint if record else ""
-        if record is not None:  # mark it, so the next ticks do not ask again while the run is pending
-            state.record_trained(key, record.fingerprint, record.rows, "repairing", record.run_id, record.definition, error=problem)
-        repairs.append(PartitionChange(key, "repair", fingerprint, record.rows if record else 0, problem))
+        repairs.append(PartitionChange(key, "repair", f"repair:{fingerprint}", record.rows if record else 0, problem))
     return repairs
+
+
+def in_flight(spec: RetrainingSpec, instance: DagsterInstance) -> set[PartitionKey]:
+    """Partitions of this retraining that a queued or running run (requested by its sensor) covers."""
+    runs = instance.get_runs(filters=RunsFilter(tags={RETRAINING_TAG: spec.name}, statuses=_UNFINISHED))
+    if not runs:
+        return set()
+    definition = partitions_def(spec)
+    keys: set[PartitionKey] = set()
+    for run in runs:
+        start, end = run.tags.get(ASSET_PARTITION_RANGE_START_TAG), run.tags.get(ASSET_PARTITION_RANGE_END_TAG)
+        if start and end:
+            found = definition.get_partition_keys_in_range(PartitionKeyRange(start, end), dynamic_partitions_store=instance)
+        elif run.tags.get(PARTITION_NAME_TAG):
+            found = [run.tags[PARTITION_NAME_TAG]]
+        else:
+            continue
+        keys |= {PartitionKey.from_dagster(k) for k in found}
+    return keys
+
+
+_UNFINISHED = [
+    DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING, DagsterRunStatus.MANAGED,
+]
+
+
+def _held(admission: Admission) -> str:
+    """What the sensor did not request although the data differs, and why."""
+    parts = []
+    if admission.in_flight:
+        parts.append(f"{len(admission.in_flight)} partition(s) with a run in flight")
+    if admission.waiting:
+        parts.append(
+            "backing off: " + ", ".join(f"{k} (next attempt in {seconds:.0f} s)" for k, seconds in sorted(admission.waiting))
+        )
+    if admission.gave_up:
+        parts.append(
+            "gave up after the attempts allowed by change_detection.retry (until their data changes or they "
+            "are materialized by hand): " + ", ".join(map(str, sorted(admission.gave_up)))
+        )
+    return "; ".join(parts)
 
 
 def _record_savings(state: StateStore, seq: int, changes: Sequence[PartitionChange]) -> None:
@@ -141,24 +201,28 @@ def build_change_sensor(
         known = cohorts(spec, context.instance)
         report = detect_changes(spec, view, state, known)
         report.changes.extend(_repairs(spec, state, report.changes))
-        summary = describe(report)
-        if not report.changes:
+        admission = admit(report.changes, in_flight(spec, context.instance), state.attempts(), spec.change_detection.retry)
+        changes = [change for change, _ in admission.admitted]
+        summary = "; ".join(filter(None, [describe(report), _held(admission)]))
+        # One transaction: the listing, cells, baselines, request log and ledger land together or
+        # not at all. Dying after it but before Dagster has the requests loses nothing either: the
+        # next tick finds those partitions unsettled and not in flight, and asks again.
+        with state.transaction():
             report.commit()
-            return SkipReason(f"no partition changed ({summary})")
-        seq = state.next_seq()
-        added = [c for c in report.new_cohorts if spec.dynamic_cohorts and c not in known]
-        features_changed = any(source != LABELS for source in report.changed_sources)
-        fallback = fallback_affected(spec, view, {c.partition.window for c in report.changes})
-        requests = run_requests_for(spec, assets, report.changes, seq, [*known, *added], features_changed, fallback)
-        dynamic = (
-            [cohort_partitions_def(spec).build_add_request([encode_cohort(c) for c in added])] if added else []
-        )
-        state.log_requests(seq, [(c.partition, c.reason, c.fingerprint, c.detail) for c in report.changes])
-        _record_savings(state, seq, report.changes)
-        report.commit()
+            if not changes:
+                return SkipReason(f"no partition changed ({summary})")
+            seq = state.next_seq()
+            added = [c for c in report.new_cohorts if spec.dynamic_cohorts and c not in known]
+            features_changed = any(source != LABELS for source in report.changed_sources)
+            fallback = fallback_affected(spec, view, {c.partition.window for c in changes})
+            attempts = {change.partition: n for change, n in admission.admitted}
+            requests = run_requests_for(spec, assets, changes, seq, [*known, *added], features_changed, fallback, attempts)
+            state.log_requests(seq, [(c.partition, c.reason, c.fingerprint, c.detail) for c in changes])
+            _record_savings(state, seq, changes)
+        dynamic = [cohort_partitions_def(spec).build_add_request([encode_cohort(c) for c in added])] if added else []
         context.log.info(
-            f"{len(report.changes)} partition(s) in {len(requests)} run(s): "
-            + ", ".join(f"{c.partition} ({c.reason}: {c.detail})" for c in report.changes)
+            f"{len(changes)} partition(s) in {len(requests)} run(s): "
+            + ", ".join(f"{c.partition} ({c.reason}: {c.detail})" for c in changes)
             + f"; {summary}"
         )
         return SensorResult(run_requests=requests, cursor=str(seq), dynamic_partitions_requests=dynamic)

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 from retrain_plugins.partitions import PartitionKey
 
+RETRAINING_TAG = "retrain/retraining"  # which retraining's sensor requested the run
+ATTEMPTS_TAG = "retrain/attempts"  # per partition: which request of the same data this is (1 = first)
 REASON_TAG = "retrain/reason"
 REASONS_TAG = "retrain/reasons"
 _MAX_TAG = 4000
@@ -43,3 +45,9 @@ def detail_for(tags: Mapping[str, str], key: PartitionKey) -> str | None:
     if DETAIL_TAG in tags:
         return json.loads(tags[DETAIL_TAG]).get(str(key))
     return None
+
+
+def attempt_tags(attempts: Mapping[PartitionKey, int]) -> dict[str, str]:
+    """Per partition, the attempt number of this request for its data, when the tag fits."""
+    text = json.dumps({str(k): n for k, n in sorted(attempts.items())}, separators=(",", ":"))
+    return {ATTEMPTS_TAG: text} if len(text) <= _MAX_TAG else {}
