@@ -67,8 +67,8 @@ def damaged_current(store: ModelStore) -> dict[PartitionKey, str]:
         path = store.path_of(entry)
         try:
             st = os.stat(path)
-        except FileNotFoundError:
-            damaged[key] = f"artifact {entry['path']} is missing"
+        except OSError as exc:  # gone, or a path through something that is no folder any more
+            damaged[key] = f"artifact {entry['path']} is missing ({exc.strerror})"
             continue
         recorded = entry.get("mtime_ns")
         if st.st_size == entry["size_bytes"] and recorded is not None and st.st_mtime_ns == recorded:

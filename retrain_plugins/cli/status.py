@@ -27,6 +27,8 @@ def partition_states(spec: RetrainingSpec) -> list[dict[str, Any]]:
     trained = state.trained()
     cells = {k: Cell(*v) for k, v in state.cells().items()}
     definition = state.get_meta(DEFINITION)
+    attempts = state.attempts()
+    most = spec.change_detection.retry.max_attempts
     keys = [w.key for w in windows(spec)]
     cohorts = sorted(set(spec.cohorts) | {c for _, c in cells} | {k.cohort for k in trained})
     rows = []
@@ -41,6 +43,9 @@ def partition_states(spec: RetrainingSpec) -> list[dict[str, Any]]:
                 status = "stale: definition changed"
             elif observed is not None and observed != record.fingerprint:
                 status = "stale: data changed"
+                made = attempts.get((key, observed), (0, 0.0))[0]
+                if made:
+                    status += f" ({made} of {most} requests made" + ("; given up until the data changes)" if made >= most else ")")
             elif record.status == "skipped":
                 status = "skipped"
             elif record.status == "failed":

@@ -97,8 +97,12 @@ def execute(
     requests: Sequence[RunRequest],
     instance: DagsterInstance,
     log_level: str | None = None,
+    raise_on_error: bool = True,
 ) -> list[ExecuteInProcessResult]:
-    """Execute run requests in-process, as the daemon would launch them (same tags, same selection)."""
+    """Execute run requests in-process, as the daemon would launch them (same tags, same selection).
+
+    ``raise_on_error=False`` returns failed runs' results instead of raising (as a daemon records them).
+    """
     results = []
     for request in requests:
         results.append(
@@ -110,6 +114,7 @@ def execute(
                 selection=request.asset_selection,
                 partition_key=request.partition_key,
                 tags=dict(request.tags),
+                raise_on_error=raise_on_error,
             )
         )
     return results

@@ -1,0 +1,183 @@
+"""No change is lost: a tick or a run that dies anywhere is healed by a later tick, without a human.
+
+Kill points are real: a child process evaluates a real sensor tick and SIGKILLs itself at one step
+of the tick's commit (or right after it, before Dagster could receive the requests). Runs fail for
+real (a file where the store needs a directory), and in-flight runs are real Dagster run records.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import pytest
+from dagster import DagsterRun, DagsterRunStatus
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from retrain_plugins import build_definitions
+from retrain_plugins.changes.reconcile import admit
+from retrain_plugins.cli.status import partition_states
+from retrain_plugins.dagster.execution import execute, tick
+from retrain_plugins.dagster.tags import ATTEMPTS_TAG, REASONS_TAG, RETRAINING_TAG
+from retrain_plugins.demo import scenarios
+from retrain_plugins.layout import model_store_root
+from retrain_plugins.partitions import PartitionKey, path_segment
+from retrain_plugins.spec import RetrySpec
+from retrain_plugins.store import ModelStore
+
+from .conftest import REPO_ROOT, Project
+from .helpers import make_spec
+
+KEY = PartitionKey("2025-02-01", "north")
+NO_WAIT = {"change_detection": {"retry": {"max_attempts": 3, "backoff_seconds": 0}}}
+
+
+def _reconciling(project: Project, **retry) -> Project:
+    spec = make_spec(project.root, change_detection={"retry": {"max_attempts": 3, "backoff_seconds": 0, **retry}})
+    project = project._replace(spec=spec, defs=build_definitions(spec))
+    assert tick(project.defs, project.sensor, project.instance).run_requests == []  # the copy's listing
+    return project
+
+
+def _reasons(result) -> dict[str, str]:
+    out = {}
+    for request in result.run_requests:
+        out |= json.loads(request.tags[REASONS_TAG])
+    return out
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from dagster import DagsterInstance
+from retrain_plugins import RetrainingSpec, build_definitions
+from retrain_plugins.changes import state as state_module
+from retrain_plugins.dagster import sensors as sensors_module
+from retrain_plugins.dagster.execution import tick
+
+spec = RetrainingSpec.model_validate_json(Path(sys.argv[1]).read_text())
+point = sys.argv[2]
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "after_commit":  # the transaction is committed; Dagster never gets the result
+    sensors_module.SensorResult = lambda *a, **k: die()
+else:
+    real = getattr(state_module.StateStore, point)
+    def killed(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        die()
+    setattr(state_module.StateStore, point, killed)  # fault injection inside the killed process only
+tick(build_definitions(spec), f"{spec.name}_change_sensor", DagsterInstance.ephemeral())
+sys.exit(3)  # never reached: the tick must have hit the kill point
+"""
+
+
+@pytest.mark.parametrize("point", ["save_files", "save_cells", "set_meta", "log_requests", "after_commit"])
+def test_a_tick_killed_at_any_step_of_its_commit_loses_nothing(materialized, point):
+    project = _reconciling(materialized)
+    scenarios.edit_rows(project.data, "2025-02", "north")
+    spec_file = project.root / "spec.json"
+    spec_file.write_text(project.spec.model_dump_json())
+    script = project.root / "kill_tick.py"
+    script.write_text(textwrap.dedent(KILL_SCRIPT))
+    done = subprocess.run([sys.executable, str(script), str(spec_file), point, str(REPO_ROOT)], capture_output=True, timeout=300)
+    assert done.returncode == -9, done.stderr.decode()[-2000:]  # SIGKILLed at the kill point
+    healed = tick(project.defs, project.sensor, project.instance)
+    expected = "retry" if point == "after_commit" else "edited_rows"  # committed: the data is not news any more
+    assert _reasons(healed) == {str(KEY): expected}
+    assert all(r.success for r in execute(project.defs, project.spec, healed.run_requests, project.instance))
+    assert project.models()[KEY]["reason"] == expected
+    assert tick(project.defs, project.sensor, project.instance).run_requests == []
+
+
+def test_requests_dagster_never_received_are_asked_again_with_their_attempt_number(materialized):
+    project = _reconciling(materialized)
+    scenarios.edit_rows(project.data, "2025-02", "north")
+    first = tick(project.defs, project.sensor, project.instance)
+    assert _reasons(first) == {str(KEY): "edited_rows"}
+    again = tick(project.defs, project.sensor, project.instance)  # the first one's runs never started
+    assert _reasons(again) == {str(KEY): "retry"}
+    assert json.loads(again.run_requests[0].tags[ATTEMPTS_TAG]) == {str(KEY): 2}
+    assert again.run_requests[0].tags[RETRAINING_TAG] == project.spec.name
+
+
+def test_a_partition_with_a_run_in_flight_is_not_asked_again(materialized):
+    project = _reconciling(materialized)
+    scenarios.edit_rows(project.data, "2025-02", "north")
+    first = tick(project.defs, project.sensor, project.instance)
+    running = DagsterRun(job_name="__ASSET_JOB", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED, tags=dict(first.run_requests[0].tags))
+    project.instance.add_run(running)
+    held = tick(project.defs, project.sensor, project.instance)
+    assert held.run_requests == [] and "1 partition(s) with a run in flight" in held.skip_message
+    project.instance.report_run_failed(project.instance.get_run_by_id(running.run_id))  # its worker died
+    assert _reasons(tick(project.defs, project.sensor, project.instance)) == {str(KEY): "retry"}
+
+
+def test_failed_runs_are_retried_with_backoff_until_the_attempts_run_out(materialized):
+    project = _reconciling(materialized)
+    scenarios.edit_rows(project.data, "2025-02", "north")
+    store = ModelStore(model_store_root(project.spec))
+    # Where the store needs a folder for the partition's artifacts, a file: every write fails (even as root).
+    folder = store.root / "artifacts" / path_segment(KEY.window) / path_segment(KEY.cohort)
+    shutil.rmtree(folder)
+    folder.write_text("not a folder")
+    for attempt in (1, 2, 3):
+        result = tick(project.defs, project.sensor, project.instance)
+        assert list(_reasons(result)) == [str(KEY)], (attempt, result.skip_message)
+        assert json.loads(result.run_requests[0].tags[ATTEMPTS_TAG]) == {str(KEY): attempt}
+        assert not any(r.success for r in execute(project.defs, project.spec, result.run_requests, project.instance, raise_on_error=False))
+    gave_up = tick(project.defs, project.sensor, project.instance)
+    assert gave_up.run_requests == [] and f"gave up after the attempts allowed by change_detection.retry" in gave_up.skip_message
+    assert str(KEY) in gave_up.skip_message
+    state = next(s for s in partition_states(project.spec) if s["partition"] == KEY)
+    assert state["state"] == "stale: data changed (3 of 3 requests made; given up until the data changes)"
+    # Fixed, and the data changes again: a new fingerprint is new work, attempts start over.
+    folder.unlink()
+    scenarios.edit_rows(project.data, "2025-02", "north", seed=7)
+    healed = tick(project.defs, project.sensor, project.instance)
+    assert _reasons(healed) == {str(KEY): "edited_rows"}
+    assert all(r.success for r in execute(project.defs, project.spec, healed.run_requests, project.instance))
+    assert tick(project.defs, project.sensor, project.instance).run_requests == []
+
+
+def test_backoff_doubles_between_attempts():
+    change = type("C", (), {"partition": KEY, "fingerprint": "f"})()
+    retry = RetrySpec(max_attempts=4, backoff_seconds=10)
+    assert admit([change], set(), {}, retry, now=100).admitted == [(change, 1)]
+    assert admit([change], set(), {(KEY, "f"): (1, 100.0)}, retry, now=109).waiting == [(KEY, 1.0)]
+    assert admit([change], set(), {(KEY, "f"): (1, 100.0)}, retry, now=110).admitted == [(change, 2)]
+    assert admit([change], set(), {(KEY, "f"): (2, 100.0)}, retry, now=119).waiting == [(KEY, 1.0)]
+    assert admit([change], set(), {(KEY, "f"): (3, 100.0)}, retry, now=139).waiting == [(KEY, 1.0)]
+    assert admit([change], set(), {(KEY, "f"): (4, 100.0)}, retry, now=10_000).gave_up == [KEY]
+    assert admit([change], {KEY}, {}, retry, now=100).in_flight == [KEY]
+
+
+def test_a_repair_request_that_never_ran_is_asked_again(materialized):
+    """No stored 'repairing' mark: whether a repair is under way is Dagster's run state."""
+    project = _reconciling(materialized)
+    store = ModelStore(model_store_root(project.spec))
+    store.path_of(store.entries()[KEY]).write_bytes(b"corrupted")
+    first = tick(project.defs, project.sensor, project.instance)
+    assert _reasons(first) == {str(KEY): "repair"}
+    again = tick(project.defs, project.sensor, project.instance)  # the first request was lost
+    assert _reasons(again) == {str(KEY): "repair"}
+    assert all(r.success for r in execute(project.defs, project.spec, again.run_requests, project.instance))
+    assert tick(project.defs, project.sensor, project.instance).run_requests == []
+
+
+def test_a_definition_change_under_mark_stale_never_becomes_a_full_retrain_later(materialized):
+    project = _reconciling(materialized)
+    changed = make_spec(project.root, trainer={"params": {"iterations": 30, "depth": 4}}, **NO_WAIT)
+    project = project._replace(spec=changed, defs=build_definitions(changed))
+    for _ in range(3):  # the change tick, then reconciliation ticks: nothing requested
+        result = tick(project.defs, project.sensor, project.instance)
+        assert result.run_requests == [], result.skip_message
+    scenarios.edit_rows(project.data, "2025-02", "north")
+    assert _reasons(tick(project.defs, project.sensor, project.instance)) == {str(KEY): "edited_rows"}
