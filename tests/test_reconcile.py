@@ -181,3 +181,38 @@ def test_a_definition_change_under_mark_stale_never_becomes_a_full_retrain_later
         assert result.run_requests == [], result.skip_message
     scenarios.edit_rows(project.data, "2025-02", "north")
     assert _reasons(tick(project.defs, project.sensor, project.instance)) == {str(KEY): "edited_rows"}
+
+
+def test_a_deleted_state_store_is_rebuilt_from_the_model_store_without_a_full_retrain(materialized):
+    from retrain_plugins.layout import state_path
+
+    project = _reconciling(materialized)
+    digests = project.artifact_digests()
+    for path in state_path(project.spec).parent.glob("state.sqlite*"):
+        path.unlink()
+    result = tick(project.defs, project.sensor, project.instance)
+    assert result.run_requests == [], result.skip_message  # every file re-read once, nothing differs
+    assert "11 changed file(s) of 11" in result.skip_message
+    assert project.artifact_digests() == digests
+    scenarios.edit_rows(project.data, "2025-02", "north")
+    assert _reasons(tick(project.defs, project.sensor, project.instance)) == {str(KEY): "edited_rows"}
+
+
+def test_state_rebuild_moves_a_broken_store_aside(materialized, capsys):
+    from retrain_plugins.cli.main import main
+    from retrain_plugins.layout import state_path
+
+    project = _reconciling(materialized)
+    path = state_path(project.spec)
+    for side in path.parent.glob("state.sqlite-*"):
+        side.unlink()
+    path.write_bytes(b"this is not a database" * 100)
+    spec_file = project.root / "spec.yaml"
+    import yaml
+
+    spec_file.write_text(yaml.safe_dump(json.loads(project.spec.model_dump_json())))
+    assert main(["state", "rebuild", "--spec", str(spec_file)]) == 0
+    out = capsys.readouterr().out
+    assert "moved the old state store to" in out and f"{len(project.models())} trained sub-model(s)" in out
+    assert list(path.parent.glob("state.sqlite.broken-*"))
+    assert tick(project.defs, project.sensor, project.instance).run_requests == []

@@ -71,7 +71,15 @@ class ChangeReport:
 
 
 def state_store(spec: RetrainingSpec) -> StateStore:
-    return StateStore(state_path(spec))
+    """The retraining's state store; a missing one is rebuilt from the model store (no surprise full retrain)."""
+    state = StateStore(state_path(spec))
+    if state.created:
+        from retrain_plugins.changes.rebuild import rebuild_trained
+        from retrain_plugins.layout import model_store_root
+        from retrain_plugins.store import ModelStore
+
+        rebuild_trained(state, ModelStore(model_store_root(spec)))
+    return state
 
 
 def _reason(trained: Trained | None, rows: int, known: bool) -> str:

@@ -114,6 +114,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_state(args: argparse.Namespace) -> int:
+    from retrain_plugins.changes.rebuild import rebuild_state
+    from retrain_plugins.layout import model_store_root, state_path
+    from retrain_plugins.store import ModelStore
+
+    spec = load_spec(args)
+    recorded, moved = rebuild_state(state_path(spec), ModelStore(model_store_root(spec)))
+    if moved is not None:
+        print(f"moved the old state store to {moved}")
+    print(
+        f"rebuilt {state_path(spec)}: {recorded} trained sub-model(s) from the model store; the next sensor tick "
+        "re-reads the sources once and requests only partitions whose data differs from what their model saw"
+    )
+    return 0
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from retrain_plugins.cli.status import explain
     from retrain_plugins.partitions import PartitionKey
@@ -220,6 +236,8 @@ def parser() -> argparse.ArgumentParser:
     rollback.add_argument("cohort", help="cohort value, e.g. north")
     verify = add("verify", "Check the model store against its manifest (checksums, missing, orphans).", cmd_verify)
     verify.add_argument("--clean", action="store_true", help="delete temp files left by interrupted writes")
+    state = add("state", "Manage the sensor's state store.", cmd_state)
+    state.add_argument("action", choices=["rebuild"], help="rebuild: move the store aside and rebuild it from the model store")
     add("savings", "The savings ledger: partitions skipped and training time avoided per update.", cmd_savings)
     predict = add("predict", "Score a parquet file through the routed model.", cmd_predict)
     predict.add_argument("--input", help="parquet with the cohort column and the features (batch)")
