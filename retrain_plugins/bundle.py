@@ -26,6 +26,7 @@ def publish(spec: RetrainingSpec, view: FeatureServiceView) -> dict[str, Any]:
         "feature_columns": model_features(spec, view),
         "cohort_column": spec.labels.cohort_column,
         "trainer": spec.trainer.name,
+        "trainer_allow_import": spec.trainer.allow_import,  # a dotted trainer path is code: opted in by the spec
         "trainer_params": spec.trainer.params,
         "min_rows": spec.fallback.min_rows,
     }

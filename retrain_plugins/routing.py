@@ -24,7 +24,7 @@ from retrain_plugins.fallback import FALLBACK_DIR
 from retrain_plugins.partitions import PartitionKey
 from retrain_plugins.store import ModelStore, atomic_write_text
 from retrain_plugins.tasks import Task
-from retrain_plugins.trainers import make_trainer
+from retrain_plugins.trainers import make_trainer, trainer_class
 
 BUNDLE = "bundle.json"
 OWN, TOO_SMALL, UNSEEN, DAMAGED = "own_sub_model", "too_small", "unseen_cohort", "damaged_sub_model"
@@ -86,6 +86,8 @@ class RoutedModel:
         self.min_rows: int = bundle.get("min_rows", 0)
         self.task: Task = bundle.get("task", "binary")
         self.classes: list[Any] = list(bundle.get("classes") or [])
+        # A dotted trainer path imports code: only when the spec that published the bundle opted in.
+        trainer_class(bundle["trainer"], allow_import=bool(bundle.get("trainer_allow_import")))
         self._trainer = make_trainer(
             bundle["trainer"],
             bundle.get("trainer_params"),

@@ -142,7 +142,14 @@ Strategy = Literal["refit", "warm_start"]
 class TrainerSpec(_Model):
     """Which trainer fits each sub-model, how, and how it is evaluated."""
 
-    name: str = Field(default="catboost", description="Registered trainer name or dotted path.")
+    name: str = Field(default="catboost", description="Registered trainer name, or a dotted path with allow_import.")
+    allow_import: bool = Field(
+        default=False,
+        description=(
+            "Let `name` be a dotted path ('package.module:Class'): loading the spec then imports and "
+            "runs that module's code. Off by default: only trainers registered as entry points."
+        ),
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="Trainer parameters.")
     holdout_fraction: float = Field(
         default=0.2, gt=0.0, lt=0.9, description="Newest share of label rows held out for metrics."
@@ -329,7 +336,7 @@ class RetrainingSpec(_Model):
             "feature_service": self.feature_service,
             "labels": labels,
             "lookback": self.windows.lookback,
-            "trainer": self.trainer.model_dump(exclude={"strategy", "strategy_overrides", "max_trees"}),
+            "trainer": self.trainer.model_dump(exclude={"strategy", "strategy_overrides", "max_trees", "allow_import"}),
         }
         if self.task != "auto":
             payload["task"] = self.task

@@ -80,3 +80,64 @@ def test_strategy_overrides_by_partition_then_cohort():
     assert trainer.strategy_for("2025-02-01", "south") == "refit"
     with pytest.raises(ValueError, match="strategy_overrides"):
         TrainerSpec(strategy_overrides={"north": "sometimes"})
+
+
+@pytest.mark.parametrize(
+    ("trainer", "message"),
+    [
+        ({"params": {"iteratoins": 25}}, r"trainer.params are not valid for trainer 'catboost'.*iteratoins"),
+        ({"params": {"depth": -3}}, r"trainer.params are not valid for trainer 'catboost'.*[Dd]epth"),
+        ({"name": "sklearn_hgb", "params": {"max_iter": 0}}, r"trainer.params are not valid for trainer 'sklearn_hgb'.*max_iter"),
+        ({"name": "catbost"}, r"unknown trainer 'catbost'; registered trainers: \['catboost', 'sklearn_hgb'\]"),
+        ({"name": "retrain_plugins.trainers.catboost:CatBoostTrainer"}, r"is a dotted path.*trainer.allow_import: true"),
+    ],
+)
+def test_trainer_mistakes_fail_where_definitions_load_and_before_any_tick_records(project, trainer, message):
+    from retrain_plugins import build_definitions
+    from retrain_plugins.dagster.execution import tick
+
+    from .helpers import make_spec
+
+    bad = make_spec(project.root, trainer=trainer)
+    with pytest.raises(SpecError, match=message):
+        build_definitions(bad)
+    # The sensor of definitions built before the mistake: the tick fails, nothing is recorded.
+    from retrain_plugins.dagster.sensors import build_change_sensor
+    from retrain_plugins.dagster.assets import build_retraining_assets
+    from retrain_plugins.layout import state_path
+
+    sensor = build_change_sensor(bad, build_retraining_assets(bad))
+    from dagster import Definitions, build_sensor_context
+
+    with pytest.raises(SpecError, match=message):
+        sensor.evaluate_tick(build_sensor_context(instance=project.instance, definitions=Definitions(sensors=[sensor])))
+    assert not state_path(bad).exists() or not sqlite_rows(state_path(bad), "files")
+
+
+def sqlite_rows(path, table):
+    import sqlite3
+
+    with sqlite3.connect(path) as con:
+        return con.execute(f"SELECT * FROM {table}").fetchall()
+
+
+def test_a_dotted_trainer_path_works_when_the_spec_opts_in(project):
+    from retrain_plugins import build_definitions
+    from retrain_plugins.dagster.execution import materialize_all
+    from retrain_plugins.layout import model_store_root
+    from retrain_plugins.routing import RoutedModel
+
+    from .helpers import make_spec
+
+    spec = make_spec(
+        project.root,
+        trainer={"name": "retrain_plugins.trainers.catboost:CatBoostTrainer", "allow_import": True},
+    )
+    assert spec.definition_version() == make_spec(project.root, trainer={"name": spec.trainer.name}).definition_version()
+    defs = build_definitions(spec)
+    assert materialize_all(defs, spec, project.instance).success
+    model = RoutedModel.load(model_store_root(spec))  # the bundle records the opt-in
+    bundle = model.bundle
+    bundle["trainer_allow_import"] = False
+    with pytest.raises(SpecError, match="is a dotted path"):
+        RoutedModel(model.store, bundle)

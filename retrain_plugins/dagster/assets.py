@@ -27,7 +27,7 @@ from dagster import (
 
 from retrain_plugins.changes.state import StateStore
 from retrain_plugins.dagster.resources import FeastResource, ModelStoreResource
-from retrain_plugins.dagster.metadata import as_metadata
+from retrain_plugins.dagster.metadata import as_metadata, trainer_kind
 from retrain_plugins.dagster.serving import build_serving_assets
 from retrain_plugins.dagster.tags import detail_for, reason_for
 from retrain_plugins.errors import DataError
@@ -37,6 +37,7 @@ from retrain_plugins.partitions import PartitionKey, partitions_def
 from retrain_plugins.sources import validate_sources
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.tasks import PRIMARY
+from retrain_plugins.trainers import check_trainer_spec
 from retrain_plugins.training import build_training_set, train_sub_model
 
 
@@ -189,7 +190,7 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
                 deps=[training_set_key],
                 group_name=spec.name,
                 code_version=code_version,
-                kinds={spec.trainer.name},
+                kinds={trainer_kind(spec)},
                 skippable=True,
                 description=(
                     f"One `{spec.trainer.name}` sub-model per (window, cohort), fitted on its training set, "
@@ -203,6 +204,7 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
         can_subset=True,
     )
     def training(context: AssetExecutionContext, feast: FeastResource, model_store: ModelStoreResource):
+        check_trainer_spec(spec)
         view = load_feature_service_view(spec)
         selected = context.selected_asset_keys
         if training_set_key in selected:

@@ -12,15 +12,18 @@ from retrain_plugins.dagster.resources import FeastResource, ModelStoreResource
 from retrain_plugins.dagster.sensors import build_change_sensor
 from retrain_plugins.feast_view import load_feature_service_view, registry_path
 from retrain_plugins.spec import RetrainingSpec
+from retrain_plugins.trainers import check_trainer_spec
 
 
 def check_against_registry(spec: RetrainingSpec) -> None:
-    """Refuse, while definitions load, a spec that does not fit its Feast feature service.
+    """Refuse, while definitions load, a spec whose trainer or Feast feature service does not fit.
 
-    Where the registry does not exist yet (a fresh checkout before ``feast apply``), the check
-    waits for the sensor and the runs, which make it every time they load the feature service.
+    Where the registry does not exist yet (a fresh checkout before ``feast apply``, or a repo
+    still being written), the check waits for the sensor and the runs, which make it every time
+    they load the feature service.
     """
-    if registry_path(spec.feature_repo).exists():
+    check_trainer_spec(spec)
+    if (Path(spec.feature_repo) / "feature_store.yaml").exists() and registry_path(spec.feature_repo).exists():
         load_feature_service_view(spec)
 
 

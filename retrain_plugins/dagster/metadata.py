@@ -32,3 +32,10 @@ def auc_table(routes: dict[str, list[dict[str, Any]]]) -> str:
         cells = [f"{by[(w, c)]:.3f}" if by.get((w, c)) is not None else "-" for c in cohorts]
         lines.append(f"| {w} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def trainer_kind(spec) -> str:
+    """The trainer as a Dagster asset kind (a tag: no ':' of a dotted path, at most 63 characters)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", spec.trainer.name)[-63:]

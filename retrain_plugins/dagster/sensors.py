@@ -45,6 +45,7 @@ from retrain_plugins.partitions import (
 from retrain_plugins.sources import LABELS
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.store import ModelStore
+from retrain_plugins.trainers import check_trainer_spec
 from retrain_plugins.verify import damaged_current
 
 
@@ -196,6 +197,7 @@ def build_change_sensor(
         ),
     )
     def change_sensor(context: SensorEvaluationContext):
+        check_trainer_spec(spec)  # a trainer typo fails the tick, before anything is recorded or requested
         view = load_feature_service_view(spec)
         state = state_store(spec)
         known = cohorts(spec, context.instance)

@@ -14,7 +14,7 @@ from dagster import (
 
 from retrain_plugins.bundle import publish, read_bundle, smoke_test
 from retrain_plugins.changes.detector import state_store
-from retrain_plugins.dagster.metadata import as_metadata, auc_table
+from retrain_plugins.dagster.metadata import as_metadata, auc_table, trainer_kind
 from retrain_plugins.dagster.resources import FeastResource
 from retrain_plugins.fallback import train_fallback
 from retrain_plugins.online import materialize_online
@@ -52,7 +52,7 @@ def build_serving_assets(
         deps=[training_set],
         group_name=spec.name,
         code_version=code_version,
-        kinds={spec.trainer.name},
+        kinds={trainer_kind(spec)},
         description=(
             f"Global model over every cohort's newest {spec.fallback.windows} window(s); serves cohorts "
             f"with no sub-model or fewer than {spec.fallback.min_rows} rows. Refitted only when its "

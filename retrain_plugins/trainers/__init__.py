@@ -7,11 +7,14 @@ import importlib
 import inspect
 from importlib.metadata import entry_points
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retrain_plugins.errors import SpecError
 from retrain_plugins.tasks import Task
 from retrain_plugins.trainers.base import FitOutcome, Trainer, evaluate, fit_and_evaluate
+
+if TYPE_CHECKING:
+    from retrain_plugins.spec import RetrainingSpec
 
 ENTRY_POINT_GROUP = "retrain_plugins.trainers"
 
@@ -21,16 +24,19 @@ def _registered() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def trainer_class(name: str) -> type[Trainer]:
+def trainer_class(name: str, *, allow_import: bool = True) -> type[Trainer]:
     """Resolve a trainer by registered short name or ``package.module:Class`` / ``package.module.Class``.
 
     Args:
         name: A name registered in the ``retrain_plugins.trainers`` entry-point group, or a
             dotted path to a Trainer subclass.
 
+        allow_import: Whether a dotted path may be imported (a spec opts in with
+            ``trainer.allow_import``: naming a module in a spec runs its code).
+
     Raises:
-        SpecError: The name is unknown, cannot be imported, or is not a concrete Trainer subclass
-            declaring ``name`` and ``suffix``.
+        SpecError: The name is unknown, cannot be imported, is a dotted path while imports are not
+            allowed, or is not a concrete Trainer subclass declaring ``name`` and ``suffix``.
     """
     registered = _registered()
     if name in registered:
@@ -38,6 +44,12 @@ def trainer_class(name: str) -> type[Trainer]:
             cls = registered[name].load()
         except (ImportError, AttributeError) as exc:
             raise SpecError(f"trainer {name!r} ({registered[name].value}) cannot be imported: {exc}") from exc
+    elif ("." in name or ":" in name) and not allow_import:
+        raise SpecError(
+            f"trainer {name!r} is a dotted path, not a registered trainer ({sorted(registered)}): importing it "
+            "runs that module's code, so the spec must opt in with trainer.allow_import: true (or register "
+            "the trainer under the retrain_plugins.trainers entry point)"
+        )
     elif "." in name or ":" in name:
         module_name, _, attr = name.replace(":", ".").rpartition(".")
         try:
@@ -89,4 +101,33 @@ def make_trainer(
     return cls(params, task=task, categorical=tuple(categorical))
 
 
-__all__ = ["ENTRY_POINT_GROUP", "FitOutcome", "Trainer", "evaluate", "fit_and_evaluate", "make_trainer", "trainer_class"]
+@functools.lru_cache(maxsize=64)
+def _checked(name: str, params_json: str, task: str, allow_import: bool) -> None:
+    import json
+
+    cls = trainer_class(name, allow_import=allow_import)
+    tasks = [task] if task != "auto" else sorted(getattr(cls, "tasks", frozenset({"binary"})))[:1]
+    for one in tasks:
+        trainer = make_trainer(name, json.loads(params_json), task=one)  # type: ignore[arg-type]
+        try:
+            trainer.check_params()
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"trainer.params are not valid for trainer {name!r} ({one}): {exc}") from None
+
+
+def check_trainer_spec(spec: "RetrainingSpec") -> None:
+    """Refuse a spec whose trainer cannot be resolved, lacks the task, or rejects its parameters.
+
+    A dry construction (and, for CatBoost, a one-tree fit on 8 rows): run when definitions load,
+    by the sensor before it requests anything, and by every run, once per process and trainer spec.
+
+    Raises:
+        SpecError: naming the trainer and the problem.
+    """
+    import json
+
+    trainer = spec.trainer
+    _checked(trainer.name, json.dumps(trainer.params, sort_keys=True, default=str), spec.task, trainer.allow_import)
+
+
+__all__ = ["ENTRY_POINT_GROUP", "FitOutcome", "Trainer", "check_trainer_spec", "evaluate", "fit_and_evaluate", "make_trainer", "trainer_class"]

@@ -77,6 +77,14 @@ class Trainer(abc.ABC):
         """Continue training ``model`` on new rows only (warm start); optional."""
         raise NotImplementedError(f"trainer {self.name!r} does not support warm starts")
 
+    def check_params(self) -> None:
+        """Raise ``TypeError``/``ValueError`` if ``self.params`` cannot fit a model; optional.
+
+        Called when definitions load and by the sensor before it requests a run, so a typo in a
+        parameter fails there, not in a run after the sensor has moved on. The default accepts
+        everything.
+        """
+
     def size(self, model: Any) -> int | None:
         """A model's size in the unit the ``max_trees`` cap counts (trees); ``None`` if unknown."""
         return None

@@ -52,6 +52,21 @@ class CatBoostTrainer(Trainer):
         params = {"loss_function": _LOSS[self.task], **self.params, **extra}
         return (CatBoostRegressor if self.task == "regression" else CatBoostClassifier)(**params)
 
+    def check_params(self) -> None:
+        """Construct the estimator (unknown parameters) and fit it on 8 rows for one tree (their values)."""
+        import numpy as np
+
+        rows = np.arange(8, dtype=float).reshape(-1, 1)
+        labels = {"regression": rows[:, 0], "binary": np.array([0, 1] * 4), "multiclass": np.array(["a", "b"] * 4)}[self.task]
+        iterations = self.params.get("iterations")
+        one = {"iterations": 1} if isinstance(iterations, int) and iterations >= 1 else {}
+        from catboost import CatBoostError
+
+        try:
+            self._estimator(**one, allow_writing_files=False, thread_count=1).fit(rows, labels)
+        except CatBoostError as exc:
+            raise ValueError(str(exc).strip()) from exc
+
     def _pool(self, features: pl.DataFrame, labels: np.ndarray | None, categorical: list[str]) -> Any:
         from catboost import Pool
 

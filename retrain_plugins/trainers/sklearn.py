@@ -93,6 +93,14 @@ class HistGradientBoostingTrainer(Trainer):
         if self.params.get("loss", loss) != loss:
             raise SpecError(f"trainer sklearn_hgb supports only loss={loss!r} for task {self.task!r}")
 
+    def check_params(self) -> None:
+        """scikit-learn's own parameter validation of the estimator these parameters build."""
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+        params = {k: v for k, v in self.params.items() if k not in ("n_threads", "categorical_features")}
+        estimator_cls = HistGradientBoostingRegressor if self.task == "regression" else HistGradientBoostingClassifier
+        estimator_cls(**params)._validate_params()
+
     def fit(self, features: pl.DataFrame, labels: np.ndarray) -> TreeEnsemble:
         """Fit the estimator and export it; raises if the export predicts differently."""
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
