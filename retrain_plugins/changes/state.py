@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS requests (
     fingerprint TEXT NOT NULL, detail TEXT, requested_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # version n -> the SQL that migrates a version n - 1 store (append; never edit a released step)
 MIGRATIONS: dict[int, str] = {
     # 2: each cell's label digest (its label rows alone), so a label-only change is narrowed to the
@@ -52,7 +52,16 @@ MIGRATIONS: dict[int, str] = {
     # 3: the feature files the online store was last loaded from, so appended files load alone.
     3: "CREATE TABLE online_files (source TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, "
     "mtime_ns INTEGER NOT NULL, PRIMARY KEY (source, path))",
+    # 4: git's other index fields and a content token per source file, so an edit that keeps size
+    # and mtime (cp -p, rsync -t, tar x) is seen. NULL (a migrated row) means "unknown": the file is
+    # re-inspected once and its fingerprints decide.
+    4: "ALTER TABLE files ADD COLUMN ctime_ns INTEGER; ALTER TABLE files ADD COLUMN inode INTEGER; "
+    "ALTER TABLE files ADD COLUMN token TEXT",
 }
+SCANS = "file_scan"  # counters row: detection passes whose file states were committed (full_check_every)
+_FILE_COLUMNS = "size, mtime_ns, ts_min, ts_max, ctime_ns, inode, token"
+# SQLite's result codes for a file that is not a database or whose pages are damaged
+_CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 
 
 def in_region(region: Mapping[str, Collection[str] | None], cell: tuple[str, str]) -> bool:
@@ -66,6 +75,9 @@ class FileState(NamedTuple):
     mtime_ns: int
     ts_min: int | None  # microseconds since epoch of the file's first and last timestamp
     ts_max: int | None
+    ctime_ns: int | None = None  # None: recorded before schema version 4 (unknown)
+    inode: int | None = None
+    token: str | None = None  # content digest (sources.content_token), None: unknown
 
 
 class Trained(NamedTuple):
@@ -95,6 +107,7 @@ class StateStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
+            self._check(con)
             if self._version(con) == SCHEMA_VERSION:
                 return
             # One write transaction for the whole upgrade (Python's sqlite3 would run DDL outside
@@ -120,32 +133,78 @@ class StateStore:
             )
         return version
 
+    def _check(self, con: sqlite3.Connection) -> None:
+        """Refuse a damaged file on open: SQLite reads only the pages a query touches, so a
+        truncated store would otherwise fail later, in the middle of a tick."""
+        problems = [row[0] for row in con.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise self._corrupt("; ".join(problems[:3]))
+
+    def _corrupt(self, problem: str) -> StoreError:
+        return StoreError(
+            f"state store {self.path} is damaged ({problem}): move it aside and run `retrain state rebuild` "
+            "to rebuild the change-detection state from the data and the model store"
+        )
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=30.0)
+        try:
+            con = sqlite3.connect(self.path, timeout=30.0)
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(str(exc)) from exc
         try:
             con.execute("PRAGMA journal_mode=WAL")
             with con:  # one transaction
                 yield con
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) in _CORRUPT:
+                raise self._corrupt(str(exc)) from exc
+            raise
         finally:
             con.close()
 
     # -- files -----------------------------------------------------------------------------
     def files(self) -> dict[tuple[str, str], FileState]:
         with self._connect() as con:
-            rows = con.execute("SELECT source, path, size, mtime_ns, ts_min, ts_max FROM files").fetchall()
+            rows = con.execute(f"SELECT source, path, {_FILE_COLUMNS} FROM files").fetchall()
         return {(s, p): FileState(*rest) for s, p, *rest in rows}
 
     def save_files(self, changed: dict[tuple[str, str], FileState | None]) -> None:
-        """Record new states (``None`` deletes the entry) in one transaction."""
+        """Record new states (``None`` deletes the entry) in one transaction.
+
+        Each call is the commit of one detection pass: it also counts the pass (counter
+        :data:`SCANS`, read by :meth:`scans`), so a full check is done when its result is recorded.
+        """
         with self._connect() as con:
             for (source, path), state in changed.items():
                 if state is None:
                     con.execute("DELETE FROM files WHERE source = ? AND path = ?", (source, path))
                 else:
                     con.execute(
-                        "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", (source, path, *state)
+                        f"INSERT OR REPLACE INTO files (source, path, {_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (source, path, *state),
                     )
+            con.execute(
+                "INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value = value + 1", (SCANS,)
+            )
+
+    def scans(self) -> int:
+        """How many detection passes have been committed (:meth:`save_files` calls)."""
+        with self._connect() as con:
+            row = con.execute("SELECT value FROM counters WHERE name = ?", (SCANS,)).fetchone()
+        return row[0] if row else 0
+
+    def refresh_files(self, stats: Mapping[tuple[str, str], tuple[int, int]]) -> None:
+        """Record new (ctime_ns, inode) of files whose content token matched the recorded one.
+
+        Written at once, not with the pass's commit: the content is the recorded content, so the
+        record stays true whatever happens to the rest of the tick.
+        """
+        with self._connect() as con:
+            con.executemany(
+                "UPDATE files SET ctime_ns = ?, inode = ? WHERE source = ? AND path = ?",
+                [(ctime, inode, source, path) for (source, path), (ctime, inode) in stats.items()],
+            )
 
     # -- observed cells ----------------------------------------------------------------------
     def cells(self) -> dict[tuple[str, str], tuple[int, str]]:
