@@ -62,6 +62,7 @@ SCANS = "file_scan"  # counters row: detection passes whose file states were com
 _FILE_COLUMNS = "size, mtime_ns, ts_min, ts_max, ctime_ns, inode, token"
 # SQLite's result codes for a file that is not a database or whose pages are damaged
 _CORRUPT = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_CHECKED = {"files", "cells", "trained", "meta", "counters", "online_files"}  # read by every tick
 
 
 def in_region(region: Mapping[str, Collection[str] | None], cell: tuple[str, str]) -> bool:
@@ -133,12 +134,25 @@ class StateStore:
             )
         return version
 
-    def _check(self, con: sqlite3.Connection) -> None:
+    def _check(self, con: sqlite3.Connection, full: bool = False) -> None:
         """Refuse a damaged file on open: SQLite reads only the pages a query touches, so a
-        truncated store would otherwise fail later, in the middle of a tick."""
-        problems = [row[0] for row in con.execute("PRAGMA quick_check").fetchall()]
-        if problems != ["ok"]:
+        truncated store would otherwise fail later, in the middle of a tick.
+
+        On open, the tables every tick reads are checked (ms); the append-only logs (``ledger``,
+        ``requests``: 120 ms at 80 MB) only with ``full`` (``retrain verify``) and, like every
+        page, when a query touches a damaged one (see :meth:`_connect`).
+        """
+        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        problems = []
+        for table in sorted(tables if full else tables & _CHECKED):
+            problems += [row[0] for row in con.execute(f"PRAGMA quick_check({table})") if row[0] != "ok"]
+        if problems:
             raise self._corrupt("; ".join(problems[:3]))
+
+    def check(self) -> None:
+        """Check every page of every table; raise :class:`StoreError` naming the file if damaged."""
+        with self._connect() as con:
+            self._check(con, full=True)
 
     def _corrupt(self, problem: str) -> StoreError:
         return StoreError(

@@ -102,7 +102,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     ok = True
     if state_path(spec).exists():
         try:
-            StateStore(state_path(spec))  # opening checks every page of the change-detection state
+            StateStore(state_path(spec)).check()  # every page of the change-detection state
         except StoreError as exc:
             print(f"problem: {exc}")
             ok = False
