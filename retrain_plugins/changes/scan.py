@@ -14,8 +14,9 @@ time ranges both count, so rewritten or deleted rows are seen.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta, timezone
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from retrain_plugins.changes.state import FileState, StateStore
 from retrain_plugins.errors import DataError
@@ -53,22 +54,15 @@ def full_check_due(spec: RetrainingSpec, state: StateStore) -> bool:
     return bool(every) and (state.scans() + 1) % every == 0
 
 
-def _unchanged(path: str, before: FileState | None, now: FileStat, refreshed: dict, key: tuple[str, str]) -> bool:
-    """Whether a listed file still holds the recorded content, taking its token when ambiguous."""
+def _listed_as(before: FileState | None, now: FileStat) -> Literal["same", "changed", "ambiguous"]:
+    """What a file's listing says against the recorded one (git's index rule, plus the token)."""
     if before is None or (before.size, before.mtime_ns) != (now.size, now.mtime_ns):
-        return False
+        return "changed"
     if (before.ctime_ns, before.inode) == (now.ctime_ns, now.inode):
-        return True
-    if before.token is None:  # recorded before tokens were kept: the fingerprints decide, once
-        return False
-    try:
-        token = content_token(path)
-    except OSError:  # gone or unreadable since the listing: handled as a change
-        return False
-    if token != before.token:
-        return False
-    refreshed[key] = (now.ctime_ns, now.inode)
-    return True
+        return "same"
+    # ctime/inode moved under the old size and mtime; without a recorded token (a row from before
+    # schema version 4) the file is re-inspected once and the fingerprints decide
+    return "ambiguous" if before.token is not None else "changed"
 
 
 def scan_files(
@@ -96,12 +90,20 @@ def scan_files(
         old = {p: s for (src, p), s in previous.items() if src == source}
         for path in sorted(set(now) | set(old)):
             before = old.get(path)
-            if path in now and not full and _unchanged(path, before, now[path], refreshed, (source, path)):
+            token = None
+            verdict = _listed_as(before, now[path]) if path in now and not full else "changed"
+            if verdict == "same":
                 continue
+            if verdict == "ambiguous":
+                with contextlib.suppress(OSError):  # gone or unreadable since the listing: a change
+                    token = content_token(path)
+                if token == before.token:  # same content: record the new ctime/inode, read nothing
+                    refreshed[(source, path)] = (now[path].ctime_ns, now[path].inode)
+                    continue
             ranges = [(before.ts_min, before.ts_max)] if before is not None and before.ts_min is not None else []
             if path in now:
                 try:
-                    token = content_token(path)
+                    token = token or content_token(path)
                     lo, hi = inspect_file(path, described)
                 except (DataError, OSError) as exc:
                     unreadable[path] = str(exc)
