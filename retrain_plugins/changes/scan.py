@@ -51,7 +51,7 @@ def full_check_due(spec: RetrainingSpec, state: StateStore) -> bool:
     A full-check pass that is not committed (the tick failed) is repeated by the next tick.
     """
     every = spec.change_detection.full_check_every
-    return bool(every) and (state.scans() + 1) % every == 0
+    return every is not None and (state.scans() + 1) % every == 0
 
 
 def _listed_as(before: FileState | None, now: FileStat) -> Literal["same", "changed", "ambiguous"]:
@@ -94,7 +94,7 @@ def scan_files(
             verdict = _listed_as(before, now[path]) if path in now and not full else "changed"
             if verdict == "same":
                 continue
-            if verdict == "ambiguous":
+            if verdict == "ambiguous" and before is not None:
                 with contextlib.suppress(OSError):  # gone or unreadable since the listing: a change
                     token = content_token(path)
                 if token == before.token:  # same content: record the new ctime/inode, read nothing
