@@ -9,6 +9,7 @@ wrong type, or is not readable parquet yields a :class:`DataError` naming the fi
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -101,16 +102,49 @@ def inspect_file(path: str, source: Source) -> tuple[int | None, int | None]:
     return lo, hi
 
 
-def listing(pattern: str) -> dict[str, tuple[int, int]]:
-    """path -> (size, mtime_ns) of the files matching ``pattern``."""
+class FileStat(NamedTuple):
+    """What a listing records of one file: git's index fields (size, mtime, ctime, inode)."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+
+def file_stats(pattern: str) -> dict[str, FileStat]:
+    """path -> :class:`FileStat` of the files matching ``pattern``.
+
+    ``cp -p``, ``rsync -t``, ``tar x`` and ``touch -r`` keep size and mtime while the content
+    changes; ctime and inode do change (the kernel sets ctime on every write and metadata change,
+    a copy-over-rename makes a new inode). Change detection compares all four.
+    """
     found = {}
     for path in glob.glob(pattern):
         try:
             st = os.stat(path)
         except FileNotFoundError:  # removed between glob and stat
             continue
-        found[path] = (st.st_size, st.st_mtime_ns)
+        found[path] = FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     return found
+
+
+def listing(pattern: str) -> dict[str, tuple[int, int]]:
+    """path -> (size, mtime_ns) of the files matching ``pattern`` (see :func:`file_stats`)."""
+    return {path: (st.size, st.mtime_ns) for path, st in file_stats(pattern).items()}
+
+
+def content_token(path: str) -> str:
+    """A digest of a file's whole content (SHA-256 in 1 MiB blocks).
+
+    Taken when a file's size and mtime agree with the recorded ones but its ctime or inode do not
+    (see ``bench/RESULTS-tokens.md``: a parquet footer digest misses same-size edits of values
+    within a row group's min/max, a full hash of a 500 MB file costs well under a second).
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def validate_sources(

@@ -253,6 +253,17 @@ class ChangeDetection(_Model):
             "on and that have no run in flight (a lost request, a failed or killed run): reason 'retry'."
         ),
     )
+    full_check_every: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Every N-th sensor pass treats every source file as changed: re-inspects it, takes its "
+            "content token and re-fingerprints every window (the fingerprints then decide, so "
+            "identical data requests nothing). For sources whose file metadata (size, mtime, ctime, "
+            "inode) cannot be trusted. Passes are counted in the state store (counter 'file_scan'). "
+            "Default None: off."
+        ),
+    )
 
 
 class RetrainingSpec(_Model):

@@ -55,6 +55,57 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+# every manifest entry names its artifact; fingerprint is what it was trained on (None: not recorded)
+_ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
+    "path": (str,), "sha256": (str,), "fingerprint": (str, type(None)), "window": (str,), "cohort": (str,)
+}
+_ROLES = ("history", "rejected", "rolled_back")  # lists of entries, besides the single "current"
+
+
+def _entry_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict):
+        return f"is {type(entry).__name__}, not an object"
+    for name, types in _ENTRY_FIELDS.items():
+        if name not in entry:
+            return f"has no {name!r}"
+        if not isinstance(entry[name], types):
+            return f"{name!r} is {type(entry[name]).__name__} {entry[name]!r}"
+    if len(entry["sha256"]) != 64:
+        return f"'sha256' {entry['sha256']!r} is not a SHA-256 hex digest"
+    return None
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """What is wrong with a parsed manifest (``None``: nothing), naming the partition and field."""
+    if not isinstance(manifest, dict):
+        return f"the top level is a JSON {type(manifest).__name__}, not an object"
+    partitions = manifest.get("partitions")
+    if not isinstance(partitions, dict):
+        return "no 'partitions' object" if partitions is None else f"'partitions' is {type(partitions).__name__}"
+    for key, slot in partitions.items():
+        try:
+            window, cohort = json.loads(key)
+            assert isinstance(window, str) and isinstance(cohort, str)
+        except (ValueError, TypeError, AssertionError):
+            return f"partition key {key!r} is not a JSON [window, cohort] pair"
+        if not isinstance(slot, dict):
+            return f"partition {key}: its slot is {type(slot).__name__}, not an object"
+        missing = [name for name in ("current", "history") if name not in slot]
+        if missing:
+            return f"partition {key}: its slot has no {missing}"
+        current = slot.get("current")
+        if current is not None and (problem := _entry_problem(current)):
+            return f"partition {key}: current entry {problem}"
+        for role in _ROLES:
+            value = slot.get(role, [])
+            if not isinstance(value, list):
+                return f"partition {key}: {role!r} is {type(value).__name__}, not a list"
+            for i, entry in enumerate(value):
+                if problem := _entry_problem(entry):
+                    return f"partition {key}: {role}[{i}] entry {problem}"
+    return None
+
+
 class ModelStore:
     """Artifacts and manifest of one retraining's sub-models."""
 
@@ -76,12 +127,25 @@ class ModelStore:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _read(self) -> dict[str, Any]:
+        """The manifest, checked (see :func:`manifest_problem`); a missing one is empty."""
         if not self.manifest_path.exists():
             return {"version": 1, "partitions": {}}
         try:
-            return json.loads(self.manifest_path.read_text())
+            manifest = json.loads(self.manifest_path.read_text())
         except json.JSONDecodeError as exc:
-            raise StoreError(f"model store manifest {self.manifest_path} is not valid JSON: {exc}") from exc
+            raise StoreError(
+                f"model store manifest {self.manifest_path} is not valid JSON ({exc}): restore it from a backup, "
+                "or move it aside and retrain (the artifacts under artifacts/ are kept)"
+            ) from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StoreError(f"model store manifest {self.manifest_path} cannot be read: {exc}") from exc
+        problem = manifest_problem(manifest)
+        if problem:
+            raise StoreError(
+                f"model store manifest {self.manifest_path} is malformed: {problem}; restore it from a backup, "
+                "or move it aside and retrain (the artifacts under artifacts/ are kept)"
+            )
+        return manifest
 
     @staticmethod
     def _key(key: PartitionKey) -> str:
@@ -129,6 +193,7 @@ class ModelStore:
             tmp.unlink(missing_ok=True)
             raise
         entry = {
+            "fingerprint": None,  # every entry has one (validated on read); the caller's wins
             **metadata,
             "window": key.window,
             "cohort": key.cohort,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -291,3 +292,101 @@ def test_verify_cli_reports_problems_with_exit_code(materialized):
     assert done.returncode == 1, done.stderr
     assert f"corrupted: 2025-02-01/south (current) {entry['path']}" in done.stdout
     assert "orphans: artifacts/stray.cbm" in done.stdout
+
+
+# --- damaged state store and manifest: a clear error naming the file, exit 1, no traceback ---
+
+
+def _spec_file(project) -> Path:
+    spec_file = project.root / "spec.json"
+    spec_file.write_text(project.spec.model_dump_json())
+    return spec_file
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated"])
+def test_a_damaged_state_store_stops_status_explain_and_verify_with_the_fix(materialized, capsys, damage):
+    from retrain_plugins import StoreError, state_store
+    from retrain_plugins.cli.main import main
+    from retrain_plugins.layout import state_path
+
+    assert tick(materialized.defs, materialized.sensor, materialized.instance).run_requests == []
+    path = state_path(materialized.spec)
+    data = path.read_bytes()
+    path.write_bytes(os.urandom(len(data)) if damage == "random bytes" else data[: len(data) // 2])
+    message = f"state store {path} is damaged"
+    with pytest.raises(StoreError, match=f"{message} .*retrain state rebuild"):
+        state_store(materialized.spec)
+    spec = str(_spec_file(materialized))
+    for command in (["status"], ["explain", "2025-02-01", "south"], ["verify"]):
+        assert main([*command, "--spec", spec]) == 1
+        out, err = capsys.readouterr()
+        assert message in out + err and "retrain state rebuild" in out + err and "Traceback" not in out + err
+
+
+def _manifest(tmp_path) -> ModelStore:
+    store = ModelStore(tmp_path / "models")
+    store.put(KEY, lambda p: p.write_bytes(b"model-1"), ".cbm", {"fingerprint": "fp1"})
+    store.put(KEY, lambda p: p.write_bytes(b"model-2"), ".cbm", {"fingerprint": "fp2"})
+    return store
+
+
+def _edit(field: str, value=None, role: str = "current"):
+    def change(manifest: dict) -> None:
+        (slot,) = manifest["partitions"].values()
+        entry = slot[role] if role == "current" else slot[role][0]
+        if value is None:
+            del entry[field]
+        else:
+            entry[field] = value
+
+    return change
+
+
+BAD_MANIFESTS = {
+    "empty object": ("{}", "no 'partitions' object"),
+    "empty list": ("[]", "the top level is a JSON list"),
+    "truncated": (lambda text: text[: len(text) // 2], "is not valid JSON"),
+    "no path": (_edit("path"), "current entry has no 'path'"),
+    "no sha256": (_edit("sha256"), "current entry has no 'sha256'"),
+    "no fingerprint": (_edit("fingerprint"), "current entry has no 'fingerprint'"),
+    "path is a number": (_edit("path", 7), "'path' is int 7"),
+    "sha256 is a list": (_edit("sha256", ["ab"]), "'sha256' is list"),
+    "sha256 not a digest": (_edit("sha256", "abc"), "'sha256' 'abc' is not a SHA-256 hex digest"),
+    "fingerprint is a number": (_edit("fingerprint", 3, role="history"), "history[0] entry 'fingerprint' is int 3"),
+    "partitions is a list": (lambda text: json.dumps({"partitions": []}), "'partitions' is list"),
+    "entry is a string": (lambda text: json.dumps({"partitions": {json.dumps(list(KEY)): {"current": "x", "history": []}}}), "current entry is str"),
+    "bad partition key": (lambda text: json.dumps({"partitions": {"north": {"current": None, "history": []}}}), "partition key 'north'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MANIFESTS))
+def test_a_malformed_manifest_raises_store_error_naming_the_file_and_problem(tmp_path, case):
+    from retrain_plugins import StoreError
+
+    store = _manifest(tmp_path)
+    assert store.entries()[KEY]["fingerprint"] == "fp2"  # the good manifest reads
+    change, problem = BAD_MANIFESTS[case]
+    text = store.manifest_path.read_text()
+    if isinstance(change, str):
+        text = change
+    elif change.__name__ == "change":  # an edit of the parsed manifest
+        manifest = json.loads(text)
+        change(manifest)
+        text = json.dumps(manifest)
+    else:
+        text = change(text)
+    store.manifest_path.write_text(text)
+    for read in (store.entries, lambda: store.history(KEY), lambda: verify_store(store), lambda: store.rollback(KEY)):
+        with pytest.raises(StoreError, match=re.escape(f"model store manifest {store.manifest_path}")) as caught:
+            read()
+        assert problem in str(caught.value)
+
+
+def test_status_on_a_malformed_manifest_exits_1_with_the_message(materialized, capsys):
+    from retrain_plugins.cli.main import main
+
+    store = ModelStore(model_store_root(materialized.spec))
+    store.manifest_path.write_text("{}")
+    assert main(["status", "--spec", str(_spec_file(materialized))]) == 1
+    err = capsys.readouterr().err
+    assert f"model store manifest {store.manifest_path} is malformed: no 'partitions' object" in err

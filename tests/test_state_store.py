@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 
 import pytest
 
 from retrain_plugins import StoreError
 from retrain_plugins.changes import state as state_module
-from retrain_plugins.changes.state import SCHEMA_VERSION, StateStore
+from retrain_plugins.changes.state import SCHEMA_VERSION, FileState, StateStore
 from retrain_plugins.partitions import PartitionKey
 
 
@@ -89,3 +90,52 @@ def test_a_failing_migration_leaves_the_store_as_it_was(tmp_path, monkeypatch):
     assert _version(path) == SCHEMA_VERSION and "extra" not in _tables(path)  # all or nothing
     monkeypatch.setattr(state_module, "SCHEMA_VERSION", SCHEMA_VERSION)
     assert StateStore(path).get_meta("k") == "v"
+
+
+def test_a_version_3_store_is_migrated_to_4_with_its_rows(tmp_path):
+    """Version 4 adds ctime_ns, inode and a content token to ``files``; rows of a version 3 store
+    are kept, their new fields unknown (None), so their files are re-inspected once."""
+    path = tmp_path / "state.sqlite"
+    with sqlite3.connect(path) as con:  # what the version 3 code wrote
+        con.executescript(state_module._SCHEMA)
+        for version in (2, 3):
+            con.executescript(state_module.MIGRATIONS[version])
+        con.execute("INSERT INTO files VALUES ('labels', '/d/a.parquet', 10, 20, 1, 2)")
+        con.execute("INSERT INTO online_files VALUES ('fv', '/d/f.parquet', 30, 40)")
+        con.execute("INSERT INTO cells VALUES ('2025-01-01', 'north', 5, 'dg', 'lab')")
+        con.execute("INSERT INTO counters VALUES ('tick', 7)")
+        con.execute("PRAGMA user_version = 3")
+    store = StateStore(path)
+    store.record_trained(PartitionKey("2025-01-01", "north"), "fp", 5, "trained", "run", "def")
+    assert _version(path) == SCHEMA_VERSION == 4
+    assert {"ctime_ns", "inode", "token"} <= set(_columns(path, "files"))
+    assert store.files() == {("labels", "/d/a.parquet"): FileState(10, 20, 1, 2, None, None, None)}
+    assert store.online_files() == {("fv", "/d/f.parquet"): (30, 40)}
+    assert store.cells() == {("2025-01-01", "north"): (5, "dg")}
+    assert store.next_seq() == 8
+    assert store.scans() == 0
+
+
+def test_file_states_round_trip_and_count_the_passes(tmp_path):
+    store = StateStore(tmp_path / "state.sqlite")
+    state = FileState(10, 20, 1, 2, 30, 40, "ab" * 32)
+    store.save_files({("labels", "/d/a.parquet"): state})
+    store.save_files({})
+    assert store.files() == {("labels", "/d/a.parquet"): state} and store.scans() == 2
+    store.refresh_files({("labels", "/d/a.parquet"): (31, 41)})
+    assert store.files()[("labels", "/d/a.parquet")] == state._replace(ctime_ns=31, inode=41)
+    assert store.scans() == 2  # a refresh is not a pass
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated", "truncated to its header"])
+def test_a_damaged_store_raises_store_error_naming_the_file_and_the_fix(tmp_path, damage):
+    path = tmp_path / "state.sqlite"
+    store = StateStore(path)
+    store.save_files({("labels", f"/d/{i:06d}.parquet"): FileState(i, i, i, i, i, i, "t" * 64) for i in range(2000)})
+    data = path.read_bytes()
+    assert not (tmp_path / "state.sqlite-wal").exists()  # the last connection checkpointed
+    path.write_bytes(
+        {"random bytes": os.urandom(len(data)), "truncated": data[: len(data) // 2], "truncated to its header": data[:100]}[damage]
+    )
+    with pytest.raises(StoreError, match=f"state store {path} is damaged .*retrain state rebuild"):
+        StateStore(path)

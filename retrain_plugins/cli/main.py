@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
-from retrain_plugins.errors import RetrainError
+from retrain_plugins.errors import RetrainError, StoreError
 from retrain_plugins.spec import RetrainingSpec
 
 DEMO_SIZES = {"demo": 400, "small": 60}
@@ -91,13 +92,20 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from retrain_plugins.changes.state import StateStore
     from retrain_plugins.fallback import fallback_store
-    from retrain_plugins.layout import model_store_root
+    from retrain_plugins.layout import model_store_root, state_path
     from retrain_plugins.store import ModelStore
     from retrain_plugins.verify import verify_store
 
     spec = load_spec(args)
     ok = True
+    if state_path(spec).exists():
+        try:
+            StateStore(state_path(spec)).check()  # every page of the change-detection state
+        except StoreError as exc:
+            print(f"problem: {exc}")
+            ok = False
     for store in (ModelStore(model_store_root(spec)), fallback_store(spec)):
         report = verify_store(store)
         ok &= report.ok
@@ -263,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except RetrainError as exc:
         print(f"retrain {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except (sqlite3.Error, OSError) as exc:  # a store or file the library did not expect to fail
+        print(f"retrain {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
 
