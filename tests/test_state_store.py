@@ -92,9 +92,10 @@ def test_a_failing_migration_leaves_the_store_as_it_was(tmp_path, monkeypatch):
     assert StateStore(path).get_meta("k") == "v"
 
 
-def test_a_version_3_store_is_migrated_to_4_with_its_rows(tmp_path):
+def test_a_version_3_store_is_migrated_with_its_rows(tmp_path):
     """Version 4 adds ctime_ns, inode and a content token to ``files``; rows of a version 3 store
-    are kept, their new fields unknown (None), so their files are re-inspected once."""
+    are kept, their new fields unknown (None), so their files are re-inspected once. Version 5
+    adds the acknowledged baselines, empty."""
     path = tmp_path / "state.sqlite"
     with sqlite3.connect(path) as con:  # what the version 3 code wrote
         con.executescript(state_module._SCHEMA)
@@ -107,7 +108,8 @@ def test_a_version_3_store_is_migrated_to_4_with_its_rows(tmp_path):
         con.execute("PRAGMA user_version = 3")
     store = StateStore(path)
     store.record_trained(PartitionKey("2025-01-01", "north"), "fp", 5, "trained", "run", "def")
-    assert _version(path) == SCHEMA_VERSION == 4
+    assert _version(path) == SCHEMA_VERSION == 5
+    assert store.acknowledged() == {}
     assert {"ctime_ns", "inode", "token"} <= set(_columns(path, "files"))
     assert store.files() == {("labels", "/d/a.parquet"): FileState(10, 20, 1, 2, None, None, None)}
     assert store.online_files() == {("fv", "/d/f.parquet"): (30, 40)}
