@@ -25,6 +25,7 @@ from retrain_plugins.bundle import publish, read_bundle, smoke_test
 from retrain_plugins.changes.detector import state_store
 from retrain_plugins.dagster.metadata import as_metadata, auc_table
 from retrain_plugins.dagster.resources import FeastResource
+from retrain_plugins.errors import DataError
 from retrain_plugins.fallback import train_fallback
 from retrain_plugins.online import materialize_online
 from retrain_plugins.feast_view import FeatureServiceView, load_feature_service_view
@@ -69,7 +70,13 @@ def build_serving_assets(
         ),
     )
     def fallback_model(context: AssetExecutionContext) -> MaterializeResult:
-        meta = train_fallback(spec, load_feature_service_view(spec), context.run.run_id)
+        try:
+            meta = train_fallback(spec, load_feature_service_view(spec), context.run.run_id)
+        except DataError as exc:
+            # A partition whose data is unusable (its own run failed, by name) must not stop the
+            # bundle for everyone: the current fallback keeps serving, and this says why.
+            context.log.warning(f"fallback model not refitted, the current one serves: {exc}")
+            meta = {"status": "kept: its inputs include unusable training sets", "error": str(exc)}
         context.log.info(f"fallback model: {meta['status']}")
         return MaterializeResult(metadata=as_metadata(meta))
 
@@ -162,15 +169,23 @@ def publish_despite_failures(
         if meta["status"] != "failed":
             yield AssetMaterialization(asset_key=sub_model_key, partition=partition_key, metadata=as_metadata(meta))
     yield from checks
-    selection = context.run.asset_selection
+    # What this run materializes: the job's assets (materialize() builds a job of the selection),
+    # narrowed by the run's selection when it has one (a daemon-launched run of the asset job).
+    selection = set(context.job_def.asset_layer.selected_asset_keys)
+    if context.run.asset_selection:
+        selection &= set(context.run.asset_selection)
     keys = {name: AssetKey([spec.name, name]) for name in ("fallback_model", "model_bundle")}
     published = []
     if any(r["status"] == "trained" for r in results.values()):
-        if spec.fallback.enabled and (selection is None or keys["fallback_model"] in selection):
-            meta = train_fallback(spec, view, context.run.run_id)
-            yield AssetMaterialization(asset_key=keys["fallback_model"], metadata=as_metadata(meta))
-            published.append(f"fallback model ({meta['status']})")
-        if selection is None or keys["model_bundle"] in selection:
+        if spec.fallback.enabled and keys["fallback_model"] in selection:
+            try:
+                meta = train_fallback(spec, view, context.run.run_id)
+            except DataError as exc:  # it reads the failed partitions' training sets too
+                published.append(f"no fallback refit, the current one serves ({exc})")
+            else:
+                yield AssetMaterialization(asset_key=keys["fallback_model"], metadata=as_metadata(meta))
+                published.append(f"fallback model ({meta['status']})")
+        if keys["model_bundle"] in selection:
             metadata, problems, served = publish_model_bundle(spec, view)
             note = {"published_by": "training step (some partitions failed)", "smoke_test_failures": MetadataValue.json(problems)}
             yield AssetMaterialization(asset_key=keys["model_bundle"], metadata={**metadata, **note})
