@@ -26,8 +26,10 @@ from retrain_plugins.layout import model_store_root, training_set_path
 from retrain_plugins.partitions import SEGMENT_MAX, PartitionKey, cohorts, path_segment
 from retrain_plugins.policies import CONSTANT, constant_predictions
 from retrain_plugins.routing import OWN, UNSEEN, RoutedModel
+from retrain_plugins.sql import connect
 from retrain_plugins.store import ModelStore
 from retrain_plugins.trainers import make_trainer
+from retrain_plugins.training_sets import blank_cohort
 
 LONG = "cohort-" + "\u00e9" * 10 + "x" * 273  # 300 bytes of UTF-8: no file name can hold it
 FEB = "2025-02"
@@ -92,7 +94,7 @@ def test_empty_and_overlong_cohorts_are_contained_and_everyone_else_serves(make_
     assert json.loads(ModelStore(model_store_root(project.spec)).manifest_path.read_text())["partitions"][json.dumps(["2025-02-01", LONG])]
     bundle = read_bundle(project.spec)
     assert set(bundle["routes"]) == {"east", "north", "south", "west", LONG}
-    assert training_set_path(project.spec, key).exists()
+    assert training_set_path(project.spec, key).exists() and len(training_set_path(project.spec, key).name) <= 255
 
     # The blank rows: no partition, no empty path segment, reported on the training sets of their window.
     for folder in (model_store_root(project.spec) / "artifacts", project.data / "training_sets" / "churn"):
@@ -129,6 +131,15 @@ def test_blank_cohort_rows_are_named_in_the_sensor_tick_message(materialized):
     assert result.run_requests == []  # nothing of any partition changed
     n = pl.read_parquet(path).height
     assert f"{path}: {n} label row(s) with an empty cohort value in column 'region', not trained" in result.skip_message
+
+
+def test_blank_means_empty_or_only_white_space():
+    values = ["", " ", "\t\n", "\u00a0", "\u3000 ", "a", " a ", "-", "\u200b"]
+    con = connect()
+    blank = [
+        con.execute(f"SELECT {blank_cohort('CAST($v AS VARCHAR)')}", {"v": v}).fetchone()[0] for v in values
+    ]
+    assert blank == [True, True, True, True, True, False, False, False, False]
 
 
 @pytest.mark.parametrize("task", ["binary", "regression", "multiclass"])
