@@ -40,6 +40,27 @@ def read_bundle(spec: RetrainingSpec) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def bundle_is_stale(spec: RetrainingSpec) -> bool:
+    """Whether ``bundle.json`` routes to other models than the store's current ones.
+
+    Compares the bundle's routes (window, cohort, sha256 of each sub-model) and its fallback with
+    :meth:`ModelStore.entries` and the fallback store: true when a sub-model was promoted, rolled
+    back or added since the bundle was published (or there are models and no bundle). This is
+    what a promoted partition whose run never reached ``model_bundle`` (a crash, a run that
+    selected only the partitioned assets) leaves behind; the change sensor requests a
+    serving-only run (``fallback_model``, ``model_bundle``) when it is true. Reads two manifests,
+    no artifact.
+    """
+    current = {(k.window, k.cohort): e["sha256"] for k, e in ModelStore(model_store_root(spec)).entries().items()}
+    fallback = fallback_store(spec).entries().get(FALLBACK_KEY) if spec.fallback.enabled else None
+    bundle = read_bundle(spec)
+    if bundle is None:
+        return bool(current) or fallback is not None
+    routed = {(e["window"], e["cohort"]): e["sha256"] for entries in bundle["routes"].values() for e in entries}
+    routed_fallback = (bundle.get("fallback") or {}).get("sha256")
+    return routed != current or routed_fallback != (fallback or {}).get("sha256")
+
+
 def smoke_test(spec: RetrainingSpec, rows: int = 5, previous: dict[str, Any] | None = None) -> list[str]:
     """Check that every model the bundle routes to serves; return the failures.
 

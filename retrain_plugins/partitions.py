@@ -8,11 +8,14 @@ formatting (the key string orders dimensions by name).
 
 Cohort values are arbitrary strings in the data; Dagster static keys cannot contain ``| [ ] ,``,
 so they are percent-encoded reversibly (:func:`encode_cohort`). Paths use a stricter encoding
-(:func:`path_segment`) so no cohort value can escape a store directory.
+(:func:`path_segment`) so no cohort value can escape a store directory, and every value, the empty
+one and those longer than a file name can be included, maps to one bounded segment.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
@@ -49,10 +52,65 @@ def decode_cohort(key: str) -> str:
     return unquote(key)
 
 
-def path_segment(cohort: str) -> str:
-    """Cohort value -> one safe path segment (no separators, never ``.`` or ``..``)."""
-    segment = quote(cohort, safe="-_~")
-    return segment.replace(".", "%2E") if segment.strip(".") == "" else segment.replace("/", "%2F")
+#: Longest path segment :func:`path_segment` returns, in bytes. Leaves room under the common
+#: 255-byte file-name limit for what the stores append (``.parquet``, ``.json``, temp-file affixes).
+SEGMENT_MAX = 200
+_DIGEST_HEX = 64  # sha256
+_HASHED = re.compile(r"~[0-9a-fA-F]{64}\Z")
+
+
+def _plain_segment(value: str) -> str:
+    """Percent-encoding of ``value`` (UTF-8, lone surrogates passed through); dots-only names escaped."""
+    segment = quote(value, safe="-_~", errors="surrogatepass")
+    return segment.replace(".", "%2E") if segment.strip(".") == "" else segment
+
+
+def path_segment(value: str) -> str:
+    """Cohort (or window) value -> one path segment: non-empty, at most :data:`SEGMENT_MAX` bytes.
+
+    Two forms:
+
+    * **plain**: the percent-encoding of the value (``quote`` with only ``A-Z a-z 0-9 - _ . ~``
+      kept, every other byte as ``%XX`` with upper-case hex; a name of dots only has its dots
+      escaped as ``%2E``). Used when that encoding is non-empty, at most :data:`SEGMENT_MAX`
+      bytes, and does not end in ``~`` + 64 hex digits (either case). This is the encoding every
+      store has used, so existing paths do not change.
+    * **hashed**: ``<prefix>~<sha256 hex of the value's UTF-8>``, the prefix being the plain
+      encoding cut to ``SEGMENT_MAX - 65`` bytes (never inside a ``%XX`` escape), so at most
+      :data:`SEGMENT_MAX` bytes. Used for everything else: the empty value, long values, and
+      the (contrived) values whose plain encoding ends like a hashed one.
+
+    Never ambiguous, hence injective (up to a sha256 collision), and on case-insensitive
+    file systems too:
+
+    1. Plain forms are injective: percent-encoding of the UTF-8 bytes is, and the dots-only
+       escape cannot collide because ``quote`` never escapes ``.``, so no other value's encoding
+       holds ``%2E``.
+    2. Plain and hashed forms are disjoint: every hashed form ends in ``~`` + 64 hex digits, and
+       a plain form that would (in any letter case) is not used as a plain form. Since that test
+       ignores case, a plain form and a hashed form also differ when case is ignored.
+    3. Hashed forms of different values have different digests, in their last 64 characters
+       (lower-case hex, so they also differ when case is ignored).
+
+    Plain forms of values that differ only in letter case (``North``, ``north``) differ only in
+    case: on a case-insensitive file system (macOS and Windows defaults) their training-set files
+    would be one file. They are kept as they are (existing stores keep their paths); the reader
+    of a training set checks that it belongs to its partition (:func:`retrain_plugins.training`),
+    so such a clash fails that partition by name instead of training one cohort on another's rows.
+
+    The segment is ASCII (``A-Z a-z 0-9 - _ . ~ %``): no separator, never ``.`` or ``..``, never
+    empty. The real value is never parsed back from a path: manifests and ``bundle.json`` record
+    it (``PartitionKey.cohort``).
+    """
+    plain = _plain_segment(value)
+    if plain and len(plain) <= SEGMENT_MAX and not _HASHED.search(plain):
+        return plain
+    cut = SEGMENT_MAX - _DIGEST_HEX - 1
+    prefix = plain[:cut]
+    if len(plain) > cut and (escape := prefix.rfind("%", cut - 2)) != -1:
+        prefix = prefix[:escape]  # do not cut a %XX escape in two
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{prefix}~{digest}"
 
 
 class Window(NamedTuple):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import numpy as np
 import polars as pl
 
 from retrain_plugins.changes.fingerprints import frame_cells, partition_fingerprint
@@ -137,3 +138,21 @@ def gate(
             f"{sign} tolerance {spec.gate.tolerance}",
         )
     return Verdict(True, champion_value, "")
+
+
+CONSTANT = "constant predictions: no feature splits the rows"
+
+
+def constant_predictions(trainer: Trainer, model: Any, features: pl.DataFrame) -> bool:
+    """Whether ``model`` predicts the same thing for every row of ``features`` (its training rows).
+
+    Such a model learnt nothing a feature can tell apart (all features null or constant in its
+    partition): whatever its holdout metric (a binary AUC of exactly 0.5 passes a 0.5 floor), it
+    is no better than the fallback, which at least learnt from every cohort. The test is the same
+    for every task: binary probabilities, regression values, and multiclass probability rows all
+    equal (up to float noise).
+    """
+    if features.height < 2:
+        return False
+    output = np.asarray(trainer.predict(model, features), dtype=np.float64)
+    return bool(np.allclose(output, output[:1], rtol=1e-9, atol=1e-12))

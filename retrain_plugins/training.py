@@ -20,7 +20,7 @@ from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.layout import training_set_path
 from retrain_plugins.partitions import PartitionKey, training_windows, windows
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.policies import gate, plan
+from retrain_plugins.policies import CONSTANT, Verdict, constant_predictions, gate, plan
 from retrain_plugins.store import ModelStore, atomic_write_text
 from retrain_plugins.tasks import resolve_task, validate_labels
 from retrain_plugins.trainers import fit_and_evaluate, make_trainer
@@ -135,6 +135,11 @@ def _train(
     if not path.exists():
         raise DataError(f"training set of {key} is missing at {path}: materialize training_set first")
     ts_meta = json.loads(path.with_suffix(".json").read_text())
+    if ts_meta.get("partition", str(key)) != str(key):
+        raise DataError(
+            f"training set {path} holds partition {ts_meta['partition']!r}, not {str(key)!r}: two cohorts share "
+            "one file (values that differ only in letter case, on a case-insensitive file system?)"
+        )
     frame = pl.read_parquet(path)
     label = spec.labels.label_column
     definition = definition_version(spec, view)
@@ -167,7 +172,11 @@ def _train(
         init_model=chosen.init_model,
         train_from=chosen.train_from,
     )
-    verdict = gate(spec, view, trainer, models, key, outcome)
+    n_fitted = frame.height - (outcome.metrics["rows_holdout"] or 0)  # warm start: the current model's rows too
+    if constant_predictions(trainer, outcome.model, frame.head(n_fitted).select(features)):
+        verdict = Verdict(False, None, CONSTANT)  # never serves; the previous model or the fallback does
+    else:
+        verdict = gate(spec, view, trainer, models, key, outcome)
     entry = models.put(
         key,
         lambda p: trainer.save(outcome.model, p),

@@ -99,6 +99,7 @@ def label_rows(
     """Label rows in ``windows`` (and ``cohorts``; all if None), with their window key and a row id.
 
     ``only`` narrows further per window: window key -> the cohorts kept there (None: all of them).
+    Rows whose cohort is blank are left out (see :func:`blank_cohort_rows`).
     """
     lab = spec.labels
     con = connect()
@@ -121,7 +122,7 @@ def label_rows(
         SELECT {", ".join(column(c) for c in lab.columns)}, w.key AS {ident(WINDOW_COL)}
         FROM {parquet('labels')} AS l
         JOIN windows_tbl AS w ON {ts} >= w.start AND {ts} < w."end"
-        WHERE TRUE {cohort_filter}
+        WHERE NOT {blank_cohort(cohort)} {cohort_filter}
         ORDER BY {order}
     """
     params: dict = {"labels": _files(spec.label_glob, exclude)}
@@ -129,6 +130,44 @@ def label_rows(
         params["cohorts"] = list(cohorts)
     frame = query(con, sql, params)
     return frame.with_row_index(ROW_ID).with_columns(pl.col(ROW_ID).cast(pl.Int64))
+
+
+def blank_cohort(expression: str) -> str:
+    """SQL: is the cohort ``expression`` (a VARCHAR) blank, i.e. empty or only white space?
+
+    A blank cohort cannot name a partition (Dagster's UI cannot show or select an empty key, and
+    a value of only spaces is a missing value by another name): such label rows belong to no
+    partition. They are left out of every training set and fingerprint, and reported by file
+    (:func:`blank_cohort_rows`), while every other cohort trains normally.
+    """
+    return f"regexp_full_match({expression}, '[\\s\\x{{0B}}\\x{{85}}\\p{{Z}}]*')"
+
+
+def blank_cohort_rows(
+    spec: RetrainingSpec, windows: Sequence[Window] | None = None, files: Sequence[str] | None = None
+) -> dict[str, int]:
+    """Label file -> number of its rows (in ``windows``, if given) whose cohort is blank.
+
+    ``files`` limits the scan to those label files (the changed ones, for a sensor tick); by
+    default every file of the label glob is read.
+    """
+    if files is not None and not files:
+        return {}
+    lab = spec.labels
+    con = connect()
+    cohort = f"CAST(l.{ident(lab.cohort_column)} AS VARCHAR)"
+    where = blank_cohort(cohort)
+    params: dict = {"labels": list(files) if files is not None else spec.label_glob}
+    if windows:
+        ts = utc(f"l.{ident(lab.timestamp_column)}")
+        con.register("windows_tbl", _windows_frame(windows))
+        where += f" AND EXISTS (SELECT 1 FROM windows_tbl AS w WHERE {ts} >= w.start AND {ts} < w.\"end\")"
+    source = "read_parquet($labels, filename = true, union_by_name = true, hive_partitioning = false)"
+    rows = con.execute(
+        f"SELECT l.filename, count(*) FROM {source} AS l WHERE {cohort} IS NOT NULL AND {where} GROUP BY 1 ORDER BY 1",
+        params,
+    ).fetchall()
+    return {str(f): int(n) for f, n in rows}
 
 
 def feast_training_set(

@@ -33,7 +33,8 @@ from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.layout import state_path, training_set_path
 from retrain_plugins.partitions import PartitionKey, Window, dependents, training_windows, windows
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.training_sets import WINDOW_COL, asof_training_set, label_rows
+from retrain_plugins.sources import LABELS
+from retrain_plugins.training_sets import WINDOW_COL, asof_training_set, blank_cohort_rows, label_rows
 
 REASONS = ("new_data", "late_data", "edited_rows", "drift", "new_cohort", "definition_change", "repair", "retry", "manual")
 DEFINITION = "definition"
@@ -61,6 +62,8 @@ class ChangeReport:
     stale_by_definition: int
     files_seen: int
     cells_joined: int = 0  # (window, cohort) cells re-fingerprinted with the feature join this pass
+    # changed label file -> why some of its rows are not trained (a blank cohort: no partition)
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)
     _commit: list = dataclasses.field(default_factory=list, repr=False)
 
     def commit(self) -> None:
@@ -165,6 +168,15 @@ def _region(
     for window, cohort in _label_changed_cells(spec, state, before, label_only, excluded):
         spread(window, cohort)
     return region
+
+
+def refused_rows(spec: RetrainingSpec, files: Sequence[str]) -> dict[str, str]:
+    """Label ``files`` holding rows with a blank cohort, with a line saying so (they train nothing)."""
+    column = spec.labels.cohort_column
+    return {
+        path: f"{path}: {n} label row(s) with an empty cohort value in column {column!r}, not trained"
+        for path, n in blank_cohort_rows(spec, files=files).items()
+    }
 
 
 def detect_changes(
@@ -274,6 +286,7 @@ def detect_changes(
         stale_by_definition=stale,
         files_seen=seen,
         cells_joined=len(now),
+        refused=refused_rows(spec, [p for (source, p), s in pending.items() if source == LABELS and s is not None]),
     )
     report._commit = [
         lambda: state.save_files(pending),

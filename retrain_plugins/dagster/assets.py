@@ -19,7 +19,6 @@ from dagster import (
     AssetsDefinition,
     AssetSpec,
     BackfillPolicy,
-    Failure,
     MaterializeResult,
     MetadataValue,
     multi_asset,
@@ -28,17 +27,18 @@ from dagster import (
 from retrain_plugins.changes.state import StateStore
 from retrain_plugins.dagster.resources import FeastResource, ModelStoreResource
 from retrain_plugins.dagster.metadata import as_metadata, trainer_kind
-from retrain_plugins.dagster.serving import build_serving_assets
+from retrain_plugins.dagster.serving import build_serving_assets, publish_despite_failures
 from retrain_plugins.dagster.tags import detail_for, reason_for
 from retrain_plugins.errors import DataError
 from retrain_plugins.feast_view import FeatureServiceView, load_feature_service_view
 from retrain_plugins.layout import state_path
-from retrain_plugins.partitions import PartitionKey, partitions_def
+from retrain_plugins.partitions import PartitionKey, partitions_def, windows
 from retrain_plugins.sources import validate_sources
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.tasks import PRIMARY
 from retrain_plugins.trainers import check_trainer_spec
 from retrain_plugins.training import build_training_set, train_sub_model
+from retrain_plugins.training_sets import blank_cohort_rows
 
 
 class RetrainingAssets(NamedTuple):
@@ -213,8 +213,11 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
         if sub_model_key in selected:
             results = _train_sub_models(context, spec, view, model_store, sub_model_key)
             wanted = {c.name for c in context.selected_asset_check_keys}
-            evaluated = [c for c in _run_checks(spec, results, sub_model_key) if c.check_name in wanted]
-            yield MaterializeResult(asset_key=sub_model_key, check_results=evaluated)
+            evaluated = [c for c in _run_checks(spec, list(results.values()), sub_model_key) if c.check_name in wanted]
+            if not any(r["status"] == "failed" for r in results.values()):
+                yield MaterializeResult(asset_key=sub_model_key, check_results=evaluated)
+            else:
+                yield from publish_despite_failures(context, spec, view, results, sub_model_key, evaluated)
 
     fallback_model, model_bundle, online_features = build_serving_assets(spec, training_set_key, sub_model_key)
     return RetrainingAssets(training, fallback_model, model_bundle, online_features, sources)
@@ -230,10 +233,19 @@ def _build_training_sets(
         raise DataError("unusable source files:\n" + "\n".join(problems.values()))
     # Only the Feast path needs the FeatureStore: the DuckDB ASOF path never imports Feast (seconds).
     store = feast.store() if spec.retrieval == "feast" else None
+    refused: dict[tuple[str, ...], dict[str, int]] = {}
+    all_windows = windows(spec)
     for partition_key in context.partition_keys:
         key = PartitionKey.from_dagster(partition_key)
         meta = build_training_set(spec, view, store, key)
         context.log.info(f"{key}: {meta['rows']} rows, fingerprint {meta['fingerprint']}")
+        span = tuple(meta["windows"])
+        if span not in refused:  # label rows of no partition (a blank cohort), once per span of this run
+            refused[span] = blank_cohort_rows(spec, [w for w in all_windows if w.key in span])
+            for path, n in refused[span].items():
+                context.log.warning(f"{path}: {n} label row(s) with an empty cohort value in {span}: not trained")
+        if refused[span]:
+            meta = {**meta, "refused_blank_cohort_rows": refused[span]}
         context.add_asset_metadata(as_metadata(meta), asset_key=asset_key, partition_key=partition_key)
 
 
@@ -243,11 +255,14 @@ def _train_sub_models(
     view: FeatureServiceView,
     model_store: ModelStoreResource,
     asset_key: AssetKey,
-) -> list[dict]:
-    """Train every partition of this run from its stored training set; fail after all, naming the failed ones."""
+) -> dict[str, dict]:
+    """Train every partition of this run from its stored training set: Dagster key -> its metadata.
+
+    A partition that fails (unusable data) is recorded as such and the others go on.
+    """
     models = model_store.for_retraining(spec.name)
     state = StateStore(state_path(spec))
-    results = []
+    results = {}
     for partition_key in context.partition_keys:
         key = PartitionKey.from_dagster(partition_key)
         reason = reason_for(context.run.tags, key)
@@ -255,15 +270,7 @@ def _train_sub_models(
         meta = train_sub_model(spec, view, models, state, key, reason, context.run.run_id, detail)
         context.log.info(f"{key}: {meta['status']} ({reason})")
         context.add_asset_metadata(as_metadata(meta), asset_key=asset_key, partition_key=partition_key)
-        results.append(meta)
-    failed = [r for r in results if r["status"] == "failed"]
-    if failed:
-        # The other partitions of this run were trained and promoted (and the training sets are
-        # materialized); the run still fails, loudly, naming each failed partition and why.
-        raise Failure(
-            description=f"{len(failed)} of {len(results)} partition(s) failed: " + "; ".join(r["error"] for r in failed),
-            metadata={"failed": MetadataValue.json([r["partition"] for r in failed])},
-        )
+        results[partition_key] = meta
     return results
 
 

@@ -1,4 +1,11 @@
-"""Serving-side assets: ``fallback_model``, the ``model_bundle`` the router reads, ``online_features``."""
+"""Serving-side assets: ``fallback_model``, the ``model_bundle`` the router reads, ``online_features``.
+
+Also what the training step publishes itself when some of its partitions failed
+(:func:`publish_despite_failures`): serving never waits for every partition to succeed.
+"""
+
+from collections.abc import Iterator
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
@@ -6,7 +13,9 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetsDefinition,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -16,9 +25,10 @@ from retrain_plugins.bundle import publish, read_bundle, smoke_test
 from retrain_plugins.changes.detector import state_store
 from retrain_plugins.dagster.metadata import as_metadata, auc_table, trainer_kind
 from retrain_plugins.dagster.resources import FeastResource
+from retrain_plugins.errors import DataError
 from retrain_plugins.fallback import train_fallback
 from retrain_plugins.online import materialize_online
-from retrain_plugins.feast_view import load_feature_service_view
+from retrain_plugins.feast_view import FeatureServiceView, load_feature_service_view
 from retrain_plugins.spec import RetrainingSpec
 
 
@@ -60,7 +70,13 @@ def build_serving_assets(
         ),
     )
     def fallback_model(context: AssetExecutionContext) -> MaterializeResult:
-        meta = train_fallback(spec, load_feature_service_view(spec), context.run.run_id)
+        try:
+            meta = train_fallback(spec, load_feature_service_view(spec), context.run.run_id)
+        except DataError as exc:
+            # A partition whose data is unusable (its own run failed, by name) must not stop the
+            # bundle for everyone: the current fallback keeps serving, and this says why.
+            context.log.warning(f"fallback model not refitted, the current one serves: {exc}")
+            meta = {"status": "kept: its inputs include unusable training sets", "error": str(exc)}
         context.log.info(f"fallback model: {meta['status']}")
         return MaterializeResult(metadata=as_metadata(meta))
 
@@ -77,21 +93,9 @@ def build_serving_assets(
         ),
     )
     def model_bundle() -> MaterializeResult:
-        previous = read_bundle(spec)
-        bundle = publish(spec, load_feature_service_view(spec))
-        failures = smoke_test(spec, previous=previous)
-        served = sum(len(v) for v in bundle["routes"].values()) + (1 if bundle["fallback"] else 0)
+        metadata, failures, served = publish_model_bundle(spec, load_feature_service_view(spec))
         return MaterializeResult(
-            metadata={
-                "sub_models": sum(len(v) for v in bundle["routes"].values()),
-                "cohorts": MetadataValue.json(sorted(bundle["routes"])),
-                "fallback": MetadataValue.json(
-                    {k: bundle["fallback"].get(k) for k in ("path", "rows", "metric", "metric_holdout", "auc_holdout")}
-                    if bundle["fallback"]
-                    else None
-                ),
-                "holdout_auc": MetadataValue.md(auc_table(bundle["routes"])),
-            },
+            metadata=metadata,
             check_results=[
                 AssetCheckResult(
                     check_name="routed_models_serve",
@@ -104,3 +108,91 @@ def build_serving_assets(
         )
 
     return fallback_model, model_bundle, online_features
+
+
+def publish_model_bundle(spec: RetrainingSpec, view: FeatureServiceView) -> tuple[dict[str, Any], list[str], int]:
+    """Publish ``bundle.json`` and smoke-test what it routes to: (metadata, failures, models served).
+
+    The body of the ``model_bundle`` asset, also called by the training step of a run in which
+    some partitions failed (see :func:`publish_despite_failures`).
+    """
+    previous = read_bundle(spec)
+    bundle = publish(spec, view)
+    failures = smoke_test(spec, previous=previous)
+    served = sum(len(v) for v in bundle["routes"].values()) + (1 if bundle["fallback"] else 0)
+    metadata = {
+        "sub_models": sum(len(v) for v in bundle["routes"].values()),
+        "cohorts": MetadataValue.json(sorted(bundle["routes"])),
+        "fallback": MetadataValue.json(
+            {k: bundle["fallback"].get(k) for k in ("path", "rows", "metric", "metric_holdout", "auc_holdout")}
+            if bundle["fallback"]
+            else None
+        ),
+        "holdout_auc": MetadataValue.md(auc_table(bundle["routes"])),
+    }
+    return metadata, failures, served
+
+
+def publish_despite_failures(
+    context: AssetExecutionContext,
+    spec: RetrainingSpec,
+    view: FeatureServiceView,
+    results: dict[str, dict],
+    sub_model_key: AssetKey,
+    checks: list[AssetCheckResult],
+) -> Iterator[AssetMaterialization | AssetCheckResult]:
+    """Record the partitions that did not fail, publish serving, then fail the step naming the failed ones.
+
+    Why here, in the training step: a failed step makes Dagster abandon every downstream step of
+    the run (``fallback_model`` and ``model_bundle`` depend on this one), and none of Dagster's
+    own levers fixes that for our runs. Output ``is_required=False``/``skippable`` only lets a
+    step *skip* downstream steps; a blocking asset check blocks them; yielding results and then
+    raising still fails the step; the executor's ``step_dependency_config:
+    {require_upstream_step_success: false}`` would start the serving steps as soon as the
+    ``training_set`` output exists (beside the sub-model fits, which PITFALLS forbids on 2
+    cores), needs executor config in every deployment, and is ignored by ``materialize()``; a
+    run-failure sensor or a serving-only run requested by the change sensor costs a second run
+    (seconds of launch, see PITFALLS) and only works with the daemon. So the step itself does
+    what those two steps would have: refit the fallback if its inputs changed and publish the
+    bundle, with the same functions, and reports each as a materialization of its asset (so
+    Dagster's records match the files), when the run selected them and something was promoted.
+    The sub-model is recorded per partition (``AssetMaterialization(partition=...)``) for the
+    partitions that did not fail only: a failed partition is not shown as materialized. Then the
+    step raises, so the run is failed and names the failed partitions and why.
+
+    :func:`retrain_plugins.bundle.bundle_is_stale` is the net under this (a crash between a
+    promotion and the publication, a run that selected only the partitioned assets): the change
+    sensor can request a serving-only run when it is true.
+    """
+    failed = [r for r in results.values() if r["status"] == "failed"]
+    for partition_key, meta in results.items():
+        if meta["status"] != "failed":
+            yield AssetMaterialization(asset_key=sub_model_key, partition=partition_key, metadata=as_metadata(meta))
+    yield from checks
+    # What this run materializes: the job's assets (materialize() builds a job of the selection),
+    # narrowed by the run's selection when it has one (a daemon-launched run of the asset job).
+    selection = set(context.job_def.asset_layer.selected_asset_keys)
+    if context.run.asset_selection:
+        selection &= set(context.run.asset_selection)
+    keys = {name: AssetKey([spec.name, name]) for name in ("fallback_model", "model_bundle")}
+    published = []
+    if any(r["status"] == "trained" for r in results.values()):
+        if spec.fallback.enabled and keys["fallback_model"] in selection:
+            try:
+                meta = train_fallback(spec, view, context.run.run_id)
+            except DataError as exc:  # it reads the failed partitions' training sets too
+                published.append(f"no fallback refit, the current one serves ({exc})")
+            else:
+                yield AssetMaterialization(asset_key=keys["fallback_model"], metadata=as_metadata(meta))
+                published.append(f"fallback model ({meta['status']})")
+        if keys["model_bundle"] in selection:
+            metadata, problems, served = publish_model_bundle(spec, view)
+            note = {"published_by": "training step (some partitions failed)", "smoke_test_failures": MetadataValue.json(problems)}
+            yield AssetMaterialization(asset_key=keys["model_bundle"], metadata={**metadata, **note})
+            published.append(f"bundle ({served - len(problems)} of {served} routed models serve)")
+    trained = sum(r["status"] == "trained" for r in results.values())
+    raise Failure(
+        description=f"{len(failed)} of {len(results)} partition(s) failed: " + "; ".join(r["error"] for r in failed)
+        + f". {trained} promoted; published: {', '.join(published) or 'nothing'}",
+        metadata={"failed": MetadataValue.json([r["partition"] for r in failed]), "published": MetadataValue.json(published)},
+    )
