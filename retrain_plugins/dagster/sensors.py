@@ -29,7 +29,8 @@ from retrain_plugins.changes.detector import ChangeReport, PartitionChange, dete
 from retrain_plugins.changes.reconcile import Admission, admit
 from retrain_plugins.changes.state import StateStore
 from retrain_plugins.dagster.assets import RetrainingAssets
-from retrain_plugins.dagster.tags import RETRAINING_TAG, attempt_tags, detail_tags, reason_tags
+from retrain_plugins.bundle import bundle_is_stale
+from retrain_plugins.dagster.tags import REASON_TAG, RETRAINING_TAG, SERVING_TAG, attempt_tags, detail_tags, reason_tags
 from retrain_plugins.fallback import fallback_affected
 from retrain_plugins.feast_view import load_feature_service_view
 from retrain_plugins.layout import model_store_root
@@ -100,6 +101,8 @@ def describe(report: ChangeReport) -> str:
         parts.append(f"{report.cells_joined} cell(s) re-fingerprinted")
     if report.unreadable:
         parts.append("unreadable, skipped until fixed: " + "; ".join(report.unreadable.values()))
+    if report.refused:
+        parts.append("label rows of no partition (empty cohort), not trained: " + "; ".join(report.refused.values()))
     if report.new_cohorts and not any(c.reason == "new_cohort" for c in report.changes):
         parts.append(f"cohorts in the data but not in the spec (not trained): {report.new_cohorts}")
     if report.vanished_cohorts:
@@ -127,8 +130,22 @@ def _repairs(spec: RetrainingSpec, state: StateStore, changes: Sequence[Partitio
     return repairs
 
 
-def in_flight(spec: RetrainingSpec, instance: DagsterInstance) -> set[PartitionKey]:
-    """Partitions of this retraining that a queued or running run (requested by its sensor) covers."""
+def serving_request(spec: RetrainingSpec, assets: RetrainingAssets, seq: int) -> RunRequest:
+    """A run of the serving assets alone (fallback, bundle): publishes what the store holds."""
+    return RunRequest(
+        run_key=f"{spec.name}:{seq}:serving",
+        asset_selection=[assets.fallback_model.key, assets.model_bundle.key],
+        tags={RETRAINING_TAG: spec.name, SERVING_TAG: "true", REASON_TAG: "repair"},
+    )
+
+
+def in_flight(spec: RetrainingSpec, instance: DagsterInstance, serving: bool = False) -> set[PartitionKey] | bool:
+    """Partitions of this retraining that a queued or running run (requested by its sensor) covers.
+
+    With ``serving=True``: whether a serving-only run (:func:`serving_request`) is queued or running.
+    """
+    if serving:
+        return bool(instance.get_runs(filters=RunsFilter(tags={RETRAINING_TAG: spec.name, SERVING_TAG: "true"}, statuses=_UNFINISHED), limit=1))
     runs = instance.get_runs(filters=RunsFilter(tags={RETRAINING_TAG: spec.name}, statuses=_UNFINISHED))
     if not runs:
         return set()
@@ -212,6 +229,12 @@ def build_change_sensor(
         with state.transaction():
             report.commit()
             if not changes:
+                if bundle_is_stale(spec) and not in_flight(spec, context.instance, serving=True):
+                    # A promoted model the bundle does not route to (a run that died before
+                    # publishing, or one that selected only the partitioned assets): publish.
+                    seq = state.next_seq()
+                    context.log.info(f"bundle.json is behind the model store: publishing; {summary}")
+                    return SensorResult(run_requests=[serving_request(spec, assets, seq)], cursor=str(seq))
                 return SkipReason(f"no partition changed ({summary})")
             seq = state.next_seq()
             added = [c for c in report.new_cohorts if spec.dynamic_cohorts and c not in known]

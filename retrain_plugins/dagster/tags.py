@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from retrain_plugins.partitions import PartitionKey
 
 RETRAINING_TAG = "retrain/retraining"  # which retraining's sensor requested the run
-ATTEMPTS_TAG = "retrain/attempts"  # per partition: which request of the same data this is (1 = first)
+ATTEMPTS_TAG = "retrain/attempts"
+SERVING_TAG = "retrain/serving"  # a run of the serving assets alone (the bundle was behind the store)  # per partition: which request of the same data this is (1 = first)
 REASON_TAG = "retrain/reason"
 REASONS_TAG = "retrain/reasons"
 _MAX_TAG = 4000
