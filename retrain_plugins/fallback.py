@@ -38,15 +38,24 @@ def fallback_store(spec: RetrainingSpec) -> ModelStore:
 
 
 def _inputs(spec: RetrainingSpec) -> list[tuple[PartitionKey, Path, str]]:
-    """(partition, training-set file, fingerprint) of every cohort in the newest windows with data."""
+    """(partition, training-set file, fingerprint) of every cohort in the newest windows with data.
+
+    A training set its own partition failed on (unusable labels or features) is left out: it would
+    fail the fallback's fit as well, and one bad partition must not hold back the fallback.
+    """
+    from retrain_plugins.changes.state import StateStore
+    from retrain_plugins.layout import state_path
+
     root = Path(spec.data_dir) / "training_sets" / spec.name
+    path = state_path(spec)
+    failed = {k: r.fingerprint for k, r in StateStore(path).trained().items() if r.status == "failed"} if path.exists() else {}
     by_window: dict[str, list[tuple[PartitionKey, Path, str]]] = {}
     for window in windows(spec):
         folder = root / path_segment(window.key)
         for meta_file in sorted(folder.glob("*.json")):
             meta = json.loads(meta_file.read_text())
-            if meta["fingerprint"] != EMPTY:
-                key = PartitionKey(window.key, meta["partition"].split("/", 1)[1])
+            key = PartitionKey(window.key, meta["partition"].split("/", 1)[1])
+            if meta["fingerprint"] != EMPTY and failed.get(key) != meta["fingerprint"]:
                 by_window.setdefault(window.key, []).append((key, meta_file.with_suffix(".parquet"), meta["fingerprint"]))
     newest = sorted(by_window)[-spec.fallback.windows :]
     return [item for window in newest for item in by_window[window]]

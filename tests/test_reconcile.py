@@ -216,3 +216,81 @@ def test_state_rebuild_moves_a_broken_store_aside(materialized, capsys):
     assert "moved the old state store to" in out and f"{len(project.models())} trained sub-model(s)" in out
     assert list(path.parent.glob("state.sqlite.broken-*"))
     assert tick(project.defs, project.sensor, project.instance).run_requests == []
+
+
+CHAOS_SCRIPT = """
+import json, os, random, signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from dagster import DagsterInstance
+from retrain_plugins import RetrainingSpec, build_definitions
+from retrain_plugins import training as training_module
+from retrain_plugins.changes import state as state_module
+from retrain_plugins.dagster import sensors as sensors_module
+from retrain_plugins.dagster.execution import execute, tick
+
+spec = RetrainingSpec.model_validate_json(Path(sys.argv[1]).read_text())
+tick_point, run_point = json.loads(sys.argv[2])
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def after(owner, name):
+    real = getattr(owner, name)
+    def killed(*args, **kwargs):
+        out = real(*args, **kwargs)
+        die()
+        return out
+    setattr(owner, name, killed)  # fault injection inside the killed process only
+
+if tick_point == "after_commit":
+    sensors_module.SensorResult = lambda *a, **k: die()
+elif tick_point:
+    after(state_module.StateStore, tick_point)
+if run_point == "after_training_set":
+    after(training_module, "build_training_set")
+elif run_point == "after_promotion":  # the model is in the store, the run's record not yet written
+    setattr(state_module.StateStore, "record_trained", lambda *a, **k: die())
+defs = build_definitions(spec)
+instance = DagsterInstance.ephemeral()
+result = tick(defs, f"{spec.name}_change_sensor", instance)
+execute(defs, spec, result.run_requests, instance, raise_on_error=False)
+"""
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_kills_of_ticks_and_runs_lose_no_change(materialized, tmp_path, seed):
+    """Random edits, each followed by a tick and its runs in a process killed at a random point;
+    then the sensor alone (no human) heals: every partition is trained on its final data, exactly
+    as a fresh full retrain of that data is."""
+    import random
+
+    from retrain_plugins.dagster.execution import materialize_all
+
+    from .conftest import new_project
+
+    project = _reconciling(materialized, max_attempts=10)
+    rng = random.Random(seed)
+    spec_file = project.root / "spec.json"
+    spec_file.write_text(project.spec.model_dump_json())
+    script = project.root / "chaos.py"
+    script.write_text(textwrap.dedent(CHAOS_SCRIPT))
+    tick_points = [None, "save_files", "save_cells", "set_meta", "log_requests", "after_commit"]
+    run_points = [None, "after_training_set", "after_promotion"]
+    for step in range(4):
+        month, cohort = rng.choice(["2025-01", "2025-02", "2025-03"]), rng.choice(["east", "north", "south", "west"])
+        scenarios.edit_rows(project.data, month, cohort, seed=100 * seed + step)
+        points = [rng.choice(tick_points), rng.choice(run_points)]
+        subprocess.run([sys.executable, str(script), str(spec_file), json.dumps(points), str(REPO_ROOT)], capture_output=True, timeout=300)
+    for _ in range(6):  # healing: ticks and their runs, nothing else
+        result = tick(project.defs, project.sensor, project.instance)
+        if not result.run_requests:
+            break
+        execute(project.defs, project.spec, result.run_requests, project.instance, raise_on_error=False)
+    assert result.run_requests == [], result.skip_message
+    full_root = tmp_path / "full"
+    full_root.mkdir()
+    shutil.copytree(project.data / "sources", full_root / "data" / "sources")
+    full = new_project(full_root, None)
+    assert materialize_all(full.defs, full.spec, full.instance).success
+    assert {k: e["fingerprint"] for k, e in project.models().items()} == {k: e["fingerprint"] for k, e in full.models().items()}
