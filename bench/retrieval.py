@@ -154,7 +154,7 @@ def _measure(ttl: int, chosen: Size, workdir: Path, cache: Path) -> list[dict]:
     from retrain_plugins.feast_view import feature_store, load_feature_service_view
     from retrain_plugins.partitions import windows
     from retrain_plugins.sql import connect
-    from retrain_plugins.training_sets import partition_training_set
+    from retrain_plugins.training_sets import label_rows, partition_training_set
 
     config = DemoConfig(n_customers=chosen.customers, months=chosen.months)
     project = new_project(workdir / f"ttl{ttl}", config, cache, activity_ttl_days=ttl)
@@ -177,6 +177,8 @@ def _measure(ttl: int, chosen: Size, workdir: Path, cache: Path) -> list[dict]:
             "feast": lambda: partition_training_set(specs["feast"], view, [window], cohort, store),
             "duckdb_asof": lambda: partition_training_set(specs["duckdb_asof"], view, [window], cohort),
             "reference": lambda: reference_asof(con, specs["feast"], view, window, cohort),
+            "labels_ordered": lambda: label_rows(specs["duckdb_asof"], [window], [cohort]),
+            "labels_unordered": lambda: unordered_label_rows(con, specs["duckdb_asof"], window, cohort),
         }
         if i == 0:
             retrieve["feast"]()  # warm-up: the first call sets up ibis/DuckDB inside Feast
@@ -190,6 +192,7 @@ def _measure(ttl: int, chosen: Size, workdir: Path, cache: Path) -> list[dict]:
                     frames[name] = call()
                 seconds[name].append(t.seconds)
             if not bad:
+                assert frames["labels_ordered"].height == frames["labels_unordered"].height
                 ref = frames["reference"]
                 bad = {path: mismatches(frames[path].select(ref.columns), ref) for path in PATHS}
                 cells = ref.height * len(ref.columns)
@@ -203,11 +206,35 @@ def _measure(ttl: int, chosen: Size, workdir: Path, cache: Path) -> list[dict]:
                     f"{path}/ref": Stat.of(a / r for a, r in zip(seconds[path], seconds["reference"]))
                     for path in PATHS
                 },
+                "order/retrieval": Stat.of(
+                    max(o - u, 0.0) / d
+                    for o, u, d in zip(seconds["labels_ordered"], seconds["labels_unordered"], seconds["duckdb_asof"])
+                ),
                 "mismatches": bad,
                 "cells": cells,
             }
         )
     return rows
+
+
+def unordered_label_rows(con, spec, window, cohort: str):
+    """The partition's label rows with their window, as the library selects them but in no order.
+
+    The yardstick of what the training sets' total order costs: ``label_rows`` minus this is the
+    sort (time, every key, cohort, label, label-row features) that makes the frames deterministic.
+    """
+    import polars as pl
+
+    lab = spec.labels
+    q = lambda name: '"' + name.replace('"', '""') + '"'  # noqa: E731
+    ts = f"CAST({q(lab.timestamp_column)} AS TIMESTAMPTZ)"
+    sql = f"""
+        SELECT {", ".join(q(c) for c in lab.columns if c != lab.timestamp_column)}, {ts} AS {q(lab.timestamp_column)}
+        FROM read_parquet($labels)
+        WHERE CAST({q(lab.cohort_column)} AS VARCHAR) = $cohort AND {ts} >= $start AND {ts} < $end
+    """
+    params = {"labels": spec.label_glob, "cohort": cohort, "start": window.start, "end": window.end}
+    return pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
 
 
 def run(size: str, workdir: Path, cache: Path, reps: int | None = None) -> BenchResult:
@@ -240,6 +267,7 @@ def run(size: str, workdir: Path, cache: Path, reps: int | None = None) -> Bench
             "retrieval: duckdb_asof",
             "duckdb_asof / ASOF",
             "mismatching cells (feast, duckdb_asof)",
+            "total order: sort / duckdb_asof retrieval",
         ],
         [
             [
@@ -251,6 +279,7 @@ def run(size: str, workdir: Path, cache: Path, reps: int | None = None) -> Bench
                 r["duckdb_asof"].fmt(),
                 times(r["duckdb_asof/ref"]),
                 f"{r['mismatches']['feast']}, {r['mismatches']['duckdb_asof']} of {r['cells']:,}",
+                f"{r['order/retrieval'].median:.1%}",
             ]
             for r in rows
         ],
@@ -265,6 +294,9 @@ def run(size: str, workdir: Path, cache: Path, reps: int | None = None) -> Bench
             "call); retrieval: duckdb_asof is the library's ASOF path with the window, entity and cohort filters pushed "
             "down. Both are `retrain_plugins.training_sets.partition_training_set`, what the `training_set` asset runs for "
             "the spec's `retrieval` setting, from the label file to a polars frame sorted by row id.",
+            "Total order: the training sets are sorted by label time, every key column, cohort, label and label-row "
+            "features (deterministic frames, bit-identical refits); its cost is `label_rows` minus the same selection "
+            "unordered (`bench.retrieval.unordered_label_rows`), as a share of the duckdb_asof retrieval.",
             *([LEFT_OUT] if size == "default" else []),
         ],
     )
@@ -280,6 +312,15 @@ def run(size: str, workdir: Path, cache: Path, reps: int | None = None) -> Bench
                 worst[f"{path}/ref"].median <= 1.2,
             )
         )
+    worst_order = max(rows, key=lambda r: r["order/retrieval"].median)
+    checks.append(
+        Check(
+            "the training sets' total order (sort of the label rows) vs duckdb_asof retrieval time",
+            f"at most {worst_order['order/retrieval'].median:.1%} (at {worst_order['n']:,} rows, TTL {worst_order['ttl']} days)",
+            "<= 10%",
+            worst_order["order/retrieval"].median <= 0.10,
+        )
+    )
     total_bad = {path: sum(r["mismatches"][path] for r in rows) for path in PATHS}
     checks.append(
         Check(

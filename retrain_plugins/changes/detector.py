@@ -85,6 +85,13 @@ def state_store(spec: RetrainingSpec) -> StateStore:
     return state
 
 
+def current_fingerprint(spec: RetrainingSpec, state: StateStore, key: PartitionKey) -> str:
+    """The fingerprint of ``key``'s data as the sensor last observed it (its stored cells)."""
+    keys = [w.key for w in windows(spec)]
+    cells = {k: Cell(*v) for k, v in state.cells().items()}
+    return partition_fingerprint(cells, training_windows(key.window, keys, spec.windows.lookback), key.cohort)
+
+
 def _reason(trained: Trained | None, rows: int, known: bool) -> str:
     if not known:
         return "new_cohort"

@@ -8,9 +8,10 @@ and re-requests any that differ (reason ``retry``). Which of those are really re
 sensor's call: not while a run for it is in flight, and with a bounded number of attempts and
 exponential backoff per (partition, fingerprint) (:func:`admit`).
 
-Partitions stale only because the definition changed (policy ``mark_stale``) are measured from the
-fingerprint their data had when the change was seen (*acknowledged*), not from the one they were
-trained on, so a definition change never turns into a full retrain on a later tick.
+Partitions stale only because the definition changed (policy ``mark_stale``), or rolled back to an
+older model by hand, are measured from the fingerprint their data had then (*acknowledged*), not
+from the one their model was trained on: a definition change never turns into a full retrain on a
+later tick, and a rollback is not undone by the next tick.
 """
 
 from __future__ import annotations
@@ -28,16 +29,23 @@ RETRY = "retry"
 SETTLED = ("trained", "rejected", "skipped")  # outcomes that answer a fingerprint for good
 
 
-def settled(record: Trained | None, fingerprint: str, definition: str, acknowledged: str | None) -> bool:
-    """Whether a partition whose data has ``fingerprint`` needs no run."""
+def settled(
+    record: Trained | None, fingerprint: str, definition: str, acknowledged: tuple[str, float] | None
+) -> bool:
+    """Whether a partition whose data has ``fingerprint`` needs no run.
+
+    ``acknowledged``: (fingerprint, when) accepted without a run: the data at a definition change
+    under ``mark_stale``, or at a rollback to an older model (a human chose what serves this data).
+    It holds until the partition is trained again.
+    """
     if fingerprint == EMPTY:
         return record is None or record.fingerprint == EMPTY
     if record is None:
         return False
+    if acknowledged is not None and acknowledged[1] >= record.trained_at:
+        return acknowledged[0] == fingerprint
     if record.definition != definition:
-        # Stale by definition (mark_stale): settled while its data is what it was at the change.
-        # A store from before acknowledgements were kept knows no baseline: left to changed cells.
-        return acknowledged is None or acknowledged == fingerprint
+        return True  # stale by a definition change seen before baselines were kept: changed cells decide
     return record.fingerprint == fingerprint and record.status in SETTLED
 
 
@@ -51,7 +59,7 @@ class Unsettled(NamedTuple):
 def unsettled(
     cells: Mapping[tuple[str, str], Cell],
     trained: Mapping[PartitionKey, Trained],
-    acknowledged: Mapping[PartitionKey, str],
+    acknowledged: Mapping[PartitionKey, tuple[str, float]],
     definition: str,
     window_keys: list[str],
     cohorts: Iterable[str],

@@ -57,10 +57,10 @@ MIGRATIONS: dict[int, str] = {
     # re-inspected once and its fingerprints decide.
     4: "ALTER TABLE files ADD COLUMN ctime_ns INTEGER; ALTER TABLE files ADD COLUMN inode INTEGER; "
     "ALTER TABLE files ADD COLUMN token TEXT",
-    # 5: per partition, the data fingerprint the sensor acknowledged without a request when the
-    # definition changed under policy mark_stale: the baseline its later changes are measured from.
+    # 5: per partition, a data fingerprint accepted without a run (a definition change under
+    # mark_stale, a rollback): the baseline its later changes are measured from, until it is trained.
     5: "CREATE TABLE acknowledged (window TEXT NOT NULL, cohort TEXT NOT NULL, fingerprint TEXT NOT NULL, "
-    "PRIMARY KEY (window, cohort))",
+    "at REAL NOT NULL, PRIMARY KEY (window, cohort))",
 }
 SCANS = "file_scan"  # counters row: detection passes whose file states were committed (full_check_every)
 _FILE_COLUMNS = "size, mtime_ns, ts_min, ts_max, ctime_ns, inode, token"
@@ -384,14 +384,19 @@ class StateStore:
         return {(k, fp): (n, at) for k, (fp, n, at) in latest.items()}
 
     # -- acknowledged baselines --------------------------------------------------------------
-    def acknowledged(self) -> dict[PartitionKey, str]:
-        """Data fingerprints taken as the baseline of partitions stale by a definition change."""
+    def acknowledged(self) -> dict[PartitionKey, tuple[str, float]]:
+        """Data fingerprints accepted without a run (definition change, rollback), with when."""
         with self._connect() as con:
-            rows = con.execute("SELECT window, cohort, fingerprint FROM acknowledged").fetchall()
-        return {PartitionKey(w, c): fp for w, c, fp in rows}
+            rows = con.execute("SELECT window, cohort, fingerprint, at FROM acknowledged").fetchall()
+        return {PartitionKey(w, c): (fp, at) for w, c, fp, at in rows}
 
-    def acknowledge(self, fingerprints: Mapping[PartitionKey, str]) -> None:
-        """Replace the acknowledged baselines with ``fingerprints``."""
+    def acknowledge(self, fingerprints: Mapping[PartitionKey, str], replace: bool = True) -> None:
+        """Record ``fingerprints`` as accepted now (``replace``: instead of every earlier one)."""
+        now = time.time()
         with self._connect() as con:
-            con.execute("DELETE FROM acknowledged")
-            con.executemany("INSERT INTO acknowledged VALUES (?, ?, ?)", [(k.window, k.cohort, fp) for k, fp in fingerprints.items()])
+            if replace:
+                con.execute("DELETE FROM acknowledged")
+            con.executemany(
+                "INSERT OR REPLACE INTO acknowledged VALUES (?, ?, ?, ?)",
+                [(k.window, k.cohort, fp, now) for k, fp in fingerprints.items()],
+            )

@@ -74,7 +74,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from retrain_plugins.bundle import publish
-    from retrain_plugins.changes.detector import state_store
+    from retrain_plugins.changes.detector import current_fingerprint, state_store
     from retrain_plugins.feast_view import load_feature_service_view
     from retrain_plugins.layout import model_store_root
     from retrain_plugins.partitions import PartitionKey
@@ -83,9 +83,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     spec = load_spec(args)
     key = PartitionKey(args.window, args.cohort)
     entry = ModelStore(model_store_root(spec)).rollback(key)
-    state_store(spec).record_trained(
-        key, entry["fingerprint"], entry["rows"], "trained", "rollback", entry.get("definition", ""), entry.get("training_seconds")
-    )
+    state = state_store(spec)
+    with state.transaction():
+        state.record_trained(
+            key, entry["fingerprint"], entry["rows"], "trained", "rollback", entry.get("definition", ""), entry.get("training_seconds")
+        )
+        # The data as it is now is served by this choice: the sensor must not undo it on its next
+        # tick, only when the data changes again.
+        state.acknowledge({key: current_fingerprint(spec, state, key)}, replace=False)
     publish(spec, load_feature_service_view(spec))
     print(f"{key}: serving {entry['path']} again (sha256 {entry['sha256'][:16]}, trained by run {entry.get('run_id')})")
     return 0

@@ -28,6 +28,7 @@ def partition_states(spec: RetrainingSpec) -> list[dict[str, Any]]:
     cells = {k: Cell(*v) for k, v in state.cells().items()}
     definition = state.get_meta(DEFINITION)
     attempts = state.attempts()
+    acknowledged = state.acknowledged()
     most = spec.change_detection.retry.max_attempts
     keys = [w.key for w in windows(spec)]
     cohorts = sorted(set(spec.cohorts) | {c for _, c in cells} | {k.cohort for k in trained})
@@ -41,6 +42,8 @@ def partition_states(spec: RetrainingSpec) -> list[dict[str, Any]]:
                 status = "never trained" if observed not in (None, EMPTY) else "no data"
             elif definition is not None and record.definition != definition and record.status == "trained":
                 status = "stale: definition changed"
+            elif record.run_id == "rollback" and acknowledged.get(key, ("", 0.0))[0] == observed:
+                status = "rolled back: serves an older model until the data changes"
             elif observed is not None and observed != record.fingerprint:
                 status = "stale: data changed"
                 made = attempts.get((key, observed), (0, 0.0))[0]
