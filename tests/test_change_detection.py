@@ -159,7 +159,7 @@ def test_explain_status_and_savings_ledger(materialized):
     untouched = explain(materialized.spec, PartitionKey("2025-02-01", "west"))
     assert "never requested by the change sensor" in untouched
     (row,) = savings(materialized.spec)
-    assert row[2:4] == (1, 11) and row[4] > 0 and row[5] == "edited_rows"
+    assert row[2:7] == (1, 1, 0, 0, 11) and row[7] > 0 and row[8] == "edited_rows"
 
 
 def test_schema_changes_are_held_with_the_file_and_column_named(materialized):

@@ -115,6 +115,10 @@ def test_a_worse_candidate_is_rejected_and_the_old_file_keeps_serving(make_proje
         if e.event_specific_data.materialization.asset_key.path[-1] == "sub_model"
     ]
     assert [m.metadata["status"].value for m in mats] == ["rejected"]
+    from retrain_plugins.cli.status import savings
+
+    (ledger,) = savings(project.spec)  # a rejected candidate is no retrain
+    assert ledger[2:6] == (1, 0, 1, 0), ledger
     rows = _north_rows(project)
     served = RoutedModel.load(store.root).predict(rows)
     trainer = make_trainer("catboost")
@@ -282,3 +286,4 @@ def test_warm_start_continues_a_multiclass_sub_model_and_refits_for_a_class_it_d
     )
     bundle = RoutedModel.load(model_store_root(project.spec)).bundle
     assert bundle["classes"] == [0, 1, 2, 3]
+

@@ -108,7 +108,7 @@ def test_a_version_3_store_is_migrated_with_its_rows(tmp_path):
         con.execute("PRAGMA user_version = 3")
     store = StateStore(path)
     store.record_trained(PartitionKey("2025-01-01", "north"), "fp", 5, "trained", "run", "def")
-    assert _version(path) == SCHEMA_VERSION == 5
+    assert _version(path) == SCHEMA_VERSION == 6
     assert store.acknowledged() == {}
     assert {"ctime_ns", "inode", "token"} <= set(_columns(path, "files"))
     assert store.files() == {("labels", "/d/a.parquet"): FileState(10, 20, 1, 2, None, None, None)}

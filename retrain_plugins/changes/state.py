@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS requests (
     fingerprint TEXT NOT NULL, detail TEXT, requested_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # version n -> the SQL that migrates a version n - 1 store (append; never edit a released step)
 MIGRATIONS: dict[int, str] = {
     # 2: each cell's label digest (its label rows alone), so a label-only change is narrowed to the
@@ -61,6 +61,10 @@ MIGRATIONS: dict[int, str] = {
     # mark_stale, a rollback): the baseline its later changes are measured from, until it is trained.
     5: "CREATE TABLE acknowledged (window TEXT NOT NULL, cohort TEXT NOT NULL, fingerprint TEXT NOT NULL, "
     "at REAL NOT NULL, PRIMARY KEY (window, cohort))",
+    # 6: what each requested partition's run ended with (written by the run, keyed by the tick that
+    # requested it): the savings ledger counts promoted, rejected, failed and skipped apart.
+    6: "CREATE TABLE outcomes (seq INTEGER NOT NULL, window TEXT NOT NULL, cohort TEXT NOT NULL, "
+    "status TEXT NOT NULL, run_id TEXT, at REAL NOT NULL)",
 }
 SCANS = "file_scan"  # counters row: detection passes whose file states were committed (full_check_every)
 _FILE_COLUMNS = "size, mtime_ns, ts_min, ts_max, ctime_ns, inode, token"
@@ -336,6 +340,23 @@ class StateStore:
                 "INSERT INTO ledger VALUES (?, ?, ?, ?, ?, ?)",
                 (seq, time.time(), requested, skipped, seconds_avoided, reasons),
             )
+
+    def record_outcome(self, seq: int, key: PartitionKey, status: str, run_id: str | None) -> None:
+        """What the run requested by tick ``seq`` did with ``key`` (trained, rejected, failed, skipped)."""
+        with self._connect() as con:
+            con.execute("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?)", (seq, key.window, key.cohort, status, run_id, time.time()))
+
+    def outcomes(self) -> dict[int, dict[str, int]]:
+        """Per requesting tick, how many of its partitions' runs ended with each status (latest per partition)."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT seq, status, count(*) FROM (SELECT seq, status, row_number() OVER "
+                "(PARTITION BY seq, window, cohort ORDER BY at DESC) AS n FROM outcomes) WHERE n = 1 GROUP BY 1, 2"
+            ).fetchall()
+        out: dict[int, dict[str, int]] = {}
+        for seq, status, n in rows:
+            out.setdefault(seq, {})[status] = n
+        return out
 
     def ledger(self) -> list[LedgerRow]:
         with self._connect() as con:

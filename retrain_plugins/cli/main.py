@@ -156,9 +156,11 @@ def cmd_savings(args: argparse.Namespace) -> int:
     from retrain_plugins.cli.table import render
 
     rows = savings(load_spec(args))
-    print(render(("tick", "at", "retrained", "skipped", "training s avoided", "reasons"), rows))
-    print(f"total: {sum(r[2] for r in rows)} retrained, {sum(r[3] for r in rows)} skipped, "
-          f"{sum(r[4] for r in rows):.1f} s of training avoided")
+    headers = ("tick", "at", "requested", "retrained", "rejected", "failed/skipped/pending", "not retrained", "training s avoided", "reasons")
+    print(render(headers, rows))
+    print(f"total: {sum(r[3] for r in rows)} retrained, {sum(r[4] for r in rows)} rejected by the gate, "
+          f"{sum(r[5] for r in rows)} failed, skipped or pending, {sum(r[6] for r in rows)} not retrained, "
+          f"{sum(r[7] for r in rows):.1f} s of training avoided")
     return 0
 
 

@@ -116,10 +116,31 @@ def explain(spec: RetrainingSpec, key: PartitionKey) -> str:
 
 
 def savings(spec: RetrainingSpec) -> list[tuple]:
-    """The savings ledger: per sensor update, partitions retrained vs skipped, training time avoided."""
+    """The savings ledger, per sensor update: (tick, at, requested, promoted, rejected, failed or
+    pending, partitions not retrained, training seconds avoided, reasons).
+
+    Requested partitions are split by what their runs ended with (recorded by the runs): a
+    candidate the gate rejected, or a run that failed or has not finished, is no retrain.
+    """
     from datetime import datetime
 
-    return [
-        (row.seq, datetime.fromtimestamp(row.at).strftime("%Y-%m-%d %H:%M:%S"), row.requested, row.skipped, round(row.seconds_avoided, 3), row.reasons)
-        for row in state_store(spec).ledger()
-    ]
+    state = state_store(spec)
+    outcomes = state.outcomes()
+    rows = []
+    for row in state.ledger():
+        done = outcomes.get(row.seq, {})
+        promoted, rejected = done.get("trained", 0), done.get("rejected", 0)
+        rows.append(
+            (
+                row.seq,
+                datetime.fromtimestamp(row.at).strftime("%Y-%m-%d %H:%M:%S"),
+                row.requested,
+                promoted,
+                rejected,
+                row.requested - promoted - rejected,
+                row.skipped,
+                round(row.seconds_avoided, 3),
+                row.reasons,
+            )
+        )
+    return rows

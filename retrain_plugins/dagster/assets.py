@@ -28,7 +28,7 @@ from retrain_plugins.changes.state import StateStore
 from retrain_plugins.dagster.resources import FeastResource, ModelStoreResource
 from retrain_plugins.dagster.metadata import as_metadata, trainer_kind
 from retrain_plugins.dagster.serving import build_serving_assets, publish_despite_failures
-from retrain_plugins.dagster.tags import detail_for, reason_for
+from retrain_plugins.dagster.tags import SEQ_TAG, detail_for, reason_for
 from retrain_plugins.errors import DataError
 from retrain_plugins.feast_view import FeatureServiceView, load_feature_service_view
 from retrain_plugins.layout import state_path
@@ -268,6 +268,8 @@ def _train_sub_models(
         reason = reason_for(context.run.tags, key)
         detail = detail_for(context.run.tags, key)
         meta = train_sub_model(spec, view, models, state, key, reason, context.run.run_id, detail)
+        if SEQ_TAG in context.run.tags:  # requested by the change sensor: its ledger counts the outcome
+            state.record_outcome(int(context.run.tags[SEQ_TAG]), key, meta["status"], context.run.run_id)
         context.log.info(f"{key}: {meta['status']} ({reason})")
         context.add_asset_metadata(as_metadata(meta), asset_key=asset_key, partition_key=partition_key)
         results[partition_key] = meta

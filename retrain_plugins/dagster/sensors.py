@@ -30,7 +30,7 @@ from retrain_plugins.changes.reconcile import Admission, admit
 from retrain_plugins.changes.state import StateStore
 from retrain_plugins.dagster.assets import RetrainingAssets
 from retrain_plugins.bundle import bundle_is_stale
-from retrain_plugins.dagster.tags import REASON_TAG, RETRAINING_TAG, SERVING_TAG, attempt_tags, detail_tags, reason_tags
+from retrain_plugins.dagster.tags import REASON_TAG, RETRAINING_TAG, SEQ_TAG, SERVING_TAG, attempt_tags, detail_tags, reason_tags
 from retrain_plugins.fallback import fallback_affected
 from retrain_plugins.feast_view import load_feature_service_view
 from retrain_plugins.layout import model_store_root
@@ -85,6 +85,7 @@ def run_requests_for(
                     ASSET_PARTITION_RANGE_START_TAG: str(start.to_dagster()),
                     ASSET_PARTITION_RANGE_END_TAG: str(end.to_dagster()),
                     RETRAINING_TAG: spec.name,
+                    SEQ_TAG: str(seq),
                     **reason_tags({c.partition: c.reason for c in inside}),
                     **detail_tags({c.partition: c.detail for c in inside}),
                     **attempt_tags({c.partition: (attempts or {}).get(c.partition, 1) for c in inside}),

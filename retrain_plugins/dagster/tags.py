@@ -9,6 +9,7 @@ from retrain_plugins.partitions import PartitionKey
 
 RETRAINING_TAG = "retrain/retraining"  # which retraining's sensor requested the run
 ATTEMPTS_TAG = "retrain/attempts"
+SEQ_TAG = "retrain/seq"  # the change-sensor tick that requested the run (its savings-ledger row)
 SERVING_TAG = "retrain/serving"  # a run of the serving assets alone (the bundle was behind the store)  # per partition: which request of the same data this is (1 = first)
 REASON_TAG = "retrain/reason"
 REASONS_TAG = "retrain/reasons"
