@@ -130,3 +130,7 @@ def test_predict_command_scores_entities_from_the_online_store(materialized, cap
     assert all(0.0 <= float(r[4]) <= 1.0 for r in rows)
     assert main(["predict", "--spec", str(spec_file)]) == 1
     assert "predict needs --input rows.parquet, --entities id,id,... or --entity key=value" in capsys.readouterr().err
+    # an entity with no label row: its cohort given (--cohorts); Feast has no features for it
+    assert main(["predict", "--spec", str(spec_file), "--entities", "424242", "--cohorts", "north"]) == 0
+    (row,) = [line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] == ["424242"]]
+    assert row[1:4] == ["north", "2025-03-01/north", "own_sub_model"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -271,3 +272,39 @@ def test_partial_retraining_equals_full_retraining_on_the_sites_repo(sequence):
         assert _predictions(project).equals(_predictions(full))
         partial, fresh = ModelStore(model_store_root(project.spec)).entries(), ModelStore(model_store_root(full.spec)).entries()
         assert {k: e["fingerprint"] for k, e in partial.items()} == {k: e["fingerprint"] for k, e in fresh.items()}
+
+
+def test_online_prediction_takes_every_join_key_and_the_request_time_columns(trained, capsys):
+    """`retrain predict --entity site_id=..,device_id=..,hour_of_day=..,event_kind=..`: features of
+    both views from Feast's online store (each entity's newest row), the cohort from the site key."""
+    import yaml
+
+    from retrain_plugins.cli.main import main
+    from retrain_plugins.feast_view import feature_store
+    from retrain_plugins.online import online_frame
+
+    project = trained
+    spec = project.spec
+    site = spec.cohorts[2]
+    devices = CONFIG.devices(site)[:2]
+    entities = [{"site_id": site, "device_id": d, "hour_of_day": 9, "event_kind": "visit"} for d in devices]
+    frame = online_frame(spec, feature_store(str(spec.feature_repo)), entities)
+    weather = load_source(project.data, "weather")
+    newest = weather[weather["site_id"] == site].sort_values(["event_timestamp", "created"]).iloc[-1]
+    assert frame["temperature"].to_list() == [newest["temperature"]] * 2
+    profiles = load_source(project.data, "devices").sort_values("event_timestamp")
+    for device, firmware in zip(devices, frame["firmware"].to_list()):
+        assert firmware == profiles[profiles["device_id"] == device].iloc[-1]["firmware"]
+    assert frame["site"].to_list() == [site, site] and frame["device"].to_list() == devices
+    spec_file = project.root / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(json.loads(spec.model_dump_json())))
+    out = project.root / "scored.parquet"
+    args = ["predict", "--spec", str(spec_file), "--output", str(out)]
+    for e in entities:
+        args += ["--entity", ",".join(f"{k}={v}" for k, v in e.items())]
+    assert main(args) == 0
+    scored = pl.read_parquet(out)
+    assert scored["route"].to_list() == ["own_sub_model"] * 2
+    assert scored["served_by"].to_list() == [f"{windows(spec)[-1].key}/{site}"] * 2
+    expected = RoutedModel.load(model_store_root(spec)).predict(frame)["prediction"]
+    assert scored["prediction"].equals(expected)

@@ -85,6 +85,8 @@ def test_duplicate_feature_rows_equal_in_value_are_harmless_different_ones_refus
     folder = _file(project, "activity", month).parent
     write_parquet(joined, folder / "copy.parquet")  # an identical duplicate in another file
     assert_frame_equal(asof_training_set(spec, view, window, ["south"]), before)
+    feast = feast_training_set(spec, view, window, "south")  # whichever row Feast keeps, the values agree
+    assert_frame_equal(feast, before.select(feast.columns), check_dtypes=False)
     write_parquet(joined.with_columns(pl.col("sessions_7d") + 1), folder / "copy.parquet")
     with pytest.raises(DataError, match=r"feature view 'customer_activity_fv'.*same key and event time.*"
                        rf"customer_id={first['customer_id']}.*Set the source's created_timestamp_column"):
