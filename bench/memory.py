@@ -64,7 +64,8 @@ def child(spec_file: str, window: str, cohort: str) -> None:
     peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # noqa: E731 (Linux: KiB)
 
     from retrain_plugins.changes.state import StateStore
-    from retrain_plugins.feast_view import feature_store, load_feature_service_view
+    from retrain_plugins.feast_view import load_feature_service_view
+    from retrain_plugins.feast_store import feature_store
     from retrain_plugins.layout import model_store_root, state_path
     from retrain_plugins.partitions import PartitionKey
     from retrain_plugins.spec import RetrainingSpec

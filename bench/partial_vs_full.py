@@ -68,7 +68,7 @@ make_trainer(spec.trainer.name, spec.trainer.params)
 import catboost  # noqa: F401  (the trainer imports it on its first fit)
 import sklearn.metrics  # noqa: F401  (the first holdout evaluation imports it)
 if spec.retrieval == "feast":
-    from retrain_plugins.feast_view import feature_store
+    from retrain_plugins.feast_store import feature_store
     feature_store(str(spec.feature_repo)).get_feature_service(spec.feature_service)
 assert (spec.retrieval == "feast") == ("feast" in sys.modules), "Feast imported on the duckdb_asof path"
 """

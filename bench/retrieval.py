@@ -151,7 +151,8 @@ def mismatches(frame, reference) -> int:
 
 def _measure(ttl: int, chosen: Size, workdir: Path, cache: Path) -> list[dict]:
     from retrain_plugins.demo.generate import DemoConfig
-    from retrain_plugins.feast_view import feature_store, load_feature_service_view
+    from retrain_plugins.feast_view import load_feature_service_view
+    from retrain_plugins.feast_store import feature_store
     from retrain_plugins.partitions import windows
     from retrain_plugins.sql import connect
     from retrain_plugins.training_sets import label_rows, partition_training_set

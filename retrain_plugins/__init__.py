@@ -10,7 +10,8 @@ from retrain_plugins.dagster.definitions import build_definitions
 from retrain_plugins.dagster.resources import FeastResource, ModelStoreResource
 from retrain_plugins.dagster.sensors import build_change_sensor, run_requests_for
 from retrain_plugins.errors import DataError, RetrainError, RoutingError, SpecError, StoreError
-from retrain_plugins.feast_view import FeatureServiceView, apply_feature_repo, load_feature_service_view
+from retrain_plugins.feast_view import FeatureServiceView, load_feature_service_view
+from retrain_plugins.feast_store import apply_feature_repo
 from retrain_plugins.partitions import PartitionKey, partitions_def
 from retrain_plugins.routing import RoutedModel, publish_bundle
 from retrain_plugins.spec import LabelSource, RetrainingSpec, TrainerSpec, Windows
@@ -18,12 +19,8 @@ from retrain_plugins.store import ModelStore
 from retrain_plugins.testing import check_trainer
 from retrain_plugins.trainers import Trainer, make_trainer
 from retrain_plugins.trainers.catboost import CatBoostTrainer
-from retrain_plugins.training_sets import (
-    asof_training_set,
-    check_label_source,
-    feast_training_set,
-    partition_training_set,
-)
+from retrain_plugins.training_sets import asof_training_set, feast_training_set, partition_training_set
+from retrain_plugins.validation import check_label_source
 
 __all__ = [
     "CatBoostTrainer",

@@ -20,7 +20,8 @@ import polars as pl
 
 from retrain_plugins.changes.state import StateStore
 from retrain_plugins.errors import RoutingError
-from retrain_plugins.feast_view import FeatureServiceView, feast_calls, registry_lock
+from retrain_plugins.feast_view import FeatureServiceView
+from retrain_plugins.feast_store import feast_calls, registry_lock
 from retrain_plugins.partitions import windows
 from retrain_plugins.sources import LABELS, inspect_file, listing, sources
 from retrain_plugins.spec import RetrainingSpec

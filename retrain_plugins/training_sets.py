@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from retrain_plugins.errors import DataError, SpecError
-from retrain_plugins.feast_view import FeatureServiceView, FeatureViewInfo, feast_calls, feature_store, registry_lock
+from retrain_plugins.feast_view import FeatureServiceView, FeatureViewInfo
+from retrain_plugins.feast_store import feast_calls, feature_store, registry_lock
 from retrain_plugins.partitions import Window
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.sql import connect, ident, parquet, query, utc
@@ -36,43 +37,6 @@ if TYPE_CHECKING:
 
 ROW_ID = "row_id"
 WINDOW_COL = "window"
-
-
-def check_label_source(spec: RetrainingSpec, view: FeatureServiceView | None = None) -> None:
-    """Fail with a message naming the column if the label source does not fit the spec.
-
-    ``view`` also checks the spec against the feature service (see
-    :func:`retrain_plugins.validation.check_spec_against_view`).
-    """
-    con = connect()
-    try:
-        described = con.execute(f"DESCRIBE SELECT * FROM {parquet('p')}", {"p": spec.label_glob}).fetchall()
-    except Exception as exc:  # duckdb raises IOException/InvalidInputException variants
-        raise DataError(f"cannot read label source {spec.label_glob}: {exc}") from exc
-    types = {name: dtype for name, dtype, *_ in described}
-    labels = spec.labels
-    roles = [(f"entity_columns.{key}", column) for key, column in labels.keys.items()]
-    roles += [
-        ("timestamp_column", labels.timestamp_column),
-        ("label_column", labels.label_column),
-        ("cohort_column", labels.cohort_column),
-        *(("feature_columns", c) for c in labels.feature_columns),
-    ]
-    for role, column in roles:
-        if column not in types:
-            raise SpecError(
-                f"labels.{role} {column!r} is not a column of the label source {spec.label_glob}; "
-                f"columns are {sorted(types)}"
-            )
-    if not types[labels.timestamp_column].startswith("TIMESTAMP"):
-        raise DataError(
-            f"label column {labels.timestamp_column!r} in {spec.label_glob} has type "
-            f"{types[labels.timestamp_column]}, expected a timestamp"
-        )
-    if view is not None:
-        from retrain_plugins.validation import check_spec_against_view
-
-        check_spec_against_view(spec, view)
 
 
 def label_order(spec: RetrainingSpec) -> list[str]:

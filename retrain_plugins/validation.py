@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from retrain_plugins.errors import SpecError
+from retrain_plugins.errors import DataError, SpecError
 
 if TYPE_CHECKING:
     from retrain_plugins.feast_view import FeatureServiceView
@@ -66,3 +66,40 @@ def check_spec_against_view(spec: "RetrainingSpec", view: "FeatureServiceView") 
                     f"feature {feature!r} of feature view {fv.name!r} has the name of a label-row column "
                     f"or a reserved column ({sorted(label_columns | set(RESERVED))}): rename one of them"
                 )
+
+
+def check_label_source(spec: "RetrainingSpec", view: "FeatureServiceView | None" = None) -> None:
+    """Fail with a message naming the column if the label source does not fit the spec.
+
+    ``view`` also checks the spec against the feature service (see
+    :func:`retrain_plugins.validation.check_spec_against_view`).
+    """
+    from retrain_plugins.sql import connect, parquet
+
+    con = connect()
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM {parquet('p')}", {"p": spec.label_glob}).fetchall()
+    except Exception as exc:  # duckdb raises IOException/InvalidInputException variants
+        raise DataError(f"cannot read label source {spec.label_glob}: {exc}") from exc
+    types = {name: dtype for name, dtype, *_ in described}
+    labels = spec.labels
+    roles = [(f"entity_columns.{key}", column) for key, column in labels.keys.items()]
+    roles += [
+        ("timestamp_column", labels.timestamp_column),
+        ("label_column", labels.label_column),
+        ("cohort_column", labels.cohort_column),
+        *(("feature_columns", c) for c in labels.feature_columns),
+    ]
+    for role, column in roles:
+        if column not in types:
+            raise SpecError(
+                f"labels.{role} {column!r} is not a column of the label source {spec.label_glob}; "
+                f"columns are {sorted(types)}"
+            )
+    if not types[labels.timestamp_column].startswith("TIMESTAMP"):
+        raise DataError(
+            f"label column {labels.timestamp_column!r} in {spec.label_glob} has type "
+            f"{types[labels.timestamp_column]}, expected a timestamp"
+        )
+    if view is not None:
+        check_spec_against_view(spec, view)

@@ -12,7 +12,7 @@ from polars.testing import assert_frame_equal
 from retrain_plugins import RoutedModel, RoutingError, load_feature_service_view
 from retrain_plugins.dagster.execution import retraining_assets
 from retrain_plugins.demo.generate import write_parquet
-from retrain_plugins.feast_view import feature_store
+from retrain_plugins.feast_store import feature_store
 from retrain_plugins.layout import model_store_root
 from retrain_plugins.online import online_frame
 

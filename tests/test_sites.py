@@ -280,7 +280,7 @@ def test_online_prediction_takes_every_join_key_and_the_request_time_columns(tra
     import yaml
 
     from retrain_plugins.cli.main import main
-    from retrain_plugins.feast_view import feature_store
+    from retrain_plugins.feast_store import feature_store
     from retrain_plugins.online import online_frame
 
     project = trained

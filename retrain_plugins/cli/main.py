@@ -53,8 +53,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from retrain_plugins.feast_view import apply_feature_repo, load_feature_service_view
-    from retrain_plugins.training_sets import check_label_source
+    from retrain_plugins.feast_view import load_feature_service_view
+    from retrain_plugins.feast_store import apply_feature_repo
+    from retrain_plugins.validation import check_label_source
 
     spec = load_spec(args)
     apply_feature_repo(spec.feature_repo)
@@ -174,7 +175,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     spec = load_spec(args)
     model = RoutedModel.load(model_store_root(spec))
     if args.entities or args.entity:
-        from retrain_plugins.feast_view import feature_store
+        from retrain_plugins.feast_store import feature_store
         from retrain_plugins.online import online_frame
 
         entities = _entities(spec, args)

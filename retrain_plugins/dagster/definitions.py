@@ -10,7 +10,8 @@ from dagster import Definitions
 from retrain_plugins.dagster.assets import build_retraining_assets
 from retrain_plugins.dagster.resources import FeastResource, ModelStoreResource
 from retrain_plugins.dagster.sensors import build_change_sensor
-from retrain_plugins.feast_view import load_feature_service_view, registry_path
+from retrain_plugins.feast_view import load_feature_service_view
+from retrain_plugins.feast_store import registry_path
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.trainers import check_trainer_spec
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from retrain_plugins.feast_view import feature_store
+from retrain_plugins.feast_store import feature_store
 from retrain_plugins.store import ModelStore
 
 if TYPE_CHECKING:

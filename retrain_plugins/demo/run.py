@@ -18,12 +18,13 @@ from retrain_plugins.dagster.execution import execute, materialize_all, tick
 from retrain_plugins.dagster.tags import REASONS_TAG
 from retrain_plugins.demo import scenarios
 from retrain_plugins.demo.generate import DemoConfig, generate
-from retrain_plugins.feast_view import apply_feature_repo, load_feature_service_view
+from retrain_plugins.feast_view import load_feature_service_view
+from retrain_plugins.feast_store import apply_feature_repo
 from retrain_plugins.layout import model_store_root
 from retrain_plugins.partitions import all_partitions
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.store import ModelStore
-from retrain_plugins.training_sets import check_label_source
+from retrain_plugins.validation import check_label_source
 
 GENERATED = ("sources", "feast", "models", "state", "training_sets", "dagster_home")
 
