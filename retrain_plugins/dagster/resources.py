@@ -29,5 +29,6 @@ class ModelStoreResource(ConfigurableResource):
 
     root: str = Field(description="Folder under which <retraining name>/ holds artifacts and manifest.")
 
-    def for_retraining(self, name: str) -> ModelStore:
-        return ModelStore(Path(self.root) / name)
+    def for_retraining(self, name: str, keep_versions: int = 5) -> ModelStore:
+        """The store of retraining ``name``, keeping ``keep_versions`` versions per partition."""
+        return ModelStore(Path(self.root) / name, keep_versions=keep_versions)
