@@ -242,13 +242,13 @@ class ModelStore:
         with self._updating(key) as record:
             history = record["history"]
             kept = f"store.keep_versions = {self.keep_versions} keeps the newest {self.keep_versions} version(s), current included"
-            if not history:
+            if not history and to is None:
                 raise StoreError(f"{key} has no previous version to roll back to ({kept})")
             index = len(history) - 1
             if to is not None:
                 matches = [i for i, e in enumerate(history) if e["sha256"].startswith(to)]
                 if not matches:
-                    listed = ", ".join(e["sha256"][:16] for e in reversed(history))
+                    listed = ", ".join(e["sha256"][:16] for e in reversed(history)) or "none"
                     raise StoreError(
                         f"{key}: version {to} is not in the kept history (it is current, gone, or never was): "
                         f"{kept}; the previous versions kept are {listed}"

@@ -296,7 +296,33 @@ def test_verify_cli_reports_problems_with_exit_code(materialized):
     assert "orphans: artifacts/stray.cbm" in done.stdout
 
 
-# --- damaged state store and manifest: a clear error naming the file, exit 1, no traceback ---
+def test_verify_clean_removes_old_orphans_and_rollback_says_when_a_version_is_gone(materialized, capsys):
+    from retrain_plugins.cli.main import main
+
+    spec = json.loads(materialized.spec.model_dump_json())
+    spec["store"] = {"keep_versions": 2}
+    spec_file = materialized.root / "spec-keep2.json"
+    spec_file.write_text(json.dumps(spec))
+    store = ModelStore(model_store_root(materialized.spec))
+    current = store.entries()[KEY]
+    folder = store.path_of(current).parent
+    old, young = folder / "0123456789abcdef.cbm", folder / "fedcba9876543210.cbm"
+    old.write_bytes(b"left by a crash between an artifact and its record")
+    young.write_bytes(b"a put in flight")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert main(["verify", "--spec", str(spec_file)]) == 0
+    out = capsys.readouterr().out
+    assert f"orphans: {old.relative_to(store.root)} (older than the grace period)" in out
+    assert f"orphans: {young.relative_to(store.root)} (young: kept)" in out and old.exists()
+    assert main(["verify", "--clean", "--grace-seconds", "3600", "--spec", str(spec_file)]) == 0
+    assert f"removed {old.relative_to(store.root)}" in capsys.readouterr().out
+    assert not old.exists() and young.exists() and store.verified_path(current)
+    assert main(["rollback", KEY.window, KEY.cohort, "--to", "0" * 16, "--spec", str(spec_file)]) == 1
+    err = capsys.readouterr().err
+    assert "not in the kept history" in err and "store.keep_versions = 2" in err
+
+
+# --- damaged state store and model store records: a clear error naming the file, exit 1, no traceback ---
 
 
 def _spec_file(project) -> Path:
