@@ -95,10 +95,10 @@ class ModelStore:
         """Every partition's record, checked."""
         self._open()
         folder = self.root / ENTRIES
-        out = {}
+        out: dict[PartitionKey, Record] = {}
         for path in sorted(folder.glob("*/*.json")) if folder.exists() else []:
-            record = self._read_record(path)
-            out[PartitionKey(record["window"], record["cohort"])] = record
+            if (record := self._read_record(path)) is not None:  # None: gone since the listing
+                out[PartitionKey(record["window"], record["cohort"])] = record
         return out
 
     def entries(self) -> dict[PartitionKey, dict[str, Any]]:
