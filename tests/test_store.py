@@ -284,3 +284,25 @@ def test_the_dagster_resource_passes_keep_versions_to_the_store(tmp_path):
     assert resource.for_retraining("churn").keep_versions == 5
     store = resource.for_retraining("churn", keep_versions=2)
     assert (store.root, store.keep_versions) == (tmp_path / "churn", 2)
+
+
+def test_concurrent_puts_lose_no_version_of_one_partition_and_block_no_other(tmp_path):
+    import threading
+
+    store = ModelStore(tmp_path, keep_versions=100)
+    other = PartitionKey("2025-01-01", "south")
+
+    def backfill(key, tag):
+        for i in range(10):
+            ModelStore(tmp_path, keep_versions=100).put(key, _writer(f"{tag}-{i}".encode()), ".bin", {})
+
+    threads = [threading.Thread(target=backfill, args=(KEY, t)) for t in "ab"] + [threading.Thread(target=backfill, args=(other, "c"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(store.history(KEY)) == 19 and len(store.history(other)) == 9
+    from retrain_plugins.verify import verify_store
+
+    report = verify_store(store)
+    assert report.ok and report.checked == 30 and not report.orphans and not report.debris
