@@ -32,6 +32,7 @@ BENCHMARKS = {
     "retrieval": "bench.retrieval",
     "quality": "bench.quality",
     "memory": "bench.memory",
+    "store": "bench.store",
 }
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -64,6 +65,7 @@ _TITLES = {
     "retrieval": "3. Training-set retrieval",
     "quality": "4. Quality",
     "memory": "5. Memory",
+    "store": "6. Model store",
 }
 
 

@@ -34,7 +34,7 @@ FALLBACK_KEY = PartitionKey("global", "all")
 
 
 def fallback_store(spec: RetrainingSpec) -> ModelStore:
-    return ModelStore(model_store_root(spec) / FALLBACK_DIR)
+    return ModelStore(model_store_root(spec) / FALLBACK_DIR, keep_versions=spec.store.keep_versions)
 
 
 def _inputs(spec: RetrainingSpec) -> list[tuple[PartitionKey, Path, str]]:

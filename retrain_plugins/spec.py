@@ -215,6 +215,19 @@ class FallbackSpec(_Model):
     )
 
 
+class StoreSpec(_Model):
+    """The model store of a retraining: how much history each partition keeps."""
+
+    keep_versions: int = Field(
+        default=5,
+        ge=1,
+        description=(
+            "Versions kept per partition, the current one included: a put deletes the artifacts of older "
+            "ones (never a current, kept or bundled one). 'retrain rollback' reaches back this far."
+        ),
+    )
+
+
 class DriftSpec(_Model):
     """Population stability (PSI) check of a changed partition against what its model saw."""
 
@@ -303,6 +316,7 @@ class RetrainingSpec(_Model):
     trainer: TrainerSpec = TrainerSpec()
     gate: GateSpec = GateSpec()
     fallback: FallbackSpec = FallbackSpec()
+    store: StoreSpec = StoreSpec()
     change_detection: ChangeDetection = ChangeDetection()
     data_dir: Path = Field(description="Root of label sources, model store, training sets and state.")
 

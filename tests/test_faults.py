@@ -231,7 +231,7 @@ if sys.argv[2] == "artifact":
 else:
     real = os.replace
     def replace(src, dst):
-        if str(dst).endswith("manifest.json"):
+        if "/entries/" in str(dst):  # the partition's record
             os.kill(os.getpid(), signal.SIGKILL)
         return real(src, dst)
     store_module.os.replace = replace  # fault injection inside the killed process only
@@ -239,26 +239,28 @@ else:
 """
 
 
-@pytest.mark.parametrize("moment", ["artifact", "manifest"])
+@pytest.mark.parametrize("moment", ["artifact", "record"])
 def test_sigkill_mid_write_leaves_the_good_model_and_the_next_run_recovers(materialized, moment, tmp_path):
     store = ModelStore(model_store_root(materialized.spec))
-    manifest = store.manifest_path.read_bytes()
+    record = store.record_path(KEY).read_bytes()
     good = store.entries()[KEY]
     script = tmp_path / "kill.py"
     script.write_text(textwrap.dedent(KILL_SCRIPT))
     done = subprocess.run([sys.executable, str(script), str(store.root), moment], capture_output=True, timeout=120)
     assert done.returncode == -9
-    assert store.manifest_path.read_bytes() == manifest
+    assert store.record_path(KEY).read_bytes() == record
     assert store.entries()[KEY] == good and store.verified_path(good)
     report = verify_store(store)
     assert report.ok and report.debris  # a temp file is left, and reported as debris
+    # killed between the artifact's rename and its record's: the artifact is an orphan (young: kept)
+    assert len(report.orphans) == (moment == "record") and not report.old_orphans
     assert _run_partition(materialized, KEY).success  # the next run recovers
     assert store.entries()[KEY]["sha256"] != good["sha256"]
 
 
 def test_disk_full_and_permission_denied_keep_the_current_model(materialized, monkeypatch):
     store = ModelStore(model_store_root(materialized.spec))
-    manifest = store.manifest_path.read_bytes()
+    record = store.record_path(KEY).read_bytes()
 
     def no_space(path):
         raise OSError(28, "No space left on device")
@@ -273,7 +275,7 @@ def test_disk_full_and_permission_denied_keep_the_current_model(materialized, mo
     with pytest.raises(PermissionError):
         store.put(KEY, lambda p: p.write_bytes(b"new"), ".cbm", {})
     monkeypatch.undo()
-    assert store.manifest_path.read_bytes() == manifest
+    assert store.record_path(KEY).read_bytes() == record
     assert verify_store(store).ok and not verify_store(store).debris
 
 
@@ -294,7 +296,33 @@ def test_verify_cli_reports_problems_with_exit_code(materialized):
     assert "orphans: artifacts/stray.cbm" in done.stdout
 
 
-# --- damaged state store and manifest: a clear error naming the file, exit 1, no traceback ---
+def test_verify_clean_removes_old_orphans_and_rollback_says_when_a_version_is_gone(materialized, capsys):
+    from retrain_plugins.cli.main import main
+
+    spec = json.loads(materialized.spec.model_dump_json())
+    spec["store"] = {"keep_versions": 2}
+    spec_file = materialized.root / "spec-keep2.json"
+    spec_file.write_text(json.dumps(spec))
+    store = ModelStore(model_store_root(materialized.spec))
+    current = store.entries()[KEY]
+    folder = store.path_of(current).parent
+    old, young = folder / "0123456789abcdef.cbm", folder / "fedcba9876543210.cbm"
+    old.write_bytes(b"left by a crash between an artifact and its record")
+    young.write_bytes(b"a put in flight")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert main(["verify", "--spec", str(spec_file)]) == 0
+    out = capsys.readouterr().out
+    assert f"orphans: {old.relative_to(store.root)} (older than the grace period)" in out
+    assert f"orphans: {young.relative_to(store.root)} (young: kept)" in out and old.exists()
+    assert main(["verify", "--clean", "--grace-seconds", "3600", "--spec", str(spec_file)]) == 0
+    assert f"removed {old.relative_to(store.root)}" in capsys.readouterr().out
+    assert not old.exists() and young.exists() and store.verified_path(current)
+    assert main(["rollback", KEY.window, KEY.cohort, "--to", "0" * 16, "--spec", str(spec_file)]) == 1
+    err = capsys.readouterr().err
+    assert "not in the kept history" in err and "store.keep_versions = 2" in err
+
+
+# --- damaged state store and model store records: a clear error naming the file, exit 1, no traceback ---
 
 
 def _spec_file(project) -> Path:
@@ -323,7 +351,7 @@ def test_a_damaged_state_store_stops_status_explain_and_verify_with_the_fix(mate
         assert message in out + err and "retrain state rebuild" in out + err and "Traceback" not in out + err
 
 
-def _manifest(tmp_path) -> ModelStore:
+def _two_versions(tmp_path) -> ModelStore:
     store = ModelStore(tmp_path / "models")
     store.put(KEY, lambda p: p.write_bytes(b"model-1"), ".cbm", {"fingerprint": "fp1"})
     store.put(KEY, lambda p: p.write_bytes(b"model-2"), ".cbm", {"fingerprint": "fp2"})
@@ -331,9 +359,8 @@ def _manifest(tmp_path) -> ModelStore:
 
 
 def _edit(field: str, value=None, role: str = "current"):
-    def change(manifest: dict) -> None:
-        (slot,) = manifest["partitions"].values()
-        entry = slot[role] if role == "current" else slot[role][0]
+    def change(record: dict) -> None:
+        entry = record[role] if role == "current" else record[role][0]
         if value is None:
             del entry[field]
         else:
@@ -342,8 +369,15 @@ def _edit(field: str, value=None, role: str = "current"):
     return change
 
 
-BAD_MANIFESTS = {
-    "empty object": ("{}", "no 'partitions' object"),
+def _replace(**fields):
+    def rewrite(text: str) -> str:
+        return json.dumps({**json.loads(text), **fields})
+
+    return rewrite
+
+
+BAD_RECORDS = {
+    "empty object": ("{}", "'window' and 'cohort' must be strings"),
     "empty list": ("[]", "the top level is a JSON list"),
     "truncated": (lambda text: text[: len(text) // 2], "is not valid JSON"),
     "no path": (_edit("path"), "current entry has no 'path'"),
@@ -353,40 +387,42 @@ BAD_MANIFESTS = {
     "sha256 is a list": (_edit("sha256", ["ab"]), "'sha256' is list"),
     "sha256 not a digest": (_edit("sha256", "abc"), "'sha256' 'abc' is not a SHA-256 hex digest"),
     "fingerprint is a number": (_edit("fingerprint", 3, role="history"), "history[0] entry 'fingerprint' is int 3"),
-    "partitions is a list": (lambda text: json.dumps({"partitions": []}), "'partitions' is list"),
-    "entry is a string": (lambda text: json.dumps({"partitions": {json.dumps(list(KEY)): {"current": "x", "history": []}}}), "current entry is str"),
-    "bad partition key": (lambda text: json.dumps({"partitions": {"north": {"current": None, "history": []}}}), "partition key 'north'"),
+    "history is an object": (_replace(history={}), "'history' is dict, not a list"),
+    "entry is a string": (_replace(current="x"), "current entry is str"),
+    "no history": (lambda text: json.dumps({k: v for k, v in json.loads(text).items() if k != "history"}), "its slot has no ['history']"),
+    "another partition's record": (_replace(cohort="north"), "it names partition 2025-02-01/north"),
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_MANIFESTS))
-def test_a_malformed_manifest_raises_store_error_naming_the_file_and_problem(tmp_path, case):
+@pytest.mark.parametrize("case", sorted(BAD_RECORDS))
+def test_a_malformed_record_raises_store_error_naming_the_file_and_problem(tmp_path, case):
     from retrain_plugins import StoreError
 
-    store = _manifest(tmp_path)
-    assert store.entries()[KEY]["fingerprint"] == "fp2"  # the good manifest reads
-    change, problem = BAD_MANIFESTS[case]
-    text = store.manifest_path.read_text()
+    store = _two_versions(tmp_path)
+    assert store.entries()[KEY]["fingerprint"] == "fp2"  # the good record reads
+    change, problem = BAD_RECORDS[case]
+    path = store.record_path(KEY)
+    text = path.read_text()
     if isinstance(change, str):
         text = change
-    elif change.__name__ == "change":  # an edit of the parsed manifest
-        manifest = json.loads(text)
-        change(manifest)
-        text = json.dumps(manifest)
+    elif change.__name__ == "change":  # an edit of the parsed record
+        record = json.loads(text)
+        change(record)
+        text = json.dumps(record)
     else:
         text = change(text)
-    store.manifest_path.write_text(text)
+    path.write_text(text)
     for read in (store.entries, lambda: store.history(KEY), lambda: verify_store(store), lambda: store.rollback(KEY)):
-        with pytest.raises(StoreError, match=re.escape(f"model store manifest {store.manifest_path}")) as caught:
+        with pytest.raises(StoreError, match=re.escape(f"model store record {path}")) as caught:
             read()
         assert problem in str(caught.value)
 
 
-def test_status_on_a_malformed_manifest_exits_1_with_the_message(materialized, capsys):
+def test_status_on_a_malformed_record_exits_1_with_the_message(materialized, capsys):
     from retrain_plugins.cli.main import main
 
     store = ModelStore(model_store_root(materialized.spec))
-    store.manifest_path.write_text("{}")
+    store.record_path(KEY).write_text("{}")
     assert main(["status", "--spec", str(_spec_file(materialized))]) == 1
     err = capsys.readouterr().err
-    assert f"model store manifest {store.manifest_path} is malformed: no 'partitions' object" in err
+    assert f"model store record {store.record_path(KEY)} is malformed: 'window' and 'cohort' must be strings" in err

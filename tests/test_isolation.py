@@ -91,7 +91,8 @@ def test_empty_and_overlong_cohorts_are_contained_and_everyone_else_serves(make_
     entry = models[key]
     segment = Path(entry["path"]).parts[2]
     assert segment == path_segment(LONG) and len(segment) <= SEGMENT_MAX and entry["cohort"] == LONG
-    assert json.loads(ModelStore(model_store_root(project.spec)).manifest_path.read_text())["partitions"][json.dumps(["2025-02-01", LONG])]
+    record = ModelStore(model_store_root(project.spec)).record_path(key)
+    assert len(record.name) <= 255 and json.loads(record.read_text())["cohort"] == LONG
     bundle = read_bundle(project.spec)
     assert set(bundle["routes"]) == {"east", "north", "south", "west", LONG}
     assert training_set_path(project.spec, key).exists() and len(training_set_path(project.spec, key).name) <= 255

@@ -83,7 +83,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     spec = load_spec(args)
     key = PartitionKey(args.window, args.cohort)
-    entry = ModelStore(model_store_root(spec)).rollback(key)
+    entry = ModelStore(model_store_root(spec), keep_versions=spec.store.keep_versions).rollback(key, to=args.to)
     state = state_store(spec)
     with state.transaction():
         state.record_trained(
@@ -102,7 +102,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from retrain_plugins.fallback import fallback_store
     from retrain_plugins.layout import model_store_root, state_path
     from retrain_plugins.store import ModelStore
-    from retrain_plugins.verify import verify_store
+    from retrain_plugins.verify import clean_store, verify_store
 
     spec = load_spec(args)
     ok = True
@@ -112,16 +112,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
         except StoreError as exc:
             print(f"problem: {exc}")
             ok = False
-    for store in (ModelStore(model_store_root(spec)), fallback_store(spec)):
-        report = verify_store(store)
+    for store in (ModelStore(model_store_root(spec), keep_versions=spec.store.keep_versions), fallback_store(spec)):
+        report = verify_store(store, grace_seconds=args.grace_seconds)
         ok &= report.ok
         print(f"{store.root}: {report.checked} artifact(s) checked")
+        old = set(report.old_orphans)
         for kind in ("corrupted", "missing", "orphans", "debris"):
             for item in getattr(report, kind):
-                print(f"  {kind}: {item}")
+                age = "" if kind != "orphans" else " (older than the grace period)" if item in old else " (young: kept)"
+                print(f"  {kind}: {item}{age}")
         if args.clean:
-            for item in report.debris:
-                (store.root / item).unlink(missing_ok=True)
+            for item in clean_store(store, report):
                 print(f"  removed {item}")
     if not ok:
         print("problems found: the change sensor requests corrupted or missing current sub-models (reason repair)")
@@ -250,8 +251,18 @@ def parser() -> argparse.ArgumentParser:
     rollback = add("rollback", "Serve the previous version of one partition's sub-model again.", cmd_rollback)
     rollback.add_argument("window", help="window key, e.g. 2025-03-01")
     rollback.add_argument("cohort", help="cohort value, e.g. north")
-    verify = add("verify", "Check the model store against its manifest (checksums, missing, orphans).", cmd_verify)
-    verify.add_argument("--clean", action="store_true", help="delete temp files left by interrupted writes")
+    rollback.add_argument(
+        "--to", metavar="SHA256", help="serve this kept version (sha256 or a prefix) instead of the previous one"
+    )
+    verify = add("verify", "Check the model store against its records (checksums, missing, orphans).", cmd_verify)
+    verify.add_argument(
+        "--clean", action="store_true",
+        help="delete temp files left by interrupted writes and orphan artifacts older than the grace period",
+    )
+    verify.add_argument(
+        "--grace-seconds", type=float, default=3600.0,
+        help="age an artifact no record names must reach before --clean deletes it (default: 3600)",
+    )
     state = add("state", "Manage the sensor's state store.", cmd_state)
     state.add_argument("action", choices=["rebuild"], help="rebuild: move the store aside and rebuild it from the model store")
     add("savings", "The savings ledger: partitions skipped and training time avoided per update.", cmd_savings)

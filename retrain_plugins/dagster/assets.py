@@ -260,7 +260,7 @@ def _train_sub_models(
 
     A partition that fails (unusable data) is recorded as such and the others go on.
     """
-    models = model_store.for_retraining(spec.name)
+    models = model_store.for_retraining(spec.name, keep_versions=spec.store.keep_versions)
     state = StateStore(state_path(spec))
     results = {}
     for partition_key in context.partition_keys:

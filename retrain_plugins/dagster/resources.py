@@ -27,7 +27,8 @@ class FeastResource(ConfigurableResource):
 class ModelStoreResource(ConfigurableResource):
     """Root folder of the model stores; each retraining keeps its own store below it."""
 
-    root: str = Field(description="Folder under which <retraining name>/ holds artifacts and manifest.")
+    root: str = Field(description="Folder under which <retraining name>/ holds artifacts and per-partition records.")
 
-    def for_retraining(self, name: str) -> ModelStore:
-        return ModelStore(Path(self.root) / name)
+    def for_retraining(self, name: str, keep_versions: int = 5) -> ModelStore:
+        """The store of retraining ``name``, keeping ``keep_versions`` versions per partition."""
+        return ModelStore(Path(self.root) / name, keep_versions=keep_versions)
