@@ -19,6 +19,7 @@ from retrain_plugins import load_feature_service_view
 from retrain_plugins.bundle import bundle_is_stale, read_bundle
 from retrain_plugins.changes.detector import detect_changes, state_store
 from retrain_plugins.dagster.assets import asset_keys
+from retrain_plugins.fallback import FALLBACK_KEY, fallback_store
 from retrain_plugins.dagster.execution import execute, materialize_all, retraining_assets, tick
 from retrain_plugins.demo import scenarios
 from retrain_plugins.demo.generate import write_parquet
@@ -211,9 +212,9 @@ def test_a_failed_partition_does_not_hold_back_the_others(materialized):
     (run,) = failed
     failure = next(e for e in run.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error.to_string()
     assert "1 of 2 partition(s) failed: partition 2025-02-01/south: label column 'churned' has" in failure
-    # The fallback reads every training set of its windows, the unusable one too: it cannot be
-    # refitted, the current one keeps serving, and the bundle is published with the promoted partition.
-    assert "1 promoted; published: no fallback refit, the current one serves (fallback model: label column" in failure
+    # The fallback leaves out the training set its partition failed on: it is refitted on the
+    # others, and the bundle is published with the promoted partition.
+    assert "1 promoted; published: fallback model (trained)" in failure
     assert "bundle (" in failure
     north, south = PartitionKey("2025-02-01", "north"), PartitionKey("2025-02-01", "south")
     after = store.entries()
@@ -225,9 +226,10 @@ def test_a_failed_partition_does_not_hold_back_the_others(materialized):
     subs = _materializations(run, "sub_model")
     assert "north|2025-02-01" in subs and "south|2025-02-01" not in subs
     assert _materializations(run, "model_bundle")[None]["published_by"].value == "training step (some partitions failed)"
-    assert read_bundle(spec)["fallback"]["sha256"] == fallback_sha
+    assert read_bundle(spec)["fallback"]["sha256"] != fallback_sha
+    assert south.window + "/" + south.cohort not in fallback_store(spec).entries()[FALLBACK_KEY]["inputs"]
 
-    # A later change elsewhere, the bad rows still there: it trains and serves; the fallback is kept.
+    # A later change elsewhere, the bad rows still there: it trains and serves, and so does the fallback.
     fallback_before = read_bundle(spec)["fallback"]["sha256"]
     scenarios.edit_rows(materialized.data, FEB, "west")
     later = tick(materialized.defs, materialized.sensor, materialized.instance)
@@ -236,8 +238,8 @@ def test_a_failed_partition_does_not_hold_back_the_others(materialized):
     assert ok.success and _steps(ok)["churn__model_bundle"] == "STEP_SUCCESS"
     west = PartitionKey("2025-02-01", "west")
     assert read_bundle(spec)["routes"]["west"][1]["sha256"] == store.entries()[west]["sha256"] != before[west]["sha256"]
-    assert _materializations(ok, "fallback_model")[None]["status"].value.startswith("kept")
-    assert read_bundle(spec)["fallback"]["sha256"] == fallback_before
+    assert _materializations(ok, "fallback_model")[None]["status"].value == "trained"
+    assert read_bundle(spec)["fallback"]["sha256"] != fallback_before
 
     # Fixed data: the next run succeeds, serving steps included.
     write_parquet(frame, labels)
