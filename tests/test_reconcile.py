@@ -20,6 +20,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from retrain_plugins import build_definitions
 from retrain_plugins.changes.reconcile import admit
+from retrain_plugins.changes.state import Trained
 from retrain_plugins.cli.status import partition_states
 from retrain_plugins.dagster.execution import execute, tick
 from retrain_plugins.dagster.tags import ATTEMPTS_TAG, REASONS_TAG, RETRAINING_TAG
@@ -157,6 +158,11 @@ def test_backoff_doubles_between_attempts():
     assert admit([change], set(), {(KEY, "f"): (3, 100.0)}, retry, now=139).waiting == [(KEY, 1.0)]
     assert admit([change], set(), {(KEY, "f"): (4, 100.0)}, retry, now=10_000).gave_up == [KEY]
     assert admit([change], {KEY}, {}, retry, now=100).in_flight == [KEY]
+    # trained on other data since the last request (by hand, a backfill): the data coming back is new work
+    since = Trained("other", 10, "trained", "run", 150.0, "d", 1.0, None)
+    assert admit([change], set(), {(KEY, "f"): (4, 100.0)}, retry, now=160, trained={KEY: since}).admitted == [(change, 1)]
+    failed = since._replace(fingerprint="f", status="failed")
+    assert admit([change], set(), {(KEY, "f"): (4, 100.0)}, retry, now=160, trained={KEY: failed}).gave_up == [KEY]
 
 
 def test_a_repair_request_that_never_ran_is_asked_again(materialized):
@@ -294,3 +300,22 @@ def test_random_kills_of_ticks_and_runs_lose_no_change(materialized, tmp_path, s
     full = new_project(full_root, None)
     assert materialize_all(full.defs, full.spec, full.instance).success
     assert {k: e["fingerprint"] for k, e in project.models().items()} == {k: e["fingerprint"] for k, e in full.models().items()}
+
+
+def test_data_that_returns_after_a_manual_retrain_is_requested_at_once(materialized):
+    """A -> requested and trained; back to the original, retrained by hand; A again: new work, no backoff."""
+    from retrain_plugins.dagster.execution import materialize_all
+
+    project = _reconciling(materialized, backoff_seconds=3600)
+    path = project.data / "sources/labels/month=2025-02/part-0.parquet"
+    original = path.read_bytes()
+    scenarios.edit_rows(project.data, "2025-02", "north")
+    edited = path.read_bytes()
+    first = tick(project.defs, project.sensor, project.instance)
+    assert all(r.success for r in execute(project.defs, project.spec, first.run_requests, project.instance))
+    path.write_bytes(original)
+    assert materialize_all(project.defs, project.spec, project.instance).success  # by hand
+    path.write_bytes(edited)
+    # No tick saw the original come back, so no cell changed in the sensor's eyes: the model (trained
+    # by hand on the original) differs from the data it last observed. Asked at once, as a retry.
+    assert _reasons(tick(project.defs, project.sensor, project.instance)) == {str(KEY): "retry"}

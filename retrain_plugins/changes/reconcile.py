@@ -103,6 +103,7 @@ def admit(
     attempts: Mapping[tuple[PartitionKey, str], tuple[int, float]],
     retry: RetrySpec,
     now: float | None = None,
+    trained: Mapping[PartitionKey, Trained] | None = None,
 ) -> Admission:
     """Which of ``changes`` (``PartitionChange``) to request now.
 
@@ -110,6 +111,8 @@ def admit(
     (the sensor's request log). The first request is immediate; the ``n``-th further one waits
     ``backoff_seconds * 2 ** (n - 1)`` after the previous, up to ``max_attempts`` requests in all;
     then the partition is reported as given up until its data changes (a new fingerprint).
+    Requests made before the partition was last trained on other data (``trained``: by hand, a
+    backfill) are answered: data that comes back to what they asked for is new work.
     """
     now = time.time() if now is None else now
     admitted, flying, waiting, gave_up = [], [], [], []
@@ -119,6 +122,9 @@ def admit(
             flying.append(key)
             continue
         made, last = attempts.get((key, change.fingerprint), (0, 0.0))
+        record = (trained or {}).get(key)
+        if made and record is not None and record.trained_at > last and record.fingerprint != change.fingerprint:
+            made, last = 0, 0.0
         if made >= retry.max_attempts:
             gave_up.append(key)
             continue

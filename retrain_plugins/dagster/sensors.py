@@ -221,7 +221,10 @@ def build_change_sensor(
         known = cohorts(spec, context.instance)
         report = detect_changes(spec, view, state, known)
         report.changes.extend(_repairs(spec, state, report.changes))
-        admission = admit(report.changes, in_flight(spec, context.instance), state.attempts(), spec.change_detection.retry)
+        admission = admit(
+            report.changes, in_flight(spec, context.instance), state.attempts(), spec.change_detection.retry,
+            trained=state.trained(),
+        )
         changes = [change for change, _ in admission.admitted]
         summary = "; ".join(filter(None, [describe(report), _held(admission)]))
         # One transaction: the listing, cells, baselines, request log and ledger land together or
