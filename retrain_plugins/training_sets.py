@@ -281,6 +281,12 @@ def _feature_scan(fv: FeatureViewInfo, i: int, windows: Sequence[Window], label_
     # One hash aggregation per (key, time, created): rows there are either all equal (any one
     # stands for them) or ambiguous; then the newest created time wins per (key, time).
     firsts = ", ".join(f"first({ident(f)}) AS {ident(f)}" for f in fv.features)
+    if not fv.created_timestamp_field:  # one aggregation: no created time to rank rows by
+        return f"""
+            SELECT {group}, _ts, {firsts}, count(*) > 1 AND count(DISTINCT ROW({cols})) > 1 AS _ambiguous
+            FROM ({' UNION ALL '.join(scans)})
+            GROUP BY {group}, _ts
+        """
     return f"""
         SELECT {group}, _ts, {firsts}, count(DISTINCT ROW({cols})) > 1 AS _ambiguous
         FROM ({' UNION ALL '.join(scans)})
