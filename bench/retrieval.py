@@ -178,11 +178,13 @@ def _measure(ttl: int, chosen: Size, workdir: Path, cache: Path) -> list[dict]:
             "feast": lambda: partition_training_set(specs["feast"], view, [window], cohort, store),
             "duckdb_asof": lambda: partition_training_set(specs["duckdb_asof"], view, [window], cohort),
             "reference": lambda: reference_asof(con, specs["feast"], view, window, cohort),
-            # the total order alone: the sort label_rows applies, on its rows in an arbitrary order
-            "total_order": lambda: shuffled.sort(label_order(specs["duckdb_asof"]), nulls_last=True),
+            # the total order alone: the sort label_rows applies, on its rows as read and shuffled
+            "total_order": lambda: as_read.sort(label_order(specs["duckdb_asof"]), nulls_last=True),
+            "total_order_shuffled": lambda: shuffled.sort(label_order(specs["duckdb_asof"]), nulls_last=True),
         }
         ordered = label_rows(specs["duckdb_asof"], [window], [cohort])
-        shuffled = ordered.sample(fraction=1.0, shuffle=True, seed=i)
+        as_read = unordered_label_rows(con, specs["duckdb_asof"], window, cohort)
+        shuffled = as_read.sample(fraction=1.0, shuffle=True, seed=i)
         if i == 0:
             retrieve["feast"]()  # warm-up: the first call sets up ibis/DuckDB inside Feast
         seconds: dict[str, list[float]] = {name: [] for name in retrieve}
@@ -196,7 +198,8 @@ def _measure(ttl: int, chosen: Size, workdir: Path, cache: Path) -> list[dict]:
                 seconds[name].append(t.seconds)
             if not bad:
                 # the sort of a shuffle restores label_rows' order exactly: the order is total
-                assert frames["total_order"].drop("row_id").equals(ordered.drop("row_id"))
+                assert frames["total_order_shuffled"].equals(ordered.drop("row_id", "window"))
+                assert frames["total_order"].equals(ordered.drop("row_id", "window"))
                 ref = frames["reference"]
                 bad = {path: mismatches(frames[path].select(ref.columns), ref) for path in PATHS}
                 cells = ref.height * len(ref.columns)
@@ -211,11 +214,32 @@ def _measure(ttl: int, chosen: Size, workdir: Path, cache: Path) -> list[dict]:
                     for path in PATHS
                 },
                 "order/retrieval": Stat.of(o / d for o, d in zip(seconds["total_order"], seconds["duckdb_asof"])),
+                "shuffled/retrieval": Stat.of(o / d for o, d in zip(seconds["total_order_shuffled"], seconds["duckdb_asof"])),
                 "mismatches": bad,
                 "cells": cells,
             }
         )
     return rows
+
+
+def unordered_label_rows(con, spec, window, cohort: str):
+    """The partition's label rows as DuckDB reads them, in no particular order (file order, roughly).
+
+    What ``label_rows`` sorts: timing its sort on these rows is the total order's cost on input as
+    it comes; on the same rows shuffled, its worst case.
+    """
+    import polars as pl
+
+    lab = spec.labels
+    q = lambda name: '"' + name.replace('"', '""') + '"'  # noqa: E731
+    ts = f"CAST({q(lab.timestamp_column)} AS TIMESTAMPTZ)"
+    columns = ", ".join(q(c) if c != lab.timestamp_column else f"{ts} AS {q(c)}" for c in lab.columns)
+    sql = f"""
+        SELECT {columns} FROM read_parquet($labels)
+        WHERE CAST({q(lab.cohort_column)} AS VARCHAR) = $cohort AND {ts} >= $start AND {ts} < $end
+    """
+    params = {"labels": spec.label_glob, "cohort": cohort, "start": window.start, "end": window.end}
+    return pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
 
 
 def run(size: str, workdir: Path, cache: Path, reps: int | None = None) -> BenchResult:
@@ -248,7 +272,7 @@ def run(size: str, workdir: Path, cache: Path, reps: int | None = None) -> Bench
             "retrieval: duckdb_asof",
             "duckdb_asof / ASOF",
             "mismatching cells (feast, duckdb_asof)",
-            "total order: sort / duckdb_asof retrieval",
+            "total order: sort / duckdb_asof retrieval (rows as read; shuffled)",
         ],
         [
             [
@@ -260,7 +284,7 @@ def run(size: str, workdir: Path, cache: Path, reps: int | None = None) -> Bench
                 r["duckdb_asof"].fmt(),
                 times(r["duckdb_asof/ref"]),
                 f"{r['mismatches']['feast']}, {r['mismatches']['duckdb_asof']} of {r['cells']:,}",
-                f"{r['order/retrieval'].median:.1%}",
+                f"{r['order/retrieval'].median:.1%}; {r['shuffled/retrieval'].median:.1%}",
             ]
             for r in rows
         ],
@@ -276,8 +300,10 @@ def run(size: str, workdir: Path, cache: Path, reps: int | None = None) -> Bench
             "down. Both are `retrain_plugins.training_sets.partition_training_set`, what the `training_set` asset runs for "
             "the spec's `retrieval` setting, from the label file to a polars frame sorted by row id.",
             "Total order: the training sets are sorted by label time, every key column, cohort, label and label-row "
-            "features (deterministic frames, bit-identical refits); its cost is that sort (what `label_rows` does, "
-            "timed on the partition's label rows shuffled), as a share of the duckdb_asof retrieval.",
+            "features (deterministic frames, bit-identical refits); its cost is that sort (what `label_rows` does), "
+            "timed on the partition's label rows as DuckDB reads them (`bench.retrieval.unordered_label_rows`: the "
+            "judged figure) and on the same rows shuffled (the worst case, reported), as a share of the duckdb_asof "
+            "retrieval.",
             *([LEFT_OUT] if size == "default" else []),
         ],
     )
@@ -297,7 +323,8 @@ def run(size: str, workdir: Path, cache: Path, reps: int | None = None) -> Bench
     checks.append(
         Check(
             "the training sets' total order (sort of the label rows) vs duckdb_asof retrieval time",
-            f"at most {worst_order['order/retrieval'].median:.1%} (at {worst_order['n']:,} rows, TTL {worst_order['ttl']} days)",
+            f"at most {worst_order['order/retrieval'].median:.1%} (at {worst_order['n']:,} rows, TTL {worst_order['ttl']} days); "
+            f"rows shuffled: at most {max(r['shuffled/retrieval'].median for r in rows):.1%}",
             "<= 10%",
             worst_order["order/retrieval"].median <= 0.10,
         )
