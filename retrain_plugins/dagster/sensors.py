@@ -27,7 +27,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from retrain_plugins.changes.detector import ChangeReport, PartitionChange, detect_changes, state_store
 from retrain_plugins.changes.reconcile import Admission, admit
-from retrain_plugins.changes.state import StateStore
+from retrain_plugins.changes.state import StateStore, Trained
 from retrain_plugins.dagster.assets import RetrainingAssets
 from retrain_plugins.bundle import bundle_is_stale
 from retrain_plugins.dagster.tags import REASON_TAG, RETRAINING_TAG, SEQ_TAG, SERVING_TAG, attempt_tags, detail_tags, reason_tags
@@ -113,14 +113,13 @@ def describe(report: ChangeReport) -> str:
     return ", ".join(parts)
 
 
-def _repairs(spec: RetrainingSpec, state: StateStore, changes: Sequence[PartitionChange]) -> list[PartitionChange]:
+def _repairs(spec: RetrainingSpec, trained: Mapping[PartitionKey, Trained], changes: Sequence[PartitionChange]) -> list[PartitionChange]:
     """Partitions whose serving artifact is missing or corrupted: retrain them (reason ``repair``).
 
     Nothing is marked: whether a repair is under way is Dagster's run state (see
     :func:`in_flight`), so a tick that dies after requesting one cannot block the next.
     """
     requested = {c.partition for c in changes}
-    trained = state.trained()
     repairs = []
     for key, problem in damaged_current(ModelStore(model_store_root(spec))).items():
         if key in requested:
@@ -140,13 +139,14 @@ def serving_request(spec: RetrainingSpec, assets: RetrainingAssets, seq: int) ->
     )
 
 
-def in_flight(spec: RetrainingSpec, instance: DagsterInstance, serving: bool = False) -> set[PartitionKey] | bool:
-    """Partitions of this retraining that a queued or running run (requested by its sensor) covers.
+def serving_in_flight(spec: RetrainingSpec, instance: DagsterInstance) -> bool:
+    """Whether a serving-only run (:func:`serving_request`) of this retraining is queued or running."""
+    tags = {RETRAINING_TAG: spec.name, SERVING_TAG: "true"}
+    return bool(instance.get_runs(filters=RunsFilter(tags=tags, statuses=_UNFINISHED), limit=1))
 
-    With ``serving=True``: whether a serving-only run (:func:`serving_request`) is queued or running.
-    """
-    if serving:
-        return bool(instance.get_runs(filters=RunsFilter(tags={RETRAINING_TAG: spec.name, SERVING_TAG: "true"}, statuses=_UNFINISHED), limit=1))
+
+def in_flight(spec: RetrainingSpec, instance: DagsterInstance) -> set[PartitionKey]:
+    """Partitions of this retraining that a queued or running run (requested by its sensor) covers."""
     runs = instance.get_runs(filters=RunsFilter(tags={RETRAINING_TAG: spec.name}, statuses=_UNFINISHED))
     if not runs:
         return set()
@@ -220,10 +220,10 @@ def build_change_sensor(
         state = state_store(spec)
         known = cohorts(spec, context.instance)
         report = detect_changes(spec, view, state, known)
-        report.changes.extend(_repairs(spec, state, report.changes))
+        trained = state.trained()
+        report.changes.extend(_repairs(spec, trained, report.changes))
         admission = admit(
-            report.changes, in_flight(spec, context.instance), state.attempts(), spec.change_detection.retry,
-            trained=state.trained(),
+            report.changes, in_flight(spec, context.instance), state.attempts(), spec.change_detection.retry, trained=trained
         )
         changes = [change for change, _ in admission.admitted]
         summary = "; ".join(filter(None, [describe(report), _held(admission)]))
@@ -233,7 +233,7 @@ def build_change_sensor(
         with state.transaction():
             report.commit()
             if not changes:
-                if bundle_is_stale(spec) and not in_flight(spec, context.instance, serving=True):
+                if bundle_is_stale(spec) and not serving_in_flight(spec, context.instance):
                     # A promoted model the bundle does not route to (a run that died before
                     # publishing, or one that selected only the partitioned assets): publish.
                     seq = state.next_seq()
