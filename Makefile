@@ -17,7 +17,7 @@ $(UV):
 
 # Compiled bytecode matters here: PYTHONDONTWRITEBYTECODE is set and feast/catboost import slowly.
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
+	$(UV) sync --frozen --all-extras --compile-bytecode --python $(PYTHON)
 	touch $@
 
 env: $(VENV)/.synced
