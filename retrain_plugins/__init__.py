@@ -7,7 +7,7 @@ from retrain_plugins.changes.detector import ChangeReport, PartitionChange, dete
 from retrain_plugins.changes.fingerprints import frame_cells, partition_fingerprint, source_cells
 from retrain_plugins.dagster.assets import RetrainingAssets, build_retraining_assets
 from retrain_plugins.dagster.definitions import build_definitions
-from retrain_plugins.dagster.resources import FeastResource, ModelStoreResource
+from retrain_plugins.dagster.resources import FeastResource
 from retrain_plugins.dagster.sensors import build_change_sensor, run_requests_for
 from retrain_plugins.errors import DataError, RetrainError, RoutingError, SpecError, StoreError
 from retrain_plugins.feast_view import FeatureServiceView, load_feature_service_view
@@ -15,6 +15,7 @@ from retrain_plugins.feast_store import apply_feature_repo
 from retrain_plugins.partitions import PartitionKey, partitions_def
 from retrain_plugins.routing import RoutedModel, publish_bundle
 from retrain_plugins.spec import LabelSource, RetrainingSpec, TrainerSpec, Windows
+from retrain_plugins.storage import Storage
 from retrain_plugins.store import ModelStore
 from retrain_plugins.testing import check_trainer
 from retrain_plugins.trainers import Trainer, make_trainer
@@ -30,7 +31,6 @@ __all__ = [
     "FeatureServiceView",
     "LabelSource",
     "ModelStore",
-    "ModelStoreResource",
     "PartitionChange",
     "PartitionKey",
     "RetrainError",
@@ -39,6 +39,7 @@ __all__ = [
     "RoutedModel",
     "RoutingError",
     "SpecError",
+    "Storage",
     "StoreError",
     "Trainer",
     "TrainerSpec",

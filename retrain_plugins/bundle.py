@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
@@ -9,13 +10,14 @@ import numpy as np
 import polars as pl
 
 from retrain_plugins.columns import model_features
+from retrain_plugins.errors import StoreError
 from retrain_plugins.fallback import FALLBACK_KEY, fallback_store
 from retrain_plugins.feast_view import FeatureServiceView
-from retrain_plugins.layout import model_store_root, training_set_path
+from retrain_plugins.layout import model_store, training_set_rel, training_sets
 from retrain_plugins.partitions import PartitionKey
 from retrain_plugins.routing import BUNDLE, RoutedModel, publish_bundle
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.store import ModelStore, sha256_file
+from retrain_plugins.store import ModelStore
 
 
 def publish(spec: RetrainingSpec, view: FeatureServiceView) -> dict[str, Any]:
@@ -31,13 +33,15 @@ def publish(spec: RetrainingSpec, view: FeatureServiceView) -> dict[str, Any]:
         "min_rows": spec.fallback.min_rows,
     }
     fallback = fallback_store(spec).entries().get(FALLBACK_KEY) if spec.fallback.enabled else None
-    return publish_bundle(ModelStore(model_store_root(spec)), payload, fallback)
+    return publish_bundle(model_store(spec), payload, fallback)
 
 
 def read_bundle(spec: RetrainingSpec) -> dict[str, Any] | None:
     """The published bundle, if any."""
-    path = model_store_root(spec) / BUNDLE
-    return json.loads(path.read_text()) if path.exists() else None
+    try:
+        return json.loads(model_store(spec).storage.read_bytes(BUNDLE))
+    except FileNotFoundError:
+        return None
 
 
 def bundle_is_stale(spec: RetrainingSpec) -> bool:
@@ -51,7 +55,7 @@ def bundle_is_stale(spec: RetrainingSpec) -> bool:
     serving-only run (``fallback_model``, ``model_bundle``) when it is true. Reads two manifests,
     no artifact.
     """
-    current = {(k.window, k.cohort): e["sha256"] for k, e in ModelStore(model_store_root(spec)).entries().items()}
+    current = {(k.window, k.cohort): e["sha256"] for k, e in model_store(spec).entries().items()}
     fallback = fallback_store(spec).entries().get(FALLBACK_KEY) if spec.fallback.enabled else None
     bundle = read_bundle(spec)
     if bundle is None:
@@ -66,11 +70,12 @@ def smoke_test(spec: RetrainingSpec, rows: int = 5, previous: dict[str, Any] | N
 
     Models new since the ``previous`` bundle (all, without one) are loaded and predict a few rows
     of their own training set. Models the previous bundle already served are checked by size and
-    mtime against the manifest, and read in full (checksum) only when those changed: a tick of
-    one changed partition does not reload every sub-model.
+    change token (local: size and mtime; object stores: the ETag) against the record, and read in
+    full (checksum) only when those changed: a tick of one changed partition does not reload
+    every sub-model.
     """
     failures = []
-    model = RoutedModel.load(model_store_root(spec))
+    model = RoutedModel.load(model_store(spec).storage)
     targets = [e for entries in model.bundle["routes"].values() for e in entries]
     if model.bundle.get("fallback"):
         targets.append(model.bundle["fallback"])
@@ -112,19 +117,26 @@ def _check_output(model: RoutedModel, entry: dict[str, Any], output: np.ndarray,
 
 
 def _changed_on_disk(store: ModelStore, entry: dict[str, Any]) -> str | None:
-    path = store.path_of(entry)
-    if not path.exists():
+    token = store.storage.token(entry["path"])
+    if token is None:
         return "artifact missing"
-    st = path.stat()
-    if st.st_size == entry["size_bytes"] and st.st_mtime_ns == entry.get("mtime_ns"):
+    recorded = entry.get("token") or (f"{entry['size_bytes']}:{entry['mtime_ns']}" if entry.get("mtime_ns") else None)
+    if token == recorded:
         return None
-    return None if sha256_file(path) == entry["sha256"] else "artifact corrupted (checksum mismatch)"
+    try:
+        store.read_artifact(entry)
+    except StoreError:
+        return "artifact corrupted (checksum mismatch)"
+    return None
 
 
 def _sample(spec: RetrainingSpec, entry: dict[str, Any], features: list[str], rows: int) -> pl.DataFrame:
-    path = training_set_path(spec, PartitionKey(entry["window"], entry["cohort"]))
-    if path.exists():
-        return pl.read_parquet(path).select(features).head(rows)
+    try:
+        data = training_sets(spec).read_bytes(training_set_rel(PartitionKey(entry["window"], entry["cohort"])))
+    except FileNotFoundError:
+        data = None
+    if data is not None:
+        return pl.read_parquet(io.BytesIO(data)).select(features).head(rows)
     categorical = set(entry.get("categorical_features") or [])
     return pl.DataFrame({f: [None] * rows if f in categorical else np.zeros(rows) for f in features},
                         schema={f: pl.String if f in categorical else pl.Float64 for f in features})

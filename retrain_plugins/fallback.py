@@ -11,9 +11,9 @@ one is kept, file untouched.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -21,7 +21,7 @@ import polars as pl
 from retrain_plugins.changes.fingerprints import EMPTY
 from retrain_plugins.columns import categorical_features, model_features
 from retrain_plugins.feast_view import FeatureServiceView
-from retrain_plugins.layout import model_store_root
+from retrain_plugins.layout import FAILED, model_store, training_set_rel, training_sets
 from retrain_plugins.partitions import PartitionKey, path_segment, windows
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.store import ModelStore
@@ -34,34 +34,34 @@ FALLBACK_KEY = PartitionKey("global", "all")
 
 
 def fallback_store(spec: RetrainingSpec) -> ModelStore:
-    return ModelStore(model_store_root(spec) / FALLBACK_DIR, keep_versions=spec.store.keep_versions)
+    return ModelStore(model_store(spec).storage.child(FALLBACK_DIR), keep_versions=spec.store.keep_versions)
 
 
-def _inputs(spec: RetrainingSpec) -> list[tuple[PartitionKey, Path, str]]:
-    """(partition, training-set file, fingerprint) of every cohort in the newest windows with data.
+def _inputs(spec: RetrainingSpec) -> list[tuple[PartitionKey, str, str]]:
+    """(partition, training-set path below :func:`training_sets`, fingerprint) of every cohort in
+    the newest windows with data.
 
-    A training set its own partition failed on (unusable labels or features) is left out: it would
-    fail the fallback's fit as well, and one bad partition must not hold back the fallback.
+    A training set its own partition failed on (unusable labels or features; the training step
+    leaves a ``.failed`` marker naming the fingerprint beside it) is left out: it would fail the
+    fallback's fit as well, and one bad partition must not hold back the fallback.
     """
-    from retrain_plugins.changes.state import StateStore
-    from retrain_plugins.layout import state_path
-
-    root = Path(spec.data_dir) / "training_sets" / spec.name
-    path = state_path(spec)
-    failed = {k: r.fingerprint for k, r in StateStore(path).trained().items() if r.status == "failed"} if path.exists() else {}
-    by_window: dict[str, list[tuple[PartitionKey, Path, str]]] = {}
+    storage = training_sets(spec)
+    listed = set(storage.glob("*/*"))
+    by_window: dict[str, list[tuple[PartitionKey, str, str]]] = {}
     for window in windows(spec):
-        folder = root / path_segment(window.key)
-        for meta_file in sorted(folder.glob("*.json")):
-            meta = json.loads(meta_file.read_text())
+        folder = path_segment(window.key)
+        for meta_rel in sorted(r for r in listed if r.startswith(f"{folder}/") and r.endswith(".json")):
+            meta = json.loads(storage.read_bytes(meta_rel))
             key = PartitionKey(window.key, meta["partition"].split("/", 1)[1])
-            if meta["fingerprint"] != EMPTY and failed.get(key) != meta["fingerprint"]:
-                by_window.setdefault(window.key, []).append((key, meta_file.with_suffix(".parquet"), meta["fingerprint"]))
+            failed_rel = training_set_rel(key, FAILED)
+            failed_on = storage.read_text(failed_rel).strip() if failed_rel in listed else None
+            if meta["fingerprint"] != EMPTY and failed_on != meta["fingerprint"]:
+                by_window.setdefault(window.key, []).append((key, meta_rel[: -len(".json")] + ".parquet", meta["fingerprint"]))
     newest = sorted(by_window)[-spec.fallback.windows :]
     return [item for window in newest for item in by_window[window]]
 
 
-def _fingerprint(inputs: list[tuple[PartitionKey, Path, str]]) -> str:
+def _fingerprint(inputs: list[tuple[PartitionKey, str, str]]) -> str:
     return hashlib.sha256("|".join(f"{k.window}/{k.cohort}:{fp}" for k, _, fp in sorted(inputs)).encode()).hexdigest()[:32]
 
 
@@ -107,8 +107,10 @@ def train_fallback(spec: RetrainingSpec, view: FeatureServiceView, run_id: str |
     label = spec.labels.label_column
     # Each partition's own window only: with a lookback, a training set also holds earlier windows'
     # rows, which the partitions of those windows hold too. Then the training sets' total order.
+    storage = training_sets(spec)
     frame = pl.concat(
-        [pl.read_parquet(path).filter(pl.col(WINDOW_COL) == key.window) for key, path, _ in inputs], how="vertical_relaxed"
+        [pl.read_parquet(io.BytesIO(storage.read_bytes(rel))).filter(pl.col(WINDOW_COL) == key.window) for key, rel, _ in inputs],
+        how="vertical_relaxed",
     )
     frame = frame.sort(*label_order(spec), WINDOW_COL, nulls_last=True, maintain_order=True)
     task = resolve_task(spec, frame.schema[label])

@@ -11,6 +11,7 @@ label row's), ready for :class:`~retrain_plugins.routing.RoutedModel`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from retrain_plugins.changes.state import StateStore
 from retrain_plugins.errors import RoutingError
 from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.feast_store import feast_calls, registry_lock
@@ -30,12 +30,36 @@ from retrain_plugins.sql import connect, ident, parquet, query, utc
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-ONLINE_DEFINITION = "online_feature_service"  # state meta: the feature service version last loaded
+LOADED = "loaded.json"  # what the last load read: feature files and the feature service version
 
 
-def materialize_online(
-    spec: RetrainingSpec, view: FeatureServiceView, store: "FeatureStore", state: StateStore
-) -> dict[str, Any]:
+def _loaded(spec: RetrainingSpec) -> tuple[dict[tuple[str, str], Any], str | None]:
+    """The files (source, path) -> stamp and the feature service version of the last load.
+
+    The runs that load the online store own this record; it lives on the retraining's storage
+    (``<storage>/online/<name>/loaded.json``), not in the change sensor's state.
+    """
+    from retrain_plugins.layout import storage
+
+    try:
+        record = json.loads(storage(spec).child(f"online/{spec.name}").read_bytes(LOADED))
+    except (FileNotFoundError, ValueError):
+        return {}, None
+    return {(name, path): _stamp(stamp) for name, path, stamp in record["files"]}, record.get("feature_service_version")
+
+
+def _stamp(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _save_loaded(spec: RetrainingSpec, files: Mapping[tuple[str, str], Any], version: str) -> None:
+    from retrain_plugins.layout import storage
+
+    record = {"files": [[name, path, stamp] for (name, path), stamp in sorted(files.items())], "feature_service_version": version}
+    storage(spec).child(f"online/{spec.name}").write_bytes(LOADED, json.dumps(record, indent=1).encode())
+
+
+def materialize_online(spec: RetrainingSpec, view: FeatureServiceView, store: "FeatureStore") -> dict[str, Any]:
     """Load the newest feature values of the feature service's views into the online store.
 
     The online store holds each entity's newest row. If every feature file that differs from the
@@ -54,12 +78,13 @@ def materialize_online(
         current = {
             (name, path): stamp for name, source in feature_sources.items() for path, stamp in listing(source.pattern).items()
         }
-        loaded = state.online_files()
+        current = {k: _stamp(json.loads(json.dumps(v))) for k, v in current.items()}  # as the record stores them
+        loaded, loaded_version = _loaded(spec)
         added = sorted(k for k in current if k not in loaded)
         incremental = (
             bool(loaded)
             and all(current.get(k) == stamp for k, stamp in loaded.items())
-            and state.get_meta(ONLINE_DEFINITION) == view.version
+            and loaded_version == view.version
             and _online_store_exists(store)
         )
         names = [v.name for v in view.views]
@@ -77,8 +102,7 @@ def materialize_online(
         if mode != "up to date":
             with feast_calls(spec):
                 store.materialize(start_date=start, end_date=end, feature_views=names)
-        state.save_online_files(current)
-        state.set_meta(ONLINE_DEFINITION, view.version)
+        _save_loaded(spec, current, view.version)
     return {
         "mode": mode,
         "start": start.isoformat() if mode != "up to date" else None,

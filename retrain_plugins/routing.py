@@ -12,6 +12,7 @@ per class of the bundle's ``classes`` (a class a sub-model never saw gets probab
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ import polars as pl
 from retrain_plugins.errors import RoutingError, StoreError
 from retrain_plugins.fallback import FALLBACK_DIR
 from retrain_plugins.partitions import PartitionKey
-from retrain_plugins.store import ModelStore, atomic_write_text
+from retrain_plugins.storage import Storage
+from retrain_plugins.store import ModelStore
 from retrain_plugins.tasks import Task
 from retrain_plugins.trainers import make_trainer, trainer_class
 
@@ -40,6 +42,9 @@ def _sorted(values: set[Any]) -> list[Any]:
 def publish_bundle(store: ModelStore, spec_payload: dict[str, Any], fallback: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``bundle.json`` from the store's current entries (and the fallback); return it.
 
+    The bundle replaces the previous one whole (a rename locally, one PUT on an object store), and
+    only names content-addressed artifacts that are complete before any record names them.
+
     Beside ``spec_payload``, the bundle records what its models say about themselves: ``task``
     (the payload's, or the models'), ``classes`` (multiclass: the sorted union of every model's
     classes, the ``proba_<class>`` columns of :meth:`RoutedModel.predict`) and
@@ -55,7 +60,7 @@ def publish_bundle(store: ModelStore, spec_payload: dict[str, Any], fallback: di
     categorical = next((m["categorical_features"] for m in models if m.get("categorical_features")), [])
     classes = _sorted({c for m in models for c in (m.get("classes") or [])}) if task == "multiclass" else None
     if fallback is not None:
-        fallback = {**fallback, "path": str(Path(FALLBACK_DIR) / fallback["path"])}
+        fallback = {**fallback, "path": f"{FALLBACK_DIR}/{fallback['path']}"}
     bundle = {
         **spec_payload,
         "task": task,
@@ -65,7 +70,7 @@ def publish_bundle(store: ModelStore, spec_payload: dict[str, Any], fallback: di
         "fallback": fallback,
         "published_at": datetime.now().astimezone().isoformat(),
     }
-    atomic_write_text(store.root / BUNDLE, json.dumps(bundle, indent=1, sort_keys=True))
+    store.storage.write_bytes(BUNDLE, json.dumps(bundle, indent=1, sort_keys=True).encode())
     return bundle
 
 
@@ -97,11 +102,20 @@ class RoutedModel:
         self._models: dict[str, Any] = {}
 
     @classmethod
-    def load(cls, store_root: Path) -> "RoutedModel":
-        path = Path(store_root) / BUNDLE
-        if not path.exists():
-            raise RoutingError(f"no model bundle at {path}: materialize the model_bundle asset first")
-        return cls(ModelStore(store_root), json.loads(path.read_text()))
+    def load(cls, store_root: "Storage | Path | str", storage_options: dict[str, Any] | None = None) -> "RoutedModel":
+        """The routed model a store's ``bundle.json`` describes.
+
+        Args:
+            store_root: The model store: a :class:`Storage`, a local folder or an fsspec URL
+                (``s3://bucket/retrain/models/churn``; see :func:`retrain_plugins.layout.model_store`).
+            storage_options: fsspec options of a URL (endpoint, credentials...).
+        """
+        storage = store_root if isinstance(store_root, Storage) else Storage(os.fspath(store_root), storage_options)
+        try:
+            bundle = json.loads(storage.read_bytes(BUNDLE))
+        except FileNotFoundError:
+            raise RoutingError(f"no model bundle at {storage.uri(BUNDLE)}: materialize the model_bundle asset first") from None
+        return cls(ModelStore(storage), bundle)
 
     @property
     def cohorts(self) -> list[str]:

@@ -106,7 +106,23 @@ class FallbackSpec(_Model):
 
 
 class StoreSpec(_Model):
-    """The model store of a retraining: how much history each partition keeps."""
+    """Where a retraining keeps sub-models, training sets and its bundle, and how much history."""
+
+    url: str | None = Field(
+        default=None,
+        description=(
+            "Root of the retraining's storage: a local folder or any fsspec URL (s3://bucket/prefix, "
+            "gs://..., az://...). models/<name>/ and training_sets/<name>/ live below it. Default: data_dir. "
+            "Relative local paths resolve against the spec's folder."
+        ),
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "fsspec storage options of the url (endpoint_url, region, anon...). Leave credentials to the "
+            "backend's environment variables or config files rather than a spec in git."
+        ),
+    )
 
     keep_versions: int = Field(
         default=5,
@@ -232,6 +248,7 @@ class RetrainingSpec(_Model):
             update={
                 "feature_repo": (base / self.feature_repo).resolve(),
                 "data_dir": (base / self.data_dir).resolve(),
+                "store": self.store.model_copy(update={"url": _resolved_url(self.store.url, base)}),
             }
         )
 
@@ -276,3 +293,10 @@ class RetrainingSpec(_Model):
                 for err in exc.errors()
             )
             raise SpecError(f"invalid retraining spec {path}: {problems}") from exc
+
+
+def _resolved_url(url: str | None, base: Path) -> str | None:
+    """A local store path made absolute against ``base``; URLs (``s3://...``) as they are."""
+    if url is None or "://" in url:
+        return url
+    return str((base / url).resolve())

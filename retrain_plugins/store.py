@@ -1,42 +1,42 @@
-"""ModelStore: per-partition artifacts and per-partition records, each written atomically.
+"""ModelStore: per-partition artifacts and per-partition records on a :class:`~retrain_plugins.storage.Storage`.
 
-Layout under ``root``::
+Layout under the store's root (a local folder or an fsspec URL)::
 
-    artifacts/<window>/<cohort>/<sha256[:16]><suffix>   one file per trained model, never rewritten
+    artifacts/<window>/<cohort>/<sha256[:16]><suffix>   one object per trained model, never rewritten
     entries/<window>/<cohort>.json                      that partition's current entry, history,
                                                         rejected and rolled-back candidates
-    locks/<window>/<cohort>.lock                        the partition's training lock (flock)
-    locks/<window>/<cohort>.record.lock                 serializes updates of its record (flock)
 
 (``<window>``/``<cohort>`` are :func:`~retrain_plugins.partitions.path_segment` values; the real
-ones are inside each record.) An artifact is written to a temporary file in the same folder,
-fsynced, then renamed into place under its content hash; only after that is the partition's
-record (also temp + fsync + rename) switched to it. A crash at any point leaves the previous
-record, which names only complete files, so a failed run never replaces a good model; at worst an
-artifact no record names is left (an orphan: ``retrain verify --clean`` removes it). A put reads
-and writes its own partition's record only, so its cost does not grow with the store.
+ones are inside each record.) An artifact is written whole under its content hash (a temp file and
+a rename locally, one PUT on an object store); only then is the partition's record switched to it,
+by a conditional read-modify-write (:meth:`Storage.update`: an ``flock`` locally, ``If-Match`` on
+S3), so two runs of one partition never lose each other's entries, and no lock is held while a
+model trains. A crash at any point leaves the previous record, which names only complete objects,
+so a failed run never replaces a good model; at worst an artifact no record names is left (an
+orphan: ``retrain verify --clean`` removes it). A put reads and writes its own partition's record
+only, so its cost does not grow with the store.
 
 History is bounded: a put keeps the newest ``keep_versions`` versions (current included) and
 deletes the artifacts of older ones, unless a kept entry or ``bundle.json`` still names them.
-A store written with one ``manifest.json`` is migrated on open (:func:`migrate_manifest`).
+A local store written with one ``manifest.json`` is migrated on open (:func:`migrate_manifest`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from retrain_plugins.errors import StoreError
 from retrain_plugins.partitions import PartitionKey, path_segment
+from retrain_plugins.storage import Storage
 from retrain_plugins.store_records import (
-    ENTRIES, MANIFEST, ROLES, atomic_write_text, empty_record, flocked, malformed, migrate_manifest, read_json,
-    record_problem, record_relpath, sha256_file,
+    ENTRIES, MANIFEST, ROLES, atomic_write_text, empty_record, malformed, migrate_manifest, parse_json,
+    record_problem, record_relpath, sha256_bytes, sha256_file,
 )
 
 __all__ = ["ModelStore", "atomic_write_text", "sha256_file", "MANIFEST"]
@@ -48,16 +48,24 @@ class ModelStore:
     """Artifacts and per-partition records of one retraining's sub-models.
 
     Args:
-        root: The store's folder.
+        root: The store's root: a :class:`Storage`, a local folder, or an fsspec URL.
         keep_versions: Versions kept per partition, the current one included (``store.keep_versions``).
     """
 
-    def __init__(self, root: Path, keep_versions: int = 5):
+    def __init__(self, root: Storage | Path | str, keep_versions: int = 5):
         if keep_versions < 1:
             raise ValueError(f"keep_versions must be >= 1, not {keep_versions}")
-        self.root = Path(root)
+        self.storage = root if isinstance(root, Storage) else Storage(root)
         self.keep_versions = keep_versions
         self._migrated = False
+
+    def __repr__(self) -> str:
+        return f"ModelStore({self.storage.uri()!r})"
+
+    @property
+    def root(self) -> Path:
+        """The store's folder (a local store only; see :attr:`storage`)."""
+        return self.storage.local_path()
 
     @property
     def manifest_path(self) -> Path:
@@ -65,39 +73,47 @@ class ModelStore:
         return self.root / MANIFEST
 
     def record_path(self, key: PartitionKey) -> Path:
-        """The file holding ``key``'s record."""
-        return self.root / record_relpath(key)
+        """The local file holding ``key``'s record."""
+        return self.storage.local_path(record_relpath(key))
 
     def path_of(self, entry: dict[str, Any]) -> Path:
-        return self.root / entry["path"]
+        """The local file of an entry's artifact (a local store only)."""
+        return self.storage.local_path(entry["path"])
 
     # -- reading ---------------------------------------------------------------------------
 
     def _open(self) -> None:
         if not self._migrated:
-            migrate_manifest(self.root)
+            if self.storage.local:  # one-file manifests only ever existed in local stores
+                migrate_manifest(self.root)
             self._migrated = True
 
-    def _read_record(self, path: Path) -> Record | None:
-        if not path.exists():
-            return None
-        record = read_json(path, "model store record")
-        if problem := record_problem(record, path.relative_to(self.root)):
-            raise malformed("model store record", path, problem)
+    def _parse_record(self, data: bytes, rel: str) -> Record:
+        record = parse_json(data, "model store record", self.storage.uri(rel))
+        if problem := record_problem(record, rel):
+            raise malformed("model store record", self.storage.uri(rel), problem)
         return record
+
+    def _read_record(self, rel: str) -> Record | None:
+        try:
+            data = self.storage.read_bytes(rel)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"model store record {self.storage.uri(rel)} cannot be read: {exc}") from exc
+        return self._parse_record(data, rel)
 
     def record(self, key: PartitionKey) -> Record | None:
         """``key``'s whole record (current, history, rejected, rolled_back), or ``None``."""
         self._open()
-        return self._read_record(self.record_path(key))
+        return self._read_record(record_relpath(key))
 
     def records(self) -> dict[PartitionKey, Record]:
         """Every partition's record, checked."""
         self._open()
-        folder = self.root / ENTRIES
         out: dict[PartitionKey, Record] = {}
-        for path in sorted(folder.glob("*/*.json")) if folder.exists() else []:
-            if (record := self._read_record(path)) is not None:  # None: gone since the listing
+        for rel in self.storage.glob(f"{ENTRIES}/*/*.json"):
+            if (record := self._read_record(rel)) is not None:  # None: gone since the listing
                 out[PartitionKey(record["window"], record["cohort"])] = record
         return out
 
@@ -114,22 +130,23 @@ class ModelStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def partition_lock(self, key: PartitionKey) -> Iterator[None]:
-        """Exclusive lock of one partition, across processes: two runs of the same partition
-        serialize (the second trains on whatever data is current when it gets the lock)."""
-        with flocked(self.root / "locks" / path_segment(key.window) / f"{path_segment(key.cohort)}.lock"):
-            yield
+    def _update(self, key: PartitionKey, change: Callable[[Record], Any]) -> tuple[Record, Any]:
+        """Apply ``change`` to ``key``'s record by a conditional write; (record written, its result).
 
-    @contextlib.contextmanager
-    def _updating(self, key: PartitionKey) -> Iterator[Record]:
-        """``key``'s record under its own record lock; written back (atomically) on success."""
+        ``change`` may run more than once (a concurrent writer won the race): it must only
+        depend on the record it is given.
+        """
         self._open()
-        lock = self.root / "locks" / path_segment(key.window) / f"{path_segment(key.cohort)}.record.lock"
-        with flocked(lock):
-            record = self._read_record(self.record_path(key)) or empty_record(key)
-            yield record
-            atomic_write_text(self.record_path(key), json.dumps(record, indent=1, sort_keys=True))
+        rel = record_relpath(key)
+        result: list[Any] = []
+
+        def mutate(old: bytes | None) -> bytes:
+            record = self._parse_record(old, rel) if old is not None else empty_record(key)
+            result[:] = [change(record)]
+            return json.dumps(record, indent=1, sort_keys=True).encode()
+
+        written = self.storage.update(rel, mutate)
+        return json.loads(written), result[0]
 
     def put(
         self,
@@ -146,40 +163,38 @@ class ModelStore:
         Then retention: versions beyond ``keep_versions`` are dropped from the record and, once
         the record is written, their artifacts deleted (see :meth:`_trim`).
         """
-        folder = self.root / "artifacts" / path_segment(key.window) / path_segment(key.cohort)
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".incoming.", suffix=suffix)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+        folder = f"artifacts/{path_segment(key.window)}/{path_segment(key.cohort)}"
+        with self.storage.staging(f"{folder}/incoming{suffix}", suffix=suffix) as tmp:
             write(tmp)
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-            digest = sha256_file(tmp)
-            final = folder / f"{digest[:16]}{suffix}"
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            digest, size = sha256_file(tmp), tmp.stat().st_size
+            rel = f"{folder}/{digest[:16]}{suffix}"
+            self.storage.put_file(tmp, rel)
         entry = {
             "fingerprint": None,  # every entry has one (validated on read); the caller's wins
             **metadata,
             "window": key.window,
             "cohort": key.cohort,
-            "path": str(final.relative_to(self.root)),
+            "path": rel,
             "sha256": digest,
-            "size_bytes": final.stat().st_size,
-            "mtime_ns": final.stat().st_mtime_ns,
+            "size_bytes": size,
+            "token": self.storage.token(rel),
             "created_at": time.time(),
         }
-        with self._updating(key) as record:
+        if self.storage.local:
+            entry["mtime_ns"] = self.path_of(entry).stat().st_mtime_ns
+
+        def change(record: Record) -> list[dict[str, Any]]:
             if not promote:
                 record.setdefault("rejected", []).append(entry)
             else:
                 if record["current"]:
                     record["history"].append(record["current"])
                 record["current"] = entry
-            dropped = self._trim(record)
+            return self._trim(record)
+
+        record, dropped = self._update(key, change)
         self._delete_unreferenced(dropped, record)
         return entry
 
@@ -197,34 +212,38 @@ class ModelStore:
     def _delete_unreferenced(self, dropped: list[dict[str, Any]], record: Record) -> None:
         """Delete the artifacts of ``dropped`` entries that nothing still names.
 
-        Kept: files the record still names (content-addressed: one file can be several entries)
-        and files ``bundle.json`` routes to. An unreadable bundle keeps everything.
+        Kept: objects the record still names (content-addressed: one object can be several
+        entries) and objects ``bundle.json`` routes to. An unreadable bundle keeps everything.
         """
         if not dropped:
             return
-        kept = {(self.root / e["path"]).resolve() for e in _entries_of(record)}
+        kept = {self.storage.path(e["path"]) for e in _entries_of(record)}
         bundled = self.bundled_paths()
         if bundled is None:
             return
         for entry in dropped:
-            path = self.path_of(entry).resolve()
+            path = self.storage.path(entry["path"])
             if path not in kept and path not in bundled:
-                path.unlink(missing_ok=True)
+                self.storage.delete(entry["path"])
 
-    def bundled_paths(self) -> set[Path] | None:
-        """Artifacts a ``bundle.json`` routes to: this store's, and its parent's (the fallback
-        store lives in ``<store>/_fallback``). ``None`` when a bundle cannot be read."""
-        out: set[Path] = set()
-        for folder in (self.root, self.root.parent):
-            path = folder / BUNDLE
-            if not path.exists():
-                continue
+    def bundled_paths(self) -> set[str] | None:
+        """File system paths of the artifacts a ``bundle.json`` routes to: this store's, and its
+        parent's (the fallback store lives in ``<store>/_fallback``). ``None`` when a bundle
+        cannot be read."""
+        out: set[str] = set()
+        parent = self.storage.path().rsplit("/", 1)[0]
+        for folder in (self.storage.path(), parent):
             try:
-                bundle = json.loads(path.read_text())
+                bundle = json.loads(self.storage.fs.cat_file(f"{folder}/{BUNDLE}"))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError):
+                return None
+            try:
                 routed = [e for entries in bundle["routes"].values() for e in entries]
                 routed += [bundle["fallback"]] if bundle.get("fallback") else []
-                out |= {(folder / e["path"]).resolve() for e in routed}
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                out |= {f"{folder}/{e['path']}" for e in routed}
+            except (KeyError, TypeError, AttributeError):
                 return None
         return out
 
@@ -239,7 +258,9 @@ class ModelStore:
         is itself reversible by hand. Only kept versions can be served again: an older one (beyond
         ``keep_versions``) raises a :class:`StoreError` saying so.
         """
-        with self._updating(key) as record:
+        rolled_at = time.time()
+
+        def change(record: Record) -> list[dict[str, Any]]:
             history = record["history"]
             kept = f"store.keep_versions = {self.keep_versions} keeps the newest {self.keep_versions} version(s), current included"
             if not history and to is None:
@@ -258,23 +279,50 @@ class ModelStore:
             self.verified_path(target)
             record["rolled_back"] = [*record.get("rolled_back", []), *reversed(history[index + 1 :]), record["current"]]
             record["history"] = history[:index]
-            record["current"] = {**target, "rolled_back_at": time.time()}
-            dropped = self._trim(record)
+            record["current"] = {**target, "rolled_back_at": rolled_at}
+            return self._trim(record)
+
+        record, dropped = self._update(key, change)
         self._delete_unreferenced(dropped, record)
         return record["current"]
 
+    def read_artifact(self, entry: dict[str, Any]) -> bytes:
+        """The artifact's bytes after checking their checksum against the entry."""
+        where = f"{entry['window']}/{entry['cohort']}"
+        try:
+            data = self.storage.read_bytes(entry["path"])
+        except FileNotFoundError:
+            raise StoreError(f"artifact {self.storage.uri(entry['path'])} of {where} is missing") from None
+        _check_digest(sha256_bytes(data), entry, self.storage.uri(entry["path"]))
+        return data
+
     def verified_path(self, entry: dict[str, Any]) -> Path:
-        """The artifact's path after checking its checksum against its record."""
-        path = self.path_of(entry)
-        if not path.exists():
-            raise StoreError(f"artifact {path} of {entry['window']}/{entry['cohort']} is missing")
-        actual = sha256_file(path)
-        if actual != entry["sha256"]:
-            raise StoreError(
-                f"artifact {path} of {entry['window']}/{entry['cohort']} is corrupted: "
-                f"sha256 {actual[:16]}... != record {entry['sha256'][:16]}..."
-            )
-        return path
+        """A local file holding the artifact, after checking its checksum against its record.
+
+        Local stores: the artifact itself. Object stores: a copy in a content-addressed cache
+        under the system temp folder (artifacts are immutable, so a cached copy never goes
+        stale; it is checked again on every call).
+        """
+        if self.storage.local:
+            path = self.path_of(entry)
+            if not path.exists():
+                raise StoreError(f"artifact {path} of {entry['window']}/{entry['cohort']} is missing")
+            _check_digest(sha256_file(path), entry, str(path))
+            return path
+        cache = Path(tempfile.gettempdir()) / "retrain-plugins-artifacts" / f"{entry['sha256']}{Path(entry['path']).suffix}"
+        if cache.exists() and sha256_file(cache) == entry["sha256"]:
+            return cache
+        data = self.read_artifact(entry)
+        atomic_write_text(cache, data)
+        return cache
+
+
+def _check_digest(actual: str, entry: dict[str, Any], where: str) -> None:
+    if actual != entry["sha256"]:
+        raise StoreError(
+            f"artifact {where} of {entry['window']}/{entry['cohort']} is corrupted: "
+            f"sha256 {actual[:16]}... != record {entry['sha256'][:16]}..."
+        )
 
 
 def _entries_of(record: Record) -> list[dict[str, Any]]:

@@ -34,6 +34,11 @@ _ENTRY_FIELDS: dict[str, tuple[type, ...]] = {
 _FIX = "restore it from a backup, or move it aside and retrain (the artifacts under artifacts/ are kept)"
 
 
+def sha256_bytes(data: bytes) -> str:
+    """SHA-256 hex digest of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     """SHA-256 hex digest of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
@@ -53,12 +58,12 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a fsynced temp file in the same folder and a rename."""
+def atomic_write_text(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to ``path`` via a fsynced temp file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -81,9 +86,9 @@ def flocked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def record_relpath(key: PartitionKey) -> Path:
+def record_relpath(key: PartitionKey) -> str:
     """Where ``key``'s record lives, relative to the store root."""
-    return Path(ENTRIES) / path_segment(key.window) / f"{path_segment(key.cohort)}.json"
+    return f"{ENTRIES}/{path_segment(key.window)}/{path_segment(key.cohort)}.json"
 
 
 def empty_record(key: PartitionKey) -> dict[str, Any]:
@@ -125,16 +130,24 @@ def slot_problem(slot: Any) -> str | None:
     return None
 
 
-def record_problem(record: Any, relpath: Path) -> str | None:
+def record_problem(record: Any, relpath: str | Path) -> str | None:
     """What is wrong with a parsed per-partition record found at ``relpath`` (``None``: nothing)."""
     if not isinstance(record, dict):
         return f"the top level is a JSON {type(record).__name__}, not an object"
     window, cohort = record.get("window"), record.get("cohort")
     if not isinstance(window, str) or not isinstance(cohort, str):
         return f"'window' and 'cohort' must be strings, not {window!r} and {cohort!r}"
-    if record_relpath(PartitionKey(window, cohort)) != relpath:
+    if record_relpath(PartitionKey(window, cohort)) != Path(relpath).as_posix():
         return f"it names partition {window}/{cohort}, whose record is {record_relpath(PartitionKey(window, cohort))}"
     return slot_problem(record)
+
+
+def parse_json(data: bytes, what: str, where: str) -> Any:
+    """Parse ``data`` read from ``where``; a clear :class:`StoreError` when it is not JSON."""
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{what} {where} is not valid JSON ({exc}): {_FIX}") from exc
 
 
 def read_json(path: Path, what: str) -> Any:

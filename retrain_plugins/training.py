@@ -6,6 +6,7 @@ be called, tested and benchmarked on their own. Each returns the metadata the as
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -13,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from retrain_plugins.changes.fingerprints import EMPTY, definition_version, frame_cells, partition_fingerprint
-from retrain_plugins.changes.state import StateStore
 from retrain_plugins.columns import categorical_features, model_features
 from retrain_plugins.errors import DataError
 from retrain_plugins.feast_view import FeatureServiceView
-from retrain_plugins.layout import training_set_path
+from retrain_plugins.layout import FAILED, training_set_rel, training_sets
 from retrain_plugins.partitions import PartitionKey, training_windows, windows
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.policies import CONSTANT, Verdict, constant_predictions, gate, plan
-from retrain_plugins.store import ModelStore, atomic_write_text
+from retrain_plugins.store import ModelStore
+from retrain_plugins.store_records import sha256_bytes
 from retrain_plugins.tasks import resolve_task, validate_labels
 from retrain_plugins.trainers import fit_and_evaluate, make_trainer
 from retrain_plugins.sql import connect, ident
@@ -43,11 +44,11 @@ def build_training_set(
     frame = partition_training_set(spec, view, chosen, key.cohort, store)
     seconds = time.perf_counter() - started
     fingerprint = partition_fingerprint(frame_cells(spec, view, frame), span, key.cohort)
-    path = training_set_path(spec, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.write_parquet(tmp)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    data = buffer.getvalue()
+    storage = training_sets(spec)
+    storage.write_bytes(training_set_rel(key), data)
     meta = {
         "partition": str(key),
         "windows": span,
@@ -58,17 +59,47 @@ def build_training_set(
         "feature_service_version": view.version,
         "retrieval": spec.retrieval,
         "retrieval_seconds": round(seconds, 3),
-        "path": str(path),
+        "path": storage.uri(training_set_rel(key)),
+        "sha256": sha256_bytes(data),  # the training step trains on exactly these bytes
+        "columns": {name: str(dtype) for name, dtype in frame.schema.items()},
     }
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+    storage.write_bytes(training_set_rel(key, ".json"), json.dumps(meta, indent=1).encode())
     return meta
+
+
+def read_training_set(spec: RetrainingSpec, key: PartitionKey) -> tuple[dict[str, Any], pl.DataFrame]:
+    """``key``'s stored training set and its metadata, checked to belong together.
+
+    The metadata is written after the parquet file, and names its SHA-256: a pair that does not
+    match (another run of the partition rewrote one of them meanwhile) is a :class:`DataError`,
+    so a model is never recorded with a fingerprint of other data than it was fitted on.
+    """
+    storage = training_sets(spec)
+    try:
+        ts_meta = json.loads(storage.read_bytes(training_set_rel(key, ".json")))
+        data = storage.read_bytes(training_set_rel(key))
+    except FileNotFoundError:
+        raise DataError(
+            f"training set of {key} is missing at {storage.uri(training_set_rel(key))}: materialize training_set first"
+        ) from None
+    if ts_meta.get("partition", str(key)) != str(key):
+        raise DataError(
+            f"training set {storage.uri(training_set_rel(key))} holds partition {ts_meta['partition']!r}, not "
+            f"{str(key)!r}: two cohorts share one file (values that differ only in letter case, on a "
+            "case-insensitive file system?)"
+        )
+    if ts_meta.get("sha256", sha256_bytes(data)) != sha256_bytes(data):
+        raise DataError(
+            f"training set of {key} changed while this run read it (another run of the partition wrote it): "
+            "the change sensor requests it again"
+        )
+    return ts_meta, pl.read_parquet(io.BytesIO(data))
 
 
 def train_sub_model(
     spec: RetrainingSpec,
     view: FeatureServiceView,
     models: ModelStore,
-    state: StateStore,
     key: PartitionKey,
     reason: str,
     run_id: str | None,
@@ -76,24 +107,34 @@ def train_sub_model(
 ) -> dict[str, Any]:
     """Fit ``key``'s sub-model on its stored training set and promote it; return its metadata.
 
-    Runs under the partition's lock, so two runs of one partition never interleave. A partition
+    The metadata says what the partition's model now answers (``status``: trained, rejected,
+    skipped, failed) for which data (``fingerprint``) under which definition: the run records it
+    in its materialization (or, when failed, an observation) and the change sensor reads it back
+    from Dagster's event log; this function writes nothing but the model store. A partition
     without labelled rows, or with a single label class, is skipped with a recorded reason; one
-    whose data is unusable (labels outside {0, 1}, infinite features) is recorded as failed with
-    the problem, the partition, and the label files involved. In every case but success the
-    previous sub-model, if any, keeps serving.
+    whose data is unusable (labels outside {0, 1}, infinite features) is failed with the problem,
+    the partition, and the label files involved. In every case but success the previous
+    sub-model, if any, keeps serving.
     """
-    with models.partition_lock(key):
+    started = time.time()
+    storage = training_sets(spec)
+    try:
+        result = _train(spec, view, models, key, reason, run_id, detail)
+    except DataError as exc:
+        message = str(exc) + _label_files_hint(spec, key)
         try:
-            return _train(spec, view, models, state, key, reason, run_id, detail)
-        except DataError as exc:
-            message = str(exc) + _label_files_hint(spec, key)
-            path = training_set_path(spec, key)
-            meta = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(".json").exists() else {}
-            state.record_trained(
-                key, meta.get("fingerprint", EMPTY), meta.get("rows", 0), "failed", run_id,
-                definition_version(spec, view), error=message,
-            )
-            return {"partition": str(key), "status": "failed", "error": message, "reason": reason}
+            ts_meta = json.loads(storage.read_bytes(training_set_rel(key, ".json")))
+        except (FileNotFoundError, ValueError):
+            ts_meta = {}
+        # For the fallback, which leaves out the training sets their own partition failed on.
+        storage.write_bytes(training_set_rel(key, FAILED), ts_meta.get("fingerprint", EMPTY).encode())
+        return {
+            "partition": str(key), "status": "failed", "error": message, "reason": reason, "change": detail,
+            "fingerprint": ts_meta.get("fingerprint", EMPTY), "rows": ts_meta.get("rows", 0),
+            "definition": definition_version(spec, view), "run_id": run_id, "attempted_at": started,
+        }
+    storage.delete(training_set_rel(key, FAILED))
+    return result
 
 
 def _label_files_hint(spec: RetrainingSpec, key: PartitionKey) -> str:
@@ -125,22 +166,13 @@ def _train(
     spec: RetrainingSpec,
     view: FeatureServiceView,
     models: ModelStore,
-    state: StateStore,
     key: PartitionKey,
     reason: str,
     run_id: str | None,
     detail: str | None,
 ) -> dict[str, Any]:
-    path = training_set_path(spec, key)
-    if not path.exists():
-        raise DataError(f"training set of {key} is missing at {path}: materialize training_set first")
-    ts_meta = json.loads(path.with_suffix(".json").read_text())
-    if ts_meta.get("partition", str(key)) != str(key):
-        raise DataError(
-            f"training set {path} holds partition {ts_meta['partition']!r}, not {str(key)!r}: two cohorts share "
-            "one file (values that differ only in letter case, on a case-insensitive file system?)"
-        )
-    frame = pl.read_parquet(path)
+    started = time.time()
+    ts_meta, frame = read_training_set(spec, key)
     label = spec.labels.label_column
     definition = definition_version(spec, view)
     base = {
@@ -155,8 +187,7 @@ def _train(
     validate_labels(task, frame[label], f"partition {key}")
     if ts_meta["fingerprint"] == EMPTY or frame[label].n_unique() < 2:
         why = "no labelled rows" if frame.height == 0 else ("a constant label" if task == "regression" else "a single label class")
-        state.record_trained(key, ts_meta["fingerprint"], frame.height, "skipped", run_id, definition)
-        return {**base, "status": "skipped", "skip_reason": why}
+        return {**base, "status": "skipped", "skip_reason": why, "run_id": run_id, "attempted_at": started}
     features = model_features(spec, view)
     categorical = categorical_features(frame, features)
     trainer = make_trainer(spec.trainer.name, spec.trainer.params, task=task, categorical=categorical)
@@ -206,11 +237,7 @@ def _train(
         },
         promote=verdict.promote,
     )
-    status = "trained" if verdict.promote else "rejected"
-    state.record_trained(
-        key, ts_meta["fingerprint"], frame.height, status, run_id, definition, round(outcome.seconds, 3)
-    )
-    return {**entry, "status": status}
+    return {**entry, "status": "trained" if verdict.promote else "rejected", "attempted_at": started}
 
 
 def _window_start(spec: RetrainingSpec, window: str) -> str:

@@ -13,12 +13,11 @@ reported in ``old_orphans``; :func:`clean_store` deletes them and the debris of 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
-from pathlib import Path
 
+from retrain_plugins.errors import StoreError
 from retrain_plugins.partitions import PartitionKey
-from retrain_plugins.store import ModelStore, referenced_entries, sha256_file
+from retrain_plugins.store import ModelStore, referenced_entries
 from retrain_plugins.store_records import ENTRIES, MANIFEST
 
 GRACE_SECONDS = 3600.0  # default age before an unreferenced artifact counts as a removable orphan
@@ -45,36 +44,34 @@ def verify_store(store: ModelStore, grace_seconds: float = GRACE_SECONDS) -> Sto
         store: The model store.
         grace_seconds: Unreferenced artifacts younger than this are orphans but not ``old_orphans``.
     """
+    storage = store.storage
     report = StoreReport()
     named = set()
     for record in store.records().values():
         for role, entry in referenced_entries(record):
-            path = store.path_of(entry)
-            named.add(path.resolve())
+            named.add(storage.path(entry["path"]))
             label = f"{entry['window']}/{entry['cohort']} ({role}) {entry['path']}"
             report.checked += 1
-            if not path.exists():
-                report.missing.append(label)
-            elif sha256_file(path) != entry["sha256"]:
-                report.corrupted.append(label)
+            try:
+                store.read_artifact(entry)
+            except StoreError as exc:
+                (report.missing if "missing" in str(exc) else report.corrupted).append(label)
     bundled = store.bundled_paths()
     named |= bundled or set()
     bundle_unreadable = bundled is None  # then nothing is old enough to delete
-    artifacts = store.root / "artifacts"
     cutoff = time.time() - grace_seconds
-    for path in sorted(artifacts.rglob("*")) if artifacts.exists() else []:
-        if not path.is_file() or path.resolve() in named:
+    for rel in storage.glob("artifacts/**"):
+        if storage.path(rel) in named or not storage.fs.isfile(storage.path(rel)):
             continue
-        relative = str(path.relative_to(store.root))
-        if path.name.startswith(".incoming."):
-            report.debris.append(relative)
+        if rel.rsplit("/", 1)[-1].startswith(".incoming."):
+            report.debris.append(rel)
             continue
-        report.orphans.append(relative)
-        if not bundle_unreadable and path.stat().st_mtime < cutoff:
-            report.old_orphans.append(relative)
-    report.debris += sorted(str(p.relative_to(store.root)) for p in store.root.glob(f".{MANIFEST}.*.tmp"))
-    entries = store.root / ENTRIES
-    report.debris += sorted(str(p.relative_to(store.root)) for p in entries.glob("*/.*.tmp")) if entries.exists() else []
+        report.orphans.append(rel)
+        modified = storage.modified(rel)
+        if not bundle_unreadable and modified is not None and modified < cutoff:
+            report.old_orphans.append(rel)
+    if storage.local:  # temp files of interrupted local writes (object stores write whole objects)
+        report.debris += storage.glob(f".{MANIFEST}.*.tmp") + storage.glob(f"{ENTRIES}/*/.*.tmp")
     return report
 
 
@@ -82,24 +79,32 @@ def clean_store(store: ModelStore, report: StoreReport) -> list[str]:
     """Delete ``report``'s debris and old orphans; return what was removed (store-relative)."""
     removed = []
     for item in [*report.debris, *report.old_orphans]:
-        (store.root / item).unlink(missing_ok=True)
+        store.storage.delete(item)
         removed.append(item)
     return removed
 
 
 def damaged_current(store: ModelStore) -> dict[PartitionKey, str]:
-    """Current artifacts that are missing or whose bytes no longer match their record."""
+    """Current artifacts that are missing or whose bytes no longer match their record.
+
+    An artifact whose change token (local: size and mtime; object stores: the ETag) is the one
+    recorded when it was written is not read.
+    """
     damaged = {}
     for key, entry in store.entries().items():
-        path = store.path_of(entry)
         try:
-            st = os.stat(path)
-        except OSError as exc:  # gone, or a path through something that is no folder any more
-            damaged[key] = f"artifact {entry['path']} is missing ({exc.strerror})"
+            token = store.storage.token(entry["path"])
+        except OSError as exc:  # a path through something that is no folder any more
+            damaged[key] = f"artifact {entry['path']} is missing ({exc})"
             continue
-        recorded = entry.get("mtime_ns")
-        if st.st_size == entry["size_bytes"] and recorded is not None and st.st_mtime_ns == recorded:
+        if token is None:
+            damaged[key] = f"artifact {entry['path']} is missing (No such file or directory)"
+            continue
+        recorded = entry.get("token") or (f"{entry['size_bytes']}:{entry['mtime_ns']}" if entry.get("mtime_ns") else None)
+        if token == recorded:
             continue  # untouched since written: no need to read it
-        if sha256_file(Path(path)) != entry["sha256"]:
+        try:
+            store.read_artifact(entry)
+        except StoreError:
             damaged[key] = f"artifact {entry['path']} is corrupted (checksum mismatch)"
     return damaged

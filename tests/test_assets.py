@@ -6,7 +6,6 @@ import json
 
 from dagster import AssetKey, MultiPartitionKey
 
-from retrain_plugins.changes.state import StateStore
 from retrain_plugins.dagster.assets import asset_keys
 from retrain_plugins.dagster.execution import retraining_assets
 from retrain_plugins.layout import model_store_root, state_path, training_set_path
@@ -118,10 +117,10 @@ def test_one_step_materializes_both_assets_and_each_alone(materialized):
     assert run("sub_model") == ({"churn__train"}, ["sub_model"])
     assert training_set.stat().st_mtime_ns == stamp  # trained from the stored set, nothing retrieved
     assert materialized.models()[key]["fingerprint"] == before["fingerprint"]
-    trained = StateStore(state_path(spec)).trained()[key]
+    trained = materialized.models()[key]
     assert run("training_set") == ({"churn__train"}, ["training_set"])
     assert training_set.stat().st_mtime_ns != stamp  # retrieved again...
-    assert StateStore(state_path(spec)).trained()[key] == trained  # ...and nothing trained
+    assert materialized.models()[key] == trained  # ...and nothing trained
 
 
 def test_regression_runs_check_rmse_against_a_ceiling_and_bad_amounts_fail_by_file(make_project):

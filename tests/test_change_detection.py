@@ -81,7 +81,7 @@ def test_static_cohorts_report_unknown_and_vanished_cohorts(materialized):
     before = materialized.artifact_digests()
     assert all(r.success for r in execute(materialized.defs, materialized.spec, result.run_requests, materialized.instance))
     assert materialized.artifact_digests() == before
-    states = {i["partition"]: i["state"] for i in partition_states(materialized.spec)}
+    states = {i["partition"]: i["state"] for i in partition_states(materialized.spec, materialized.instance)}
     assert states[PartitionKey("2025-01-01", "west")] == "skipped"
 
 
@@ -91,14 +91,14 @@ def test_definition_change_marks_stale_without_retraining(materialized):
     result = tick(changed.defs, changed.sensor, changed.instance)
     assert result.run_requests == []
     assert "12 sub-model(s) stale by definition change (policy mark_stale)" in result.skip_message
-    states = {i["partition"]: i["state"] for i in partition_states(changed.spec)}
+    states = {i["partition"]: i["state"] for i in partition_states(changed.spec, changed.instance)}
     assert set(states.values()) == {"stale: definition changed"}
     # A real data change still retrains the partition it reaches, with the new definition.
     scenarios.edit_rows(changed.data, "2025-01", "south")
     result = tick(changed.defs, changed.sensor, changed.instance)
     assert _requests(result) == [("south|2025-01-01", "south|2025-01-01", {"2025-01-01/south": "edited_rows"})]
     assert all(r.success for r in execute(changed.defs, changed.spec, result.run_requests, changed.instance))
-    states = {i["partition"]: i["state"] for i in partition_states(changed.spec)}
+    states = {i["partition"]: i["state"] for i in partition_states(changed.spec, changed.instance)}
     assert states.pop(PartitionKey("2025-01-01", "south")) == "current"
     assert set(states.values()) == {"stale: definition changed"}
 
@@ -151,14 +151,14 @@ def test_explain_status_and_savings_ledger(materialized):
     scenarios.edit_rows(materialized.data, "2025-02", "east")
     result = tick(materialized.defs, materialized.sensor, materialized.instance)
     key = PartitionKey("2025-02-01", "east")
-    pending = {i["partition"]: i["state"] for i in partition_states(materialized.spec)}
+    pending = {i["partition"]: i["state"] for i in partition_states(materialized.spec, materialized.instance)}
     assert pending[key] == "stale: data changed (1 of 3 requests made)"  # requested, its run not done yet
     assert all(r.success for r in execute(materialized.defs, materialized.spec, result.run_requests, materialized.instance))
-    text = explain(materialized.spec, key)
+    text = explain(materialized.spec, key, materialized.instance)
     assert "2025-02-01/east of 'churn': current" in text and "edited_rows" in text
     untouched = explain(materialized.spec, PartitionKey("2025-02-01", "west"))
     assert "never requested by the change sensor" in untouched
-    (row,) = savings(materialized.spec)
+    (row,) = savings(materialized.spec, materialized.instance)
     assert row[2:7] == (1, 1, 0, 0, 11) and row[7] > 0 and row[8] == "edited_rows"
 
 

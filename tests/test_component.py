@@ -20,6 +20,7 @@ from dagster.components.testing import create_defs_folder_sandbox
 from retrain_plugins import RetrainingSpec, build_definitions
 from retrain_plugins.dagster.component import TYPE_NAME, RetrainingComponent, spec_from_defs_yaml, yaml_model
 from retrain_plugins.errors import SpecError
+from retrain_plugins.layout import model_store_root
 
 from .helpers import make_spec
 
@@ -128,8 +129,8 @@ def test_component_builds_exactly_what_build_definitions_builds(sandbox_project)
     sensor = loaded.resolve_sensor_def("churn_change_sensor")
     assert sensor.minimum_interval_seconds == 7
     # relative paths resolved against the defs.yaml's folder
-    assert loaded.resources["feast"].repo_path == str(root / "feature_repo")
-    assert loaded.resources["model_store"].root == str(root / "data" / "models")
+    assert loaded.resources["churn_feast"].repo_path == str(root / "feature_repo")
+    assert model_store_root(make_spec(root)) == root / "data" / "models" / "churn"
     assert loaded.resources == expected.resources
 
 
@@ -181,5 +182,20 @@ def test_attributes_render_dagster_templates(sandbox_project, monkeypatch, tmp_p
     monkeypatch.setenv("RETRAIN_TEST_DATA_DIR", str(tmp_path / "elsewhere"))
     text = path.read_text()
     path.write_text(text.replace(text.split("data_dir: ")[1].split("\n")[0], '"{{ env.RETRAIN_TEST_DATA_DIR }}"'))
-    assert _load(sandbox).resources["model_store"].root == str(tmp_path / "elsewhere" / "models")
+    graph = _load(sandbox).resolve_asset_graph()
+    labels = graph.get(AssetKey(["churn", "labels"])).metadata["path"].value
+    assert labels.startswith(str(tmp_path / "elsewhere" / "sources"))
     assert spec_from_defs_yaml(path).data_dir == tmp_path / "elsewhere"
+
+
+def test_two_retraining_components_load_in_one_code_location(sandbox_project):
+    """Each retraining registers its own resource key: no "different resources with same key"."""
+    sandbox, path, root = sandbox_project
+    second = sandbox.defs_folder_path / "churn2"
+    second.mkdir()
+    (second / "defs.yaml").write_text(path.read_text().replace("name: churn", "name: churn2"))
+    loaded = _load(sandbox)
+    assert {"churn_feast", "churn2_feast"} <= set(loaded.resources)
+    keys = {k.to_user_string() for k in loaded.resolve_asset_graph().get_all_asset_keys()}
+    assert {"churn/sub_model", "churn2/sub_model", "churn/model_bundle", "churn2/model_bundle"} <= keys
+    assert {s.name for s in loaded.sensors} == {"churn_change_sensor", "churn2_change_sensor"}

@@ -45,8 +45,7 @@ def test_dagster_project_definitions_load_and_validate():
     partitions = graph.get(AssetKey(["churn", "sub_model"])).partitions_def
     assert len(partitions.get_partition_keys()) == 48
     # loaded through the RetrainingComponent in defs/churn/defs.yaml, paths relative to that file
-    assert loaded.resources["feast"].repo_path == str(REPO_ROOT / "feature_repo")
-    assert loaded.resources["model_store"].root == str(REPO_ROOT / "data" / "models")
+    assert loaded.resources["churn_feast"].repo_path == str(REPO_ROOT / "feature_repo")
 
 
 def test_dagster_cli_validates_the_code_location():
@@ -69,3 +68,24 @@ def test_library_never_imports_the_example_project():
         if re.search(r"^\s*(from|import)\s+dagster_project\b", p.read_text(), re.MULTILINE)
     ]
     assert offenders == []
+
+
+def test_two_retrainings_with_their_own_data_dirs_keep_their_own_stores(make_project):
+    """Each retraining's sub-models, training sets and bundle go to its own data dir's storage."""
+    from dagster import DagsterInstance
+
+    from retrain_plugins import build_definitions
+    from retrain_plugins.bundle import read_bundle
+    from retrain_plugins.dagster.execution import materialize_all
+    from retrain_plugins.layout import model_store
+
+    a = make_project("a").spec
+    b = make_project("b").spec.model_copy(update={"name": "churn_b"})
+    defs = build_definitions([a, b])
+    instance = DagsterInstance.ephemeral()
+    assert materialize_all(defs, b, instance).success
+    assert model_store(a).entries() == {} and read_bundle(a) is None
+    entries = model_store(b).entries()
+    assert len(entries) == 12 and all(e["path"].startswith("artifacts/") for e in entries.values())
+    assert model_store(b).root == b.data_dir / "models" / "churn_b"
+    assert sum(len(v) for v in read_bundle(b)["routes"].values()) == 12

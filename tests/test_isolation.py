@@ -28,6 +28,7 @@ from retrain_plugins.partitions import SEGMENT_MAX, PartitionKey, cohorts, path_
 from retrain_plugins.policies import CONSTANT, constant_predictions
 from retrain_plugins.routing import OWN, UNSEEN, RoutedModel
 from retrain_plugins.sql import connect
+from retrain_plugins.dagster.outcomes import refresh_state
 from retrain_plugins.store import ModelStore
 from retrain_plugins.trainers import make_trainer
 from retrain_plugins.training_sets import blank_cohort
@@ -162,7 +163,7 @@ def test_a_sub_model_that_learns_nothing_is_rejected_and_never_serves(make_proje
     ghost = PartitionKey("2025-02-01", "ghost")
     (rejected,) = store.rejected(ghost)
     assert rejected["gate"] == CONSTANT
-    assert state_store(project.spec).trained()[ghost].status == "rejected"
+    assert refresh_state(project.spec, state_store(project.spec), project.instance).trained()[ghost].status == "rejected"
     bundle = read_bundle(project.spec)
     assert "ghost" not in bundle["routes"] and bundle["fallback"]
     frame = pl.read_parquet(training_set_path(project.spec, ghost)).head(4)

@@ -117,7 +117,7 @@ def test_a_worse_candidate_is_rejected_and_the_old_file_keeps_serving(make_proje
     assert [m.metadata["status"].value for m in mats] == ["rejected"]
     from retrain_plugins.cli.status import savings
 
-    (ledger,) = savings(project.spec)  # a rejected candidate is no retrain
+    (ledger,) = savings(project.spec, project.instance)  # a rejected candidate is no retrain
     assert ledger[2:6] == (1, 0, 1, 0), ledger
     rows = _north_rows(project)
     served = RoutedModel.load(store.root).predict(rows)
@@ -175,7 +175,7 @@ def test_rollback_command_republishes_the_bundle_and_status_shows_it(materialize
     assert f"serving {original['path']} again" in capsys.readouterr().out
     bundle = json.loads((store.root / "bundle.json").read_text())
     assert bundle["routes"]["north"][-1]["sha256"] == original["sha256"]
-    states = {i["partition"]: i["state"] for i in partition_states(materialized.spec)}
+    states = {i["partition"]: i["state"] for i in partition_states(materialized.spec, materialized.instance)}
     assert states[KEY].startswith("rolled back: serves an older model")  # and says so
     # a human's choice: the next tick does not undo it; a change of the data does
     assert tick(materialized.defs, materialized.sensor, materialized.instance).run_requests == []

@@ -137,7 +137,7 @@ def test_failed_runs_are_retried_with_backoff_until_the_attempts_run_out(materia
     gave_up = tick(project.defs, project.sensor, project.instance)
     assert gave_up.run_requests == [] and f"gave up after the attempts allowed by change_detection.retry" in gave_up.skip_message
     assert str(KEY) in gave_up.skip_message
-    state = next(s for s in partition_states(project.spec) if s["partition"] == KEY)
+    state = next(s for s in partition_states(project.spec, project.instance) if s["partition"] == KEY)
     assert state["state"] == "stale: data changed (3 of 3 requests made; given up until the data changes)"
     # Fixed, and the data changes again: a new fingerprint is new work, attempts start over.
     folder.unlink()

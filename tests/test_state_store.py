@@ -112,7 +112,6 @@ def test_a_version_3_store_is_migrated_with_its_rows(tmp_path):
     assert store.acknowledged() == {}
     assert {"ctime_ns", "inode", "token"} <= set(_columns(path, "files"))
     assert store.files() == {("labels", "/d/a.parquet"): FileState(10, 20, 1, 2, None, None, None)}
-    assert store.online_files() == {("fv", "/d/f.parquet"): (30, 40)}
     assert store.cells() == {("2025-01-01", "north"): (5, "dg")}
     assert store.next_seq() == 8
     assert store.scans() == 0

@@ -277,15 +277,6 @@ def test_verify_reports_orphans_and_clean_removes_old_ones_only(tmp_path):
     assert verify_store(store, grace_seconds=0).old_orphans == [rel(young)]
 
 
-def test_the_dagster_resource_passes_keep_versions_to_the_store(tmp_path):
-    from retrain_plugins.dagster.resources import ModelStoreResource
-
-    resource = ModelStoreResource(root=str(tmp_path))
-    assert resource.for_retraining("churn").keep_versions == 5
-    store = resource.for_retraining("churn", keep_versions=2)
-    assert (store.root, store.keep_versions) == (tmp_path / "churn", 2)
-
-
 def test_concurrent_puts_lose_no_version_of_one_partition_and_block_no_other(tmp_path):
     import threading
 

@@ -18,6 +18,7 @@ partition with data.
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Sequence
 
 import polars as pl
@@ -30,7 +31,7 @@ from retrain_plugins.changes.state import StateStore, Trained, in_region
 from retrain_plugins.columns import model_features
 from retrain_plugins.tasks import resolve_task
 from retrain_plugins.feast_view import FeatureServiceView
-from retrain_plugins.layout import state_path, training_set_path
+from retrain_plugins.layout import state_path, training_set_rel, training_sets
 from retrain_plugins.partitions import PartitionKey, Window, dependents, training_windows, windows
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.sources import LABELS
@@ -78,10 +79,9 @@ def state_store(spec: RetrainingSpec) -> StateStore:
     state = StateStore(state_path(spec))
     if state.created:
         from retrain_plugins.changes.rebuild import rebuild_trained
-        from retrain_plugins.layout import model_store_root
-        from retrain_plugins.store import ModelStore
+        from retrain_plugins.layout import model_store
 
-        rebuild_trained(state, ModelStore(model_store_root(spec)))
+        rebuild_trained(state, model_store(spec))
     return state
 
 
@@ -105,11 +105,13 @@ def _reason(trained: Trained | None, rows: int, known: bool) -> str:
 def _reference(spec: RetrainingSpec, key: PartitionKey, keys: Sequence[str]) -> pl.DataFrame | None:
     """What the current model of ``key`` saw: its own training set, else the previous window's."""
     i = keys.index(key.window)
+    storage = training_sets(spec)
     for window in (key.window, keys[i - 1] if i else None):
         if window is not None:
-            path = training_set_path(spec, PartitionKey(window, key.cohort))
-            if path.exists():
-                return pl.read_parquet(path)
+            try:
+                return pl.read_parquet(io.BytesIO(storage.read_bytes(training_set_rel(PartitionKey(window, key.cohort)))))
+            except FileNotFoundError:
+                continue
     return None
 
 

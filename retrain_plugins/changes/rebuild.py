@@ -30,6 +30,7 @@ def rebuild_trained(state: StateStore, models: ModelStore) -> int:
                 entry.get("run_id"),
                 entry.get("definition", ""),
                 entry.get("training_seconds"),
+                trained_at=entry.get("created_at"),
             )
     return len(entries)
 

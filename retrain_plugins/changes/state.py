@@ -285,19 +285,6 @@ class StateStore:
             )
 
     # -- online store ----------------------------------------------------------------------
-    def online_files(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """(source, path) -> (size, mtime_ns) of the feature files the online store was loaded from."""
-        with self._connect() as con:
-            rows = con.execute("SELECT source, path, size, mtime_ns FROM online_files").fetchall()
-        return {(s, p): (n, m) for s, p, n, m in rows}
-
-    def save_online_files(self, files: Mapping[tuple[str, str], tuple[int, int]]) -> None:
-        """Replace the record of what the online store was loaded from."""
-        with self._connect() as con:
-            con.execute("DELETE FROM online_files")
-            con.executemany("INSERT INTO online_files VALUES (?, ?, ?, ?)", [(*k, *v) for k, v in files.items()])
-
-    # -- meta ----------------------------------------------------------------------------------
     def get_meta(self, name: str) -> str | None:
         with self._connect() as con:
             row = con.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -326,11 +313,14 @@ class StateStore:
         definition: str,
         training_seconds: float | None = None,
         error: str | None = None,
+        trained_at: float | None = None,
     ) -> None:
+        """What ``key``'s model answers now (the sensor's copy of a run's record, or a rebuild)."""
+        at = time.time() if trained_at is None else trained_at
         with self._connect() as con:
             con.execute(
                 "INSERT OR REPLACE INTO trained VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key.window, key.cohort, fingerprint, rows, status, run_id, time.time(), definition, training_seconds, error),
+                (key.window, key.cohort, fingerprint, rows, status, run_id, at, definition, training_seconds, error),
             )
 
     # -- savings ledger ------------------------------------------------------------------------
@@ -341,10 +331,11 @@ class StateStore:
                 (seq, time.time(), requested, skipped, seconds_avoided, reasons),
             )
 
-    def record_outcome(self, seq: int, key: PartitionKey, status: str, run_id: str | None) -> None:
+    def record_outcome(self, seq: int, key: PartitionKey, status: str, run_id: str | None, at: float | None = None) -> None:
         """What the run requested by tick ``seq`` did with ``key`` (trained, rejected, failed, skipped)."""
+        at = time.time() if at is None else at
         with self._connect() as con:
-            con.execute("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?)", (seq, key.window, key.cohort, status, run_id, time.time()))
+            con.execute("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?)", (seq, key.window, key.cohort, status, run_id, at))
 
     def outcomes(self) -> dict[int, dict[str, int]]:
         """Per requesting tick, how many of its partitions' runs ended with each status (latest per partition)."""

@@ -65,11 +65,20 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _instance():
+    """The Dagster instance of ``DAGSTER_HOME`` (where runs record what they trained), if set."""
+    if not os.environ.get("DAGSTER_HOME"):
+        return None
+    from dagster import DagsterInstance
+
+    return DagsterInstance.get()
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from retrain_plugins.cli.status import HEADERS, status_rows
     from retrain_plugins.cli.table import render
 
-    print(render(HEADERS, status_rows(load_spec(args))))
+    print(render(HEADERS, status_rows(load_spec(args), _instance())))
     return 0
 
 
@@ -77,13 +86,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from retrain_plugins.bundle import publish
     from retrain_plugins.changes.detector import current_fingerprint, state_store
     from retrain_plugins.feast_view import load_feature_service_view
-    from retrain_plugins.layout import model_store_root
+    from retrain_plugins.layout import model_store
     from retrain_plugins.partitions import PartitionKey
-    from retrain_plugins.store import ModelStore
 
     spec = load_spec(args)
     key = PartitionKey(args.window, args.cohort)
-    entry = ModelStore(model_store_root(spec), keep_versions=spec.store.keep_versions).rollback(key, to=args.to)
+    entry = model_store(spec).rollback(key, to=args.to)
     state = state_store(spec)
     with state.transaction():
         state.record_trained(
@@ -100,8 +108,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from retrain_plugins.changes.state import StateStore
     from retrain_plugins.fallback import fallback_store
-    from retrain_plugins.layout import model_store_root, state_path
-    from retrain_plugins.store import ModelStore
+    from retrain_plugins.layout import model_store, state_path
     from retrain_plugins.verify import clean_store, verify_store
 
     spec = load_spec(args)
@@ -112,10 +119,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         except StoreError as exc:
             print(f"problem: {exc}")
             ok = False
-    for store in (ModelStore(model_store_root(spec), keep_versions=spec.store.keep_versions), fallback_store(spec)):
+    for store in (model_store(spec), fallback_store(spec)):
         report = verify_store(store, grace_seconds=args.grace_seconds)
         ok &= report.ok
-        print(f"{store.root}: {report.checked} artifact(s) checked")
+        print(f"{store.storage.uri()}: {report.checked} artifact(s) checked")
         old = set(report.old_orphans)
         for kind in ("corrupted", "missing", "orphans", "debris"):
             for item in getattr(report, kind):
@@ -131,11 +138,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_state(args: argparse.Namespace) -> int:
     from retrain_plugins.changes.rebuild import rebuild_state
-    from retrain_plugins.layout import model_store_root, state_path
-    from retrain_plugins.store import ModelStore
+    from retrain_plugins.layout import model_store, state_path
 
     spec = load_spec(args)
-    recorded, moved = rebuild_state(state_path(spec), ModelStore(model_store_root(spec)))
+    recorded, moved = rebuild_state(state_path(spec), model_store(spec))
     if moved is not None:
         print(f"moved the old state store to {moved}")
     print(
@@ -149,7 +155,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from retrain_plugins.cli.status import explain
     from retrain_plugins.partitions import PartitionKey
 
-    print(explain(load_spec(args), PartitionKey(args.window, args.cohort)))
+    print(explain(load_spec(args), PartitionKey(args.window, args.cohort), _instance()))
     return 0
 
 
@@ -157,7 +163,7 @@ def cmd_savings(args: argparse.Namespace) -> int:
     from retrain_plugins.cli.status import savings
     from retrain_plugins.cli.table import render
 
-    rows = savings(load_spec(args))
+    rows = savings(load_spec(args), _instance())
     headers = ("tick", "at", "requested", "retrained", "rejected", "failed/skipped/pending", "not retrained", "training s avoided", "reasons")
     print(render(headers, rows))
     print(f"total: {sum(r[3] for r in rows)} retrained, {sum(r[4] for r in rows)} rejected by the gate, "
@@ -170,11 +176,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import polars as pl
 
     from retrain_plugins.cli.table import render
-    from retrain_plugins.layout import model_store_root
+    from retrain_plugins.layout import model_store
     from retrain_plugins.routing import RoutedModel
 
     spec = load_spec(args)
-    model = RoutedModel.load(model_store_root(spec))
+    model = RoutedModel.load(model_store(spec).storage)
     if args.entities or args.entity:
         from retrain_plugins.feast_store import feature_store
         from retrain_plugins.online import online_frame

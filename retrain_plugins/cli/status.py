@@ -8,22 +8,38 @@ changed`` (trained under an older feature service / label / trainer definition),
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from retrain_plugins.changes.detector import DEFINITION, state_store
 from retrain_plugins.changes.fingerprints import EMPTY, Cell, partition_fingerprint
-from retrain_plugins.layout import model_store_root
+from retrain_plugins.layout import model_store
 from retrain_plugins.partitions import PartitionKey, training_windows, windows
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.store import ModelStore
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 HEADERS = ("window", "cohort", "state", "rows", "auc_holdout", "reason", "trained_at")
 
 
-def partition_states(spec: RetrainingSpec) -> list[dict[str, Any]]:
-    """One dict per known partition (static cohorts, plus any cohort seen in the data or trained)."""
+def _state(spec: RetrainingSpec, instance: "DagsterInstance | None"):
+    """The sensor's state, with the outcomes runs recorded in ``instance`` since its last tick."""
     state = state_store(spec)
-    entries = ModelStore(model_store_root(spec)).entries()
+    if instance is None:
+        return state
+    from retrain_plugins.dagster.outcomes import refresh_state
+
+    return refresh_state(spec, state, instance)
+
+
+def partition_states(spec: RetrainingSpec, instance: "DagsterInstance | None" = None) -> list[dict[str, Any]]:
+    """One dict per known partition (static cohorts, plus any cohort seen in the data or trained).
+
+    With ``instance`` (the Dagster instance the runs record into), what runs did since the last
+    sensor tick is read first; without it, the state as the last tick left it.
+    """
+    state = _state(spec, instance)
+    entries = model_store(spec).entries()
     trained = state.trained()
     cells = {k: Cell(*v) for k, v in state.cells().items()}
     definition = state.get_meta(DEFINITION)
@@ -69,11 +85,11 @@ def partition_states(spec: RetrainingSpec) -> list[dict[str, Any]]:
     return rows
 
 
-def status_rows(spec: RetrainingSpec) -> list[tuple]:
+def status_rows(spec: RetrainingSpec, instance: "DagsterInstance | None" = None) -> list[tuple]:
     from datetime import datetime
 
     out = []
-    for item in partition_states(spec):
+    for item in partition_states(spec, instance):
         key, record, entry = item["partition"], item["record"], item["entry"]
         out.append(
             (
@@ -89,9 +105,9 @@ def status_rows(spec: RetrainingSpec) -> list[tuple]:
     return out
 
 
-def explain(spec: RetrainingSpec, key: PartitionKey) -> str:
+def explain(spec: RetrainingSpec, key: PartitionKey, instance: "DagsterInstance | None" = None) -> str:
     """Why ``key`` was or was not retrained: its state, model, and the requests that named it."""
-    item = next((i for i in partition_states(spec) if i["partition"] == key), None)
+    item = next((i for i in partition_states(spec, instance) if i["partition"] == key), None)
     if item is None:
         return f"{key}: not a partition of {spec.name!r} (windows {windows(spec)[0].key}..{windows(spec)[-1].key})"
     record, entry = item["record"], item["entry"]
@@ -115,7 +131,7 @@ def explain(spec: RetrainingSpec, key: PartitionKey) -> str:
     return "\n".join(lines)
 
 
-def savings(spec: RetrainingSpec) -> list[tuple]:
+def savings(spec: RetrainingSpec, instance: "DagsterInstance | None" = None) -> list[tuple]:
     """The savings ledger, per sensor update: (tick, at, requested, promoted, rejected, failed or
     pending, partitions not retrained, training seconds avoided, reasons).
 
@@ -124,7 +140,7 @@ def savings(spec: RetrainingSpec) -> list[tuple]:
     """
     from datetime import datetime
 
-    state = state_store(spec)
+    state = _state(spec, instance)
     outcomes = state.outcomes()
     rows = []
     for row in state.ledger():

@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from dagster import (
     AssetCheckResult,
+    AssetObservation,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
@@ -25,13 +26,13 @@ from dagster import (
 )
 
 from retrain_plugins.changes.state import StateStore
-from retrain_plugins.dagster.resources import FeastResource, ModelStoreResource
+from retrain_plugins.dagster.resources import FeastResource, feast_resource_key
 from retrain_plugins.dagster.metadata import as_metadata, trainer_kind
 from retrain_plugins.dagster.serving import build_serving_assets, publish_despite_failures
 from retrain_plugins.dagster.tags import SEQ_TAG, detail_for, reason_for
 from retrain_plugins.errors import DataError
 from retrain_plugins.feast_view import FeatureServiceView, load_feature_service_view
-from retrain_plugins.layout import state_path
+from retrain_plugins.layout import model_store, state_path
 from retrain_plugins.partitions import PartitionKey, partitions_def, windows
 from retrain_plugins.sources import validate_sources
 from retrain_plugins.spec import RetrainingSpec
@@ -202,16 +203,19 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
         partitions_def=parts,
         backfill_policy=BackfillPolicy.single_run(),
         can_subset=True,
+        required_resource_keys={feast_resource_key(spec)},
+        pool=f"retrain_{spec.name}",
     )
-    def training(context: AssetExecutionContext, feast: FeastResource, model_store: ModelStoreResource):
+    def training(context: AssetExecutionContext):
         check_trainer_spec(spec)
         view = load_feature_service_view(spec)
         selected = context.selected_asset_keys
         if training_set_key in selected:
+            feast = getattr(context.resources, feast_resource_key(spec))
             _build_training_sets(context, spec, view, feast, training_set_key)
             yield MaterializeResult(asset_key=training_set_key)
         if sub_model_key in selected:
-            results = _train_sub_models(context, spec, view, model_store, sub_model_key)
+            results = _train_sub_models(context, spec, view, sub_model_key)
             wanted = {c.name for c in context.selected_asset_check_keys}
             evaluated = [c for c in _run_checks(spec, list(results.values()), sub_model_key) if c.check_name in wanted]
             if not any(r["status"] == "failed" for r in results.values()):
@@ -227,7 +231,9 @@ def _build_training_sets(
     context: AssetExecutionContext, spec: RetrainingSpec, view: FeatureServiceView, feast: FeastResource, asset_key: AssetKey
 ) -> None:
     """Write every partition's training set of this run (nothing if a source file is unusable)."""
-    seen = {k: (f.size, f.mtime_ns) for k, f in StateStore(state_path(spec)).files().items()}
+    # What the change sensor last saw valid (checked then) is not read again: where the sensor's
+    # state is on this host. Read only: the state is the sensor's (one writer per fact).
+    seen = {k: (f.size, f.mtime_ns) for k, f in StateStore(state_path(spec)).files().items()} if state_path(spec).exists() else {}
     problems = validate_sources(spec, view, seen)
     if problems:  # Feast would fail on them too, less clearly; nothing is written
         raise DataError("unusable source files:\n" + "\n".join(problems.values()))
@@ -250,28 +256,31 @@ def _build_training_sets(
 
 
 def _train_sub_models(
-    context: AssetExecutionContext,
-    spec: RetrainingSpec,
-    view: FeatureServiceView,
-    model_store: ModelStoreResource,
-    asset_key: AssetKey,
+    context: AssetExecutionContext, spec: RetrainingSpec, view: FeatureServiceView, asset_key: AssetKey
 ) -> dict[str, dict]:
     """Train every partition of this run from its stored training set: Dagster key -> its metadata.
 
+    What each partition's model now answers (status, fingerprint, definition, the sensor tick
+    that asked) goes into this run's own records: the sub-model's materialization metadata, or,
+    for a partition that failed (not materialized), an ``AssetObservation`` of it. The change
+    sensor reads both back from Dagster's event log; the run never writes the sensor's state.
     A partition that fails (unusable data) is recorded as such and the others go on.
     """
-    models = model_store.for_retraining(spec.name, keep_versions=spec.store.keep_versions)
-    state = StateStore(state_path(spec))
+    models = model_store(spec)
+    seq = context.run.tags.get(SEQ_TAG)
     results = {}
     for partition_key in context.partition_keys:
         key = PartitionKey.from_dagster(partition_key)
         reason = reason_for(context.run.tags, key)
         detail = detail_for(context.run.tags, key)
-        meta = train_sub_model(spec, view, models, state, key, reason, context.run.run_id, detail)
-        if SEQ_TAG in context.run.tags:  # requested by the change sensor: its ledger counts the outcome
-            state.record_outcome(int(context.run.tags[SEQ_TAG]), key, meta["status"], context.run.run_id)
+        meta = train_sub_model(spec, view, models, key, reason, context.run.run_id, detail)
+        if seq is not None:  # requested by the change sensor: its ledger counts the outcome
+            meta = {**meta, "sensor_seq": int(seq)}
         context.log.info(f"{key}: {meta['status']} ({reason})")
-        context.add_asset_metadata(as_metadata(meta), asset_key=asset_key, partition_key=partition_key)
+        if meta["status"] == "failed":
+            context.log_event(AssetObservation(asset_key=asset_key, partition=partition_key, metadata=as_metadata(meta)))
+        else:
+            context.add_asset_metadata(as_metadata(meta), asset_key=asset_key, partition_key=partition_key)
         results[partition_key] = meta
     return results
 

@@ -28,8 +28,8 @@ line in ``defs.yaml``), then the spec checks values (ranges, name pattern, uniqu
 the file and each ``attributes.<field>``. Defaults and value rules live only in the spec.
 
 Dagster finds the type through this package's ``dagster_dg_cli.registry_modules`` entry point
-(``dg list components``). The ``feast`` and ``model_store`` resources are per code location: one
-code location holds one retraining component, or several sharing a Feast repo and data folder.
+(``dg list components``). Each retraining has its own Feast resource (key ``<name>_feast``) and
+storage (its ``store``), so several retraining components live in one code location.
 """
 
 from datetime import date
@@ -163,8 +163,8 @@ def _component_class() -> type[RetrainingComponentBase]:
             "``feature_repo`` and ``data_dir`` resolve against the defs.yaml's folder, ``labels.path`` "
             "against ``data_dir``) and ``sensor_interval_seconds``. Builds the assets "
             "``<name>/training_set``, ``<name>/sub_model`` (window x cohort partitions), "
-            "``<name>/model_bundle``, the sensor ``<name>_change_sensor`` and the ``feast`` and "
-            "``model_store`` resources."
+            "``<name>/model_bundle``, the sensor ``<name>_change_sensor`` and the ``<name>_feast`` "
+            "resource."
         ),
         "__annotations__": {name: kind for name, (kind, _) in fields.items()},
         **{name: info for name, (_, info) in fields.items()},

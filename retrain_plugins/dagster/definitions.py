@@ -8,7 +8,7 @@ from pathlib import Path
 from dagster import Definitions
 
 from retrain_plugins.dagster.assets import build_retraining_assets
-from retrain_plugins.dagster.resources import FeastResource, ModelStoreResource
+from retrain_plugins.dagster.resources import retraining_resources
 from retrain_plugins.dagster.sensors import build_change_sensor
 from retrain_plugins.feast_view import load_feature_service_view
 from retrain_plugins.feast_store import registry_path
@@ -35,8 +35,9 @@ def build_definitions(
 ) -> Definitions:
     """Assets, change sensor and resources of each retraining.
 
-    Retrainings in one code location share one Feast repo and one model-store root (the first
-    spec's); each keeps its own assets, sensor, store folder and state. Each spec is checked
+    Each retraining keeps its own assets, sensor, Feast resource (key ``<name>_feast``), storage
+    (its spec's ``store``) and state, so retrainings on different repos and data dirs live side by
+    side in one code location. Each spec is checked
     against its Feast feature service first (join keys mapped, no column collisions, supported
     views only): a mismatch is a ``SpecError`` here, not a run that trains on null features.
 
@@ -55,12 +56,8 @@ def build_definitions(
         built = build_retraining_assets(spec)
         assets.extend(built.all)
         sensors.append(build_change_sensor(spec, built, minimum_interval_seconds=sensor_interval_seconds))
-    first = specs[0]
-    return Definitions(
-        assets=assets,
-        sensors=sensors,
-        resources={
-            "feast": FeastResource(repo_path=str(first.feature_repo)),
-            "model_store": ModelStoreResource(root=str(Path(first.data_dir) / "models")),
-        },
-    )
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"retraining names must be unique in one code location, got {names}")
+    resources = {key: value for spec in specs for key, value in retraining_resources(spec).items()}
+    return Definitions(assets=assets, sensors=sensors, resources=resources)

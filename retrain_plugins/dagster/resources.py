@@ -1,4 +1,9 @@
-"""Dagster resources: the Feast store (built once per process) and the model store root."""
+"""Dagster resources: each retraining's Feast store (built once per process).
+
+A retraining's storage (sub-models, training sets, bundle) is not a resource: it is the spec's
+``store`` (:func:`retrain_plugins.layout.storage`), which the assets, the sensor, the CLI and the
+router all read, so no two of them can disagree about where a retraining's models are.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from retrain_plugins.feast_store import feature_store
-from retrain_plugins.store import ModelStore
+from retrain_plugins.spec import RetrainingSpec
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -24,11 +29,12 @@ class FeastResource(ConfigurableResource):
         return feature_store(str(Path(self.repo_path).resolve()))
 
 
-class ModelStoreResource(ConfigurableResource):
-    """Root folder of the model stores; each retraining keeps its own store below it."""
+def feast_resource_key(spec: RetrainingSpec) -> str:
+    """The resource key of ``spec``'s Feast repo: one per retraining, so retrainings on different
+    repos (or two Components in one code location) never collide on a shared key."""
+    return f"{spec.name}_feast"
 
-    root: str = Field(description="Folder under which <retraining name>/ holds artifacts and per-partition records.")
 
-    def for_retraining(self, name: str, keep_versions: int = 5) -> ModelStore:
-        """The store of retraining ``name``, keeping ``keep_versions`` versions per partition."""
-        return ModelStore(Path(self.root) / name, keep_versions=keep_versions)
+def retraining_resources(spec: RetrainingSpec) -> dict[str, FeastResource]:
+    """The resources ``spec``'s assets require, under their per-retraining keys."""
+    return {feast_resource_key(spec): FeastResource(repo_path=str(spec.feature_repo))}

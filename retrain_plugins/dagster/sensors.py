@@ -29,11 +29,12 @@ from retrain_plugins.changes.detector import ChangeReport, PartitionChange, dete
 from retrain_plugins.changes.reconcile import Admission, admit
 from retrain_plugins.changes.state import StateStore, Trained
 from retrain_plugins.dagster.assets import RetrainingAssets
+from retrain_plugins.dagster.outcomes import ingest_outcomes
 from retrain_plugins.bundle import bundle_is_stale
 from retrain_plugins.dagster.tags import REASON_TAG, RETRAINING_TAG, SEQ_TAG, SERVING_TAG, attempt_tags, detail_tags, reason_tags
 from retrain_plugins.fallback import fallback_affected
 from retrain_plugins.feast_view import load_feature_service_view
-from retrain_plugins.layout import model_store_root
+from retrain_plugins.layout import model_store
 from retrain_plugins.partitions import (
     PartitionKey,
     cohort_partitions_def,
@@ -45,7 +46,6 @@ from retrain_plugins.partitions import (
 )
 from retrain_plugins.sources import LABELS
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.store import ModelStore
 from retrain_plugins.trainers import check_trainer_spec
 from retrain_plugins.verify import damaged_current
 
@@ -121,7 +121,7 @@ def _repairs(spec: RetrainingSpec, trained: Mapping[PartitionKey, Trained], chan
     """
     requested = {c.partition for c in changes}
     repairs = []
-    for key, problem in damaged_current(ModelStore(model_store_root(spec))).items():
+    for key, problem in damaged_current(model_store(spec)).items():
         if key in requested:
             continue
         record = trained.get(key)
@@ -218,6 +218,8 @@ def build_change_sensor(
         check_trainer_spec(spec)  # a trainer typo fails the tick, before anything is recorded or requested
         view = load_feature_service_view(spec)
         state = state_store(spec)
+        with state.transaction():  # what runs recorded since the last tick (they never write this state)
+            ingest_outcomes(state, context.instance, assets.sub_model_key)
         known = cohorts(spec, context.instance)
         report = detect_changes(spec, view, state, known)
         trained = state.trained()

@@ -22,9 +22,8 @@ from dagster import (
 )
 
 from retrain_plugins.bundle import publish, read_bundle, smoke_test
-from retrain_plugins.changes.detector import state_store
 from retrain_plugins.dagster.metadata import as_metadata, auc_table, trainer_kind
-from retrain_plugins.dagster.resources import FeastResource
+from retrain_plugins.dagster.resources import feast_resource_key
 from retrain_plugins.errors import DataError
 from retrain_plugins.fallback import train_fallback
 from retrain_plugins.online import materialize_online
@@ -45,6 +44,7 @@ def build_serving_assets(
         deps=[training_set],  # never beside a retrieval in the same run (see online.registry_lock)
         group_name=spec.name,
         kinds={"feast", "sqlite"},
+        required_resource_keys={feast_resource_key(spec)},
         description=(
             f"Feast online store (SQLite) holding the newest values of `{spec.feature_service}`'s "
             "features, for `retrain predict --entities`. Loads only from the earliest row of newly "
@@ -52,9 +52,10 @@ def build_serving_assets(
             "serialized by a registry lock."
         ),
     )
-    def online_features(feast: FeastResource) -> MaterializeResult:
+    def online_features(context: AssetExecutionContext) -> MaterializeResult:
         view = load_feature_service_view(spec)
-        return MaterializeResult(metadata=as_metadata(materialize_online(spec, view, feast.store(), state_store(spec))))
+        feast = getattr(context.resources, feast_resource_key(spec))
+        return MaterializeResult(metadata=as_metadata(materialize_online(spec, view, feast.store())))
 
     @asset(
         name="fallback_model",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from retrain_plugins.demo.generate import DemoConfig
-from retrain_plugins.layout import model_store_root
+from retrain_plugins.layout import model_store
 from retrain_plugins.partitions import PartitionKey
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.store import ModelStore
@@ -76,7 +76,7 @@ class DemoProject(NamedTuple):
 
     def models(self) -> dict[PartitionKey, dict]:
         """The model store's current entries (manifest), by partition."""
-        return ModelStore(model_store_root(self.spec)).entries()
+        return model_store(self.spec).entries()
 
     def close(self) -> None:
         """Release the Dagster instance (its sqlite files, for a persistent one)."""

@@ -20,7 +20,7 @@ from retrain_plugins.demo import scenarios
 from retrain_plugins.demo.generate import DemoConfig, generate
 from retrain_plugins.feast_view import load_feature_service_view
 from retrain_plugins.feast_store import apply_feature_repo
-from retrain_plugins.layout import model_store_root
+from retrain_plugins.layout import model_store
 from retrain_plugins.partitions import all_partitions
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.store import ModelStore
@@ -66,7 +66,7 @@ def run_demo(
     baseline = tick(defs, sensor, instance)
     if baseline.run_requests:
         raise RuntimeError(f"sensor requested runs right after a full materialization: {baseline.run_requests}")
-    before = ModelStore(model_store_root(spec)).entries()
+    before = model_store(spec).entries()
     window, cohort = scenario or (partitions[len(partitions) // 2].window[:7], spec.cohorts[0])
     say(f"4/6 scenario: edit 25% of the labels of cohort {cohort!r} in month {window}")
     scenarios.edit_rows(data_dir, window, cohort)
@@ -78,7 +78,7 @@ def run_demo(
     reasons: dict[str, str] = {}
     for request in result.run_requests:
         reasons.update(json.loads(request.tags.get(REASONS_TAG, "{}")))
-    after = ModelStore(model_store_root(spec)).entries()
+    after = model_store(spec).entries()
     trained = state_store(spec).trained()
     rows = []
     for key in partitions:

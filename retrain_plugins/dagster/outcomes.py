@@ -1,0 +1,79 @@
+"""What runs trained, read back from Dagster's event log into the change sensor's state.
+
+One writer per fact: a run records what each partition's model now answers in its own records,
+the ``sub_model`` materialization metadata (trained, rejected, skipped) or, for a partition that
+failed and so is not materialized, an ``AssetObservation``, both with the training set's
+``fingerprint``, ``status``, ``definition`` and the requesting tick (``sensor_seq``). The sensor
+reads the events it has not seen (by event storage id, kept in its state) at the start of every
+tick and writes its own copy. Nothing is lost to a crash: an event is read until the tick that
+read it commits, and a run that died before its event is an unsettled partition the sensor asks
+for again. It works against any instance storage (SQLite, Postgres) and across hosts.
+"""
+
+from __future__ import annotations
+
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+
+from retrain_plugins.changes.state import StateStore
+from retrain_plugins.partitions import PartitionKey
+from retrain_plugins.spec import RetrainingSpec
+
+CURSOR = "outcomes_storage_id"  # state meta: the newest event storage id read
+_PAGE = 1000
+
+
+def _events(instance: DagsterInstance, asset_key: AssetKey, after: int) -> list[tuple[int, float, str, dict]]:
+    """(storage id, timestamp, partition, metadata) of the asset's materializations and
+    observations after ``after``, oldest first."""
+    found = []
+    for fetch in (instance.fetch_materializations, instance.fetch_observations):
+        cursor = None
+        while True:
+            result = fetch(AssetRecordsFilter(asset_key=asset_key, after_storage_id=after), limit=_PAGE, cursor=cursor, ascending=True)
+            for record in result.records:
+                event = record.asset_materialization or record.asset_observation
+                if event is None or event.partition is None:
+                    continue
+                metadata = {name: value.value for name, value in event.metadata.items()}
+                found.append((record.storage_id, record.timestamp, event.partition, metadata))
+            if not result.has_more:
+                break
+            cursor = result.cursor
+    return sorted(found, key=lambda item: item[0])
+
+
+def refresh_state(spec: RetrainingSpec, state: StateStore, instance: DagsterInstance | None) -> StateStore:
+    """``state`` with what runs recorded in ``instance`` since the sensor last read it (for tools
+    that report the sensor's view between ticks: ``retrain status``, ``explain``, ``savings``)."""
+    if instance is not None:
+        with state.transaction():
+            ingest_outcomes(state, instance, AssetKey([spec.name, "sub_model"]))
+    return state
+
+
+def ingest_outcomes(state: StateStore, instance: DagsterInstance, asset_key: AssetKey) -> int:
+    """Copy the outcomes runs recorded since the last call into ``state``; return how many.
+
+    An event older than what ``state`` already holds for its partition (a state rebuilt from the
+    model store after it) does not overwrite it. Call inside the tick's transaction.
+    """
+    after = int(state.get_meta(CURSOR) or 0)
+    events = _events(instance, asset_key, after)
+    if not events:
+        return 0
+    trained = state.trained()
+    applied = 0
+    for storage_id, timestamp, partition, meta in events:
+        if not isinstance(meta.get("status"), str) or not isinstance(meta.get("fingerprint"), str):
+            continue  # not one of ours (a materialization reported by other means)
+        key = PartitionKey.from_dagster(partition)
+        if (current := trained.get(key)) is None or current.trained_at <= timestamp:
+            state.record_trained(
+                key, meta["fingerprint"], int(meta.get("rows") or 0), meta["status"], meta.get("run_id"),
+                meta.get("definition") or "", meta.get("training_seconds"), meta.get("error"), trained_at=timestamp,
+            )
+            applied += 1
+        if isinstance(meta.get("sensor_seq"), int):
+            state.record_outcome(meta["sensor_seq"], key, meta["status"], meta.get("run_id"), at=timestamp)
+    state.set_meta(CURSOR, str(events[-1][0]))
+    return applied
