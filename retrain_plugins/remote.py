@@ -72,6 +72,19 @@ def local_path(path: str) -> str:
     return path
 
 
+def configured_s3_endpoint() -> str | None:
+    """The S3 endpoint s3fs is configured with here: fsspec's ``s3`` configuration
+    (``endpoint_url``, ``client_kwargs.endpoint_url``), else ``AWS_ENDPOINT_URL_S3``, else
+    ``AWS_ENDPOINT_URL``; None for AWS's own (or one named only in ``~/.aws/config``)."""
+    import os
+
+    from fsspec.config import conf
+
+    options = conf.get("s3", {})
+    found = options.get("endpoint_url") or (options.get("client_kwargs") or {}).get("endpoint_url")
+    return found or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
 def filesystem(url: str) -> "AbstractFileSystem":
     """The fsspec filesystem of ``url``, as configured by the environment (see the module docstring).
 

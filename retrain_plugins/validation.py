@@ -47,6 +47,29 @@ def check_feast_can_read(view: "FeatureServiceView", what: str, fix: str) -> Non
         )
 
 
+def _check_s3_endpoints(view: "FeatureServiceView") -> None:
+    """Refuse a FileSource whose ``s3_endpoint_override`` is not the endpoint its files are read from.
+
+    Sources are read through fsspec configured by the environment (:mod:`retrain_plugins.remote`),
+    one S3 filesystem per process; a source naming another endpoint would be read from the wrong
+    server (or not found), so the two must agree.
+    """
+    from retrain_plugins.remote import configured_s3_endpoint, protocol
+
+    for fv in view.views:
+        override = fv.s3_endpoint_override
+        if not override or protocol(fv.source_path) not in ("s3", "s3a"):
+            continue
+        configured = configured_s3_endpoint()
+        if (configured or "").rstrip("/") != override.rstrip("/"):
+            raise SpecError(
+                f"feature view {fv.name!r}'s FileSource sets s3_endpoint_override={override!r}, but its "
+                f"files are read through fsspec/s3fs from {configured or 'the default AWS endpoint'}: set "
+                f"AWS_ENDPOINT_URL_S3={override} (or FSSPEC_S3_ENDPOINT_URL) where the sensor and runs "
+                "execute, or remove the override"
+            )
+
+
 def check_spec_against_view(spec: "RetrainingSpec", view: "FeatureServiceView") -> None:
     """Refuse a spec whose label rows cannot be joined to ``view`` exactly as Feast joins them.
 
@@ -56,6 +79,7 @@ def check_spec_against_view(spec: "RetrainingSpec", view: "FeatureServiceView") 
             view's feature, or a column name is reserved; or ``retrieval: feast`` with a feature
             source on an object store (Feast cannot read it offline: use ``duckdb_asof``).
     """
+    _check_s3_endpoints(view)
     if spec.retrieval == "feast":
         check_feast_can_read(
             view,

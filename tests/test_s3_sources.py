@@ -279,3 +279,37 @@ def test_an_unreachable_endpoint_fails_the_listing_naming_the_source(s3, monkeyp
     s3fs.S3FileSystem.clear_instance_cache()
     with pytest.raises(DataError, match=r"cannot list source s3://.*/labels/\*/\*\.parquet: .*(Could not connect|Connect)"):
         file_stats(s3.url("labels/*/*.parquet"))
+
+
+def test_a_feast_s3_endpoint_override_must_be_the_endpoint_the_files_are_read_from(s3, s3_sources, monkeypatch):
+    from retrain_plugins.validation import check_spec_against_view
+
+    spec, view = s3_sources.spec, load_feature_service_view(s3_sources.spec)
+    assert all(fv.s3_endpoint_override is None for fv in view.views)  # the demo repo sets none
+    first = view.views[0]
+    elsewhere = dataclasses.replace(view, views=(dataclasses.replace(first, s3_endpoint_override="http://10.1.2.3:9000"), *view.views[1:]))
+    assert elsewhere.version == view.version  # where files live is not the definition
+    with pytest.raises(SpecError, match=r"'customer_activity_fv'.*s3_endpoint_override='http://10.1.2.3:9000'.*set AWS_ENDPOINT_URL_S3=http://10.1.2.3:9000"):
+        check_spec_against_view(spec, elsewhere)
+    here = dataclasses.replace(view, views=(dataclasses.replace(first, s3_endpoint_override=s3.endpoint + "/"), *view.views[1:]))
+    check_spec_against_view(spec, here)
+
+
+def test_change_tokens_per_backend():
+    from datetime import datetime, timezone
+
+    from retrain_plugins.remote import change_token, is_remote, local_path
+
+    s3_entry = {"name": "b/k", "size": 5, "ETag": '"abc"', "VersionId": "v2", "LastModified": datetime(2025, 1, 1, tzinfo=timezone.utc)}
+    assert change_token(s3_entry, {"s3", "s3a"}) == "s3-etag:abc"
+    assert change_token(s3_entry, {"s3", "s3a"}, version_aware=True) == "s3-etag:abc;version=v2"
+    assert change_token({**s3_entry, "VersionId": "null"}, {"s3"}, version_aware=True) == "s3-etag:abc"
+    assert change_token({"size": 5, "md5Hash": "q1w2", "generation": "17"}, {"gs", "gcs"}) == "gcs-md5:q1w2"
+    assert change_token({"size": 5, "generation": "17"}, {"gs", "gcs"}) == "gcs-generation:17"
+    assert change_token({"size": 5, "etag": "0x8D", "content_settings": {"content_md5": bytearray(b"\x01\xff")}}, {"az", "abfs"}) == "md5:01ff"
+    assert change_token({"size": 5, "etag": "0x8D", "content_settings": {"content_md5": None}}, {"az"}) == "etag:0x8D"
+    assert change_token({"size": 5, "mtime": 1.5}, {"sftp"}) == "stat:5:1500000000"
+    assert [is_remote(p) for p in ("s3://b/k", "gs://b/k", "file:///a/b", "/a/b", "rel/*.parquet", "simplecache::s3://b/k")] == [
+        True, True, False, False, False, True,
+    ]
+    assert local_path("file:///a/b/*.parquet") == "/a/b/*.parquet" and local_path("rel/x") == "rel/x"
