@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import duckdb
 
-from retrain_plugins.remote import is_remote
+from retrain_plugins.remote import filesystem, is_remote, protocol
 
 # (pid, database, protocol -> the fsspec filesystem registered on that database for it)
 _DATABASE: tuple[int, duckdb.DuckDBPyConnection, dict] | None = None
@@ -42,11 +42,9 @@ def register_filesystems(paths: Iterable) -> None:
     it. No extension (httpfs) is loaded or downloaded. Registration is database-wide: every later
     cursor of the process reads that protocol too. Local paths need nothing.
     """
-    remote = [p for p in _flatten(paths) if is_remote(p)]
+    remote = list({protocol(p): p for p in _flatten(paths) if is_remote(p)}.values())  # one URL per protocol
     if not remote:
         return
-    from retrain_plugins.remote import filesystem
-
     database, registered = _database()
     for url in remote:
         fs = filesystem(url)

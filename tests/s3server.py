@@ -92,13 +92,13 @@ def _answers(endpoint: str) -> bool:
         return False
 
 
-def start(log_dir: Path, attempts: int = 3) -> S3Server:
-    """Start ``moto_server`` on a free loopback port and wait until it answers.
+def start(log_dir: Path, attempts: int = 3, executable: Path | None = None) -> S3Server:
+    """Start ``moto_server`` (or ``executable``) on a free loopback port and wait until it answers.
 
     Raises:
         RuntimeError: It exited or did not answer within :data:`START_TIMEOUT` (its log attached).
     """
-    executable = moto_server_executable()
+    executable = executable or moto_server_executable()
     failures = []
     for attempt in range(attempts):  # another process may take the free port before moto binds it
         port = free_port()

@@ -313,3 +313,13 @@ def test_change_tokens_per_backend():
         True, True, False, False, False, True,
     ]
     assert local_path("file:///a/b/*.parquet") == "/a/b/*.parquet" and local_path("rel/x") == "rel/x"
+
+
+def test_a_server_that_cannot_start_is_a_clear_failure_not_a_skip(tmp_path):
+    from .s3server import start
+
+    fake = tmp_path / "moto_server"
+    fake.write_text("#!/bin/sh\necho 'address already in use' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(RuntimeError, match=r"(?s)did not start on 127.0.0.1.*exit code 3.*address already in use"):
+        start(tmp_path, attempts=2, executable=fake)
