@@ -38,6 +38,7 @@ class FeatureViewInfo:
     created_timestamp_field: str | None = None  # Feast's tie-break between rows of one key and time
     feature_types: tuple[str, ...] = ()  # Feast type names of ``features`` ("Float64", "String", ...)
     entity_keys: tuple[str, ...] = ()  # the keys as the entity frame names them (a join key map may rename)
+    s3_endpoint_override: str | None = None  # the FileSource's own S3 endpoint (checked, see validation.py)
 
     @property
     def label_keys(self) -> tuple[str, ...]:
@@ -67,6 +68,7 @@ class FeatureServiceView:
         for view in payload["views"]:
             view.pop("source_path")
             view.pop("feature_types")
+            view.pop("s3_endpoint_override")  # where the files live, like source_path
             for optional in ("created_timestamp_field", "entity_keys"):
                 if not view[optional] or (optional == "entity_keys" and tuple(view[optional]) == tuple(view["join_keys"])):
                     view.pop(optional)
@@ -126,6 +128,7 @@ def describe_feature_service(store: "FeatureStore", service_name: str) -> Featur
                 created_timestamp_field=source.created_timestamp_column or None,
                 feature_types=tuple(str(by_name[f].dtype) for f in features),
                 entity_keys=tuple(key_map.get(k, k) for k in join_keys),
+                s3_endpoint_override=getattr(source, "s3_endpoint_override", None) or None,
             )
         )
     return FeatureServiceView(service=service_name, views=tuple(views))
@@ -150,7 +153,7 @@ def _feature_view(store: "FeatureStore", service_name: str, name: str):
         ) from None
 
 
-_VIEW_FORMAT = 2  # of the cached view: a cache written by an older release is re-read from the registry
+_VIEW_FORMAT = 3  # of the cached view: a cache written by an older release is re-read from the registry
 
 
 def load_feature_service_view(spec: "RetrainingSpec") -> FeatureServiceView:

@@ -68,7 +68,20 @@ def materialize_online(spec: RetrainingSpec, view: FeatureServiceView, store: "F
     other entity has a new row. A changed or deleted file (an edit can move an entity's newest row
     back in time), a changed feature service, a missing SQLite online store, or no record of a
     previous load: the whole time range. Nothing changed: nothing to load.
+
+    Feature sources on an object store (``s3://...``) are refused with a :class:`SpecError`:
+    Feast's materialize cannot read them offline (:func:`retrain_plugins.validation.check_feast_can_read`).
     """
+    from retrain_plugins.validation import check_feast_can_read
+
+    check_feast_can_read(
+        view,
+        "online_features (Feast's materialize into the online store)",
+        "Keep the feature sources the online store is loaded from on a local or mounted path, or run "
+        "`feast materialize` where DuckDB's httpfs extension is installed; training (`retrieval: "
+        "duckdb_asof`) and the change sensor read object stores without it, and the sensor leaves "
+        "online_features out of its runs for such sources.",
+    )
     all_windows = windows(spec)
     longest = max((v.ttl_seconds or 0.0) for v in view.views)
     full_start = all_windows[0].start - timedelta(seconds=longest)
@@ -140,7 +153,7 @@ def latest_cohorts(spec: RetrainingSpec, entities: Sequence[Mapping[str, Any]]) 
         return {w: str(dict(zip(keys, w))[key]) for w in wanted}
     if not wanted:
         return {}
-    con = connect()
+    con = connect(spec.label_glob)
     con.register("wanted_tbl", pl.DataFrame([dict(zip(lab.key_columns, w)) for w in wanted]))
     on = " AND ".join(f"l.{ident(lab.keys[k])} = w.{ident(lab.keys[k])}" for k in keys)
     select = ", ".join(f"w.{ident(lab.keys[k])}" for k in keys)

@@ -14,10 +14,11 @@ import os
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from retrain_plugins import remote
 from retrain_plugins.errors import DataError
 from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.sql import connect, ident, parquet, utc
+from retrain_plugins.sql import connect, ident, parquet, register_filesystems, utc
 
 LABELS = "labels"
 
@@ -69,8 +70,8 @@ _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "
 
 def inspect_file(path: str, source: Source) -> tuple[int | None, int | None]:
     """Check a file's schema against what the retraining reads; return its time range (UTC us)."""
-    con = connect()
     try:
+        con = connect(path)
         described = con.execute(f"DESCRIBE SELECT * FROM {parquet('p')}", {"p": path}).fetchall()
         types = {name: dtype for name, dtype, *_ in described}
         required = (source.timestamp, *source.timestamps, *source.numeric, *source.text, *source.other)
@@ -103,23 +104,36 @@ def inspect_file(path: str, source: Source) -> tuple[int | None, int | None]:
 
 
 class FileStat(NamedTuple):
-    """What a listing records of one file: git's index fields (size, mtime, ctime, inode)."""
+    """What a listing records of one file: git's index fields (size, mtime, ctime, inode), or for
+    an object in an object store (a remote URL) its size, modification time and change token."""
 
     size: int
     mtime_ns: int
-    ctime_ns: int
-    inode: int
+    ctime_ns: int | None  # None for an object-store object (no ctime, no inode)
+    inode: int | None
+    token: str | None = None  # an object store's change token (ETag, ...); None for a local file
 
 
 def file_stats(pattern: str) -> dict[str, FileStat]:
-    """path -> :class:`FileStat` of the files matching ``pattern``.
+    """path -> :class:`FileStat` of the files matching ``pattern`` (a local glob or an fsspec URL).
 
-    ``cp -p``, ``rsync -t``, ``tar x`` and ``touch -r`` keep size and mtime while the content
-    changes; ctime and inode do change (the kernel sets ctime on every write and metadata change,
-    a copy-over-rename makes a new inode). Change detection compares all four.
+    Local files: ``cp -p``, ``rsync -t``, ``tar x`` and ``touch -r`` keep size and mtime while the
+    content changes; ctime and inode do change (the kernel sets ctime on every write and metadata
+    change, a copy-over-rename makes a new inode). Change detection compares all four.
+
+    A URL (``s3://bucket/labels/*/*.parquet``) is listed through fsspec; each object carries its
+    backend's change token (:func:`retrain_plugins.remote.change_token`: the S3 ETag, ...), which
+    change detection compares instead. Its paths are full URLs, as DuckDB's ``filename`` gives them.
+    A listing that fails raises :class:`DataError` (see :func:`retrain_plugins.remote.list_files`).
     """
+    if remote.is_remote(pattern):
+        listed = remote.list_files(pattern)
+        # What is listed is read next (inspect_file, the joins): the process's DuckDB reads it
+        # through the same filesystem, also where a caller connects without naming the paths.
+        register_filesystems([pattern])
+        return {path: FileStat(f.size, f.mtime_ns, None, None, f.token) for path, f in listed.items()}
     found = {}
-    for path in glob.glob(pattern):
+    for path in glob.glob(remote.local_path(pattern)):
         try:
             st = os.stat(path)
         except FileNotFoundError:  # removed between glob and stat
@@ -133,13 +147,25 @@ def listing(pattern: str) -> dict[str, tuple[int, int]]:
     return {path: (st.size, st.mtime_ns) for path, st in file_stats(pattern).items()}
 
 
+def glob_files(pattern: str) -> list[str]:
+    """The files matching ``pattern`` (a local glob or an fsspec URL; see :func:`file_stats`), sorted."""
+    if remote.is_remote(pattern):
+        return sorted(remote.list_files(pattern))
+    return sorted(glob.glob(remote.local_path(pattern)))
+
+
 def content_token(path: str) -> str:
     """A digest of a file's whole content (SHA-256 in 1 MiB blocks).
 
     Taken when a file's size and mtime agree with the recorded ones but its ctime or inode do not
     (see ``bench/RESULTS-tokens.md``: a parquet footer digest misses same-size edits of values
     within a row group's min/max, a full hash of a 500 MB file costs well under a second).
+
+    For an object-store URL: its change token as a listing gives it
+    (:func:`retrain_plugins.remote.token`: the S3 ETag, ...), read from its metadata, not its bytes.
     """
+    if remote.is_remote(path):
+        return remote.token(path)
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

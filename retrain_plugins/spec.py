@@ -18,6 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from retrain_plugins.errors import SpecError
+from retrain_plugins.remote import is_remote, local_path
 from retrain_plugins.spec_data import LabelSource, Windows, _Model
 
 __all__ = [
@@ -254,7 +255,11 @@ class RetrainingSpec(_Model):
 
     @property
     def label_glob(self) -> str:
-        path = Path(self.labels.path)
+        """The label source's glob: ``labels.path`` against ``data_dir``, or the URL it is
+        (``s3://bucket/labels/*/*.parquet``: any fsspec URL; ``file://`` URLs are local paths)."""
+        if is_remote(self.labels.path):
+            return self.labels.path
+        path = Path(local_path(self.labels.path))
         return str(path if path.is_absolute() else self.data_dir / path)
 
     def definition_version(self) -> str:

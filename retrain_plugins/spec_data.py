@@ -19,10 +19,17 @@ class _Model(BaseModel):
 class LabelSource(_Model):
     """Where the labelled rows are: one row per (entities, label time).
 
-    Paths: ``path`` is relative to the spec's ``data_dir`` (absolute paths are kept as they are).
+    Paths: ``path`` is relative to the spec's ``data_dir`` (absolute paths are kept as they are), or
+    an fsspec URL kept as it is (``s3://bucket/labels/*/*.parquet``; see :mod:`retrain_plugins.remote`).
     """
 
-    path: str = Field(description="Parquet glob of the label rows, relative to data_dir, e.g. 'sources/labels/*/*.parquet'.")
+    path: str = Field(
+        description=(
+            "Parquet glob of the label rows, relative to data_dir, e.g. 'sources/labels/*/*.parquet', "
+            "or an fsspec URL, e.g. 's3://bucket/labels/*/*.parquet' (credentials and endpoint from the "
+            "environment: AWS_* variables, ~/.aws, fsspec's FSSPEC_S3_* configuration)."
+        )
+    )
     entity_column: str | None = Field(
         default=None,
         description="For a feature service with one join key: the label column holding it, named as the key.",

@@ -4,32 +4,73 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable
 
 import duckdb
 
-_DATABASE: tuple[int, duckdb.DuckDBPyConnection] | None = None
+from retrain_plugins.remote import filesystem, is_remote, protocol
+
+# (pid, database, protocol -> the fsspec filesystem registered on that database for it)
+_DATABASE: tuple[int, duckdb.DuckDBPyConnection, dict] | None = None
 _LOCK = threading.Lock()
 
 
-def _database() -> duckdb.DuckDBPyConnection:
+def _database() -> tuple[duckdb.DuckDBPyConnection, dict]:
     # One in-memory database per process: opening a database costs ~20 ms here, a cursor on an
     # open one ~0.1 ms, and a sensor tick or a one-partition run opens half a dozen. Keyed by pid so
     # a forked child never shares its parent's database (DuckDB is not fork-safe).
     global _DATABASE
     with _LOCK:
         if _DATABASE is None or _DATABASE[0] != os.getpid():
-            _DATABASE = (os.getpid(), duckdb.connect())
-        return _DATABASE[1]
+            _DATABASE = (os.getpid(), duckdb.connect(), {})
+        return _DATABASE[1], _DATABASE[2]
 
 
-def connect() -> duckdb.DuckDBPyConnection:
+def _flatten(paths: Iterable) -> Iterable[str]:
+    for path in paths:
+        if isinstance(path, (list, tuple, set, frozenset)):
+            yield from _flatten(path)
+        elif path is not None:
+            yield str(path)
+
+
+def register_filesystems(paths: Iterable) -> None:
+    """Make the process's DuckDB database read ``paths`` that are fsspec URLs (``s3://...``).
+
+    Each remote URL's fsspec filesystem (:func:`retrain_plugins.remote.filesystem`) is registered
+    with ``register_filesystem`` once per protocol; DuckDB then lists globs and reads files through
+    it. No extension (httpfs) is loaded or downloaded. Registration is database-wide: every later
+    cursor of the process reads that protocol too. Local paths need nothing.
+    """
+    remote = list({protocol(p): p for p in _flatten(paths) if is_remote(p)}.values())  # one URL per protocol
+    if not remote:
+        return
+    database, registered = _database()
+    for url in remote:
+        fs = filesystem(url)
+        names = [fs.protocol] if isinstance(fs.protocol, str) else list(fs.protocol)
+        with _LOCK:
+            if registered.get(names[0]) is fs:
+                continue
+            # Another instance of this protocol's filesystem (configuration changed, fsspec's cache
+            # cleared): DuckDB names a filesystem by its first protocol and refuses to register a
+            # second one under the same name, so the old one goes.
+            if database.filesystem_is_registered(names[0]):
+                database.unregister_filesystem(names[0])
+            database.register_filesystem(fs)
+            registered[names[0]] = fs
+
+
+def connect(*paths: str | Iterable[str]) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with UTC session time zone (naive timestamps are UTC).
 
     A cursor on the process's in-memory database: its settings and registered frames are its own
     (connection-local), and closing it leaves the database open for the next caller. Use one
-    connection per thread.
+    connection per thread. ``paths`` (globs, files or lists of them) are what the caller will read:
+    those that are fsspec URLs get their filesystem registered (:func:`register_filesystems`).
     """
-    con = _database().cursor()
+    register_filesystems(paths)
+    con = _database()[0].cursor()
     con.execute("SET TimeZone = 'UTC'")
     return con
 

@@ -18,7 +18,6 @@ the content fingerprints the change sensor compares.
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -29,6 +28,8 @@ from retrain_plugins.errors import DataError, SpecError
 from retrain_plugins.feast_view import FeatureServiceView, FeatureViewInfo
 from retrain_plugins.feast_store import feast_calls, feature_store, registry_lock
 from retrain_plugins.partitions import Window
+from retrain_plugins.remote import is_remote
+from retrain_plugins.sources import glob_files
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.sql import connect, ident, parquet, query, utc
 
@@ -46,10 +47,14 @@ def label_order(spec: RetrainingSpec) -> list[str]:
 
 
 def _files(pattern: str, exclude: frozenset[str]) -> str | list[str]:
-    """The glob itself, or its files minus ``exclude`` (unreadable files the caller skips)."""
+    """The glob itself, or its files minus ``exclude`` (unreadable files the caller skips).
+
+    A glob may be an fsspec URL (``s3://...``): DuckDB expands it through the registered filesystem
+    (:func:`retrain_plugins.sql.connect`), and the files are listed through fsspec here.
+    """
     if not exclude:
         return pattern
-    return sorted(set(glob.glob(pattern)) - exclude)
+    return sorted(set(glob_files(pattern)) - exclude)
 
 
 def label_rows(
@@ -66,7 +71,7 @@ def label_rows(
     Rows whose cohort is blank are left out (see :func:`blank_cohort_rows`).
     """
     lab = spec.labels
-    con = connect()
+    con = connect(spec.label_glob)
     con.register("windows_tbl", _windows_frame(windows, only))
     cohort = f"CAST(l.{ident(lab.cohort_column)} AS VARCHAR)"
     ts = utc(f"l.{ident(lab.timestamp_column)}")
@@ -117,10 +122,10 @@ def blank_cohort_rows(
     if files is not None and not files:
         return {}
     lab = spec.labels
-    con = connect()
+    params: dict = {"labels": list(files) if files is not None else spec.label_glob}
+    con = connect(params["labels"])
     cohort = f"CAST(l.{ident(lab.cohort_column)} AS VARCHAR)"
     where = blank_cohort(cohort)
-    params: dict = {"labels": list(files) if files is not None else spec.label_glob}
     if windows:
         ts = utc(f"l.{ident(lab.timestamp_column)}")
         con.register("windows_tbl", _windows_frame(windows))
@@ -205,7 +210,7 @@ def asof_training_set(
     would join such a tie is refused with a :class:`DataError` naming the view, key and time.
     ``only`` keeps, per window key, just the given cohorts (None: all); see :func:`label_rows`.
     """
-    con = connect()
+    con = connect(*(fv.source_path for fv in view.views))
     if only is not None:
         windows = [w for w in windows if w.key in only]
     con.register("labels_tbl", label_rows(spec, windows, cohorts, exclude, only=only))

@@ -19,6 +19,55 @@ if TYPE_CHECKING:
     from retrain_plugins.spec import RetrainingSpec
 
 RESERVED = ("row_id", "window")  # columns every training set carries besides the label rows' own
+FEAST_ON_OBJECT_STORES = (
+    "Feast's DuckDB offline store reads a FileSource through ibis, which installs and loads DuckDB's "
+    "httpfs extension for every s3:// path (a download from extensions.duckdb.org: it fails offline, "
+    "and httpfs does not use the fsspec/AWS configuration this library reads with; "
+    "see docs/feast-findings.md)"
+)
+
+
+def remote_feature_sources(view: "FeatureServiceView") -> dict[str, str]:
+    """Feature view -> source URL, for the views whose source is on an object store (``s3://...``)."""
+    from retrain_plugins.remote import is_remote
+
+    return {fv.name: fv.source_path for fv in view.views if is_remote(fv.source_path)}
+
+
+def check_feast_can_read(view: "FeatureServiceView", what: str, fix: str) -> None:
+    """Refuse ``what`` (a Feast call) when a feature source is on an object store: Feast cannot read
+    it offline (:data:`FEAST_ON_OBJECT_STORES`). ``fix`` says what to do instead."""
+    remote = remote_feature_sources(view)
+    if remote:
+        first, url = next(iter(remote.items()))
+        raise SpecError(
+            f"{what} cannot read feature view {first!r}'s source {url}"
+            + (f" (and {len(remote) - 1} more object-store source(s))" if len(remote) > 1 else "")
+            + f": {FEAST_ON_OBJECT_STORES}. {fix}"
+        )
+
+
+def _check_s3_endpoints(view: "FeatureServiceView") -> None:
+    """Refuse a FileSource whose ``s3_endpoint_override`` is not the endpoint its files are read from.
+
+    Sources are read through fsspec configured by the environment (:mod:`retrain_plugins.remote`),
+    one S3 filesystem per process; a source naming another endpoint would be read from the wrong
+    server (or not found), so the two must agree.
+    """
+    from retrain_plugins.remote import configured_s3_endpoint, protocol
+
+    for fv in view.views:
+        override = fv.s3_endpoint_override
+        if not override or protocol(fv.source_path) not in ("s3", "s3a"):
+            continue
+        configured = configured_s3_endpoint()
+        if (configured or "").rstrip("/") != override.rstrip("/"):
+            raise SpecError(
+                f"feature view {fv.name!r}'s FileSource sets s3_endpoint_override={override!r}, but its "
+                f"files are read through fsspec/s3fs from {configured or 'the default AWS endpoint'}: set "
+                f"AWS_ENDPOINT_URL_S3={override} (or FSSPEC_S3_ENDPOINT_URL) where the sensor and runs "
+                "execute, or remove the override"
+            )
 
 
 def check_spec_against_view(spec: "RetrainingSpec", view: "FeatureServiceView") -> None:
@@ -27,8 +76,17 @@ def check_spec_against_view(spec: "RetrainingSpec", view: "FeatureServiceView") 
     Raises:
         SpecError: A view's join key has no label column (``labels.entity_columns``), a mapped key
             is used by no view, a feature name collides with a label-row column or another
-            view's feature, or a column name is reserved.
+            view's feature, or a column name is reserved; or ``retrieval: feast`` with a feature
+            source on an object store (Feast cannot read it offline: use ``duckdb_asof``).
     """
+    _check_s3_endpoints(view)
+    if spec.retrieval == "feast":
+        check_feast_can_read(
+            view,
+            "retrieval: feast",
+            "Set `retrieval: duckdb_asof` (the same frames, read through fsspec), or keep the feature "
+            "sources on a local or mounted path.",
+        )
     lab = spec.labels
     mapped = lab.keys
     needed: dict[str, list[str]] = {}
@@ -76,8 +134,8 @@ def check_label_source(spec: "RetrainingSpec", view: "FeatureServiceView | None"
     """
     from retrain_plugins.sql import connect, parquet
 
-    con = connect()
     try:
+        con = connect(spec.label_glob)
         described = con.execute(f"DESCRIBE SELECT * FROM {parquet('p')}", {"p": spec.label_glob}).fetchall()
     except Exception as exc:  # duckdb raises IOException/InvalidInputException variants
         raise DataError(f"cannot read label source {spec.label_glob}: {exc}") from exc

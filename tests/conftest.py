@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from dagster import DagsterInstance
@@ -85,3 +86,46 @@ def make_project(tmp_path):
         return new_project(tmp_path / name, config, **overrides)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """``moto_server`` on a free loopback port for the session (tests/s3server.py); fails if it cannot start."""
+    from .s3server import start
+
+    try:
+        server = start(tmp_path_factory.mktemp("moto"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+class S3Bucket(NamedTuple):
+    endpoint: str
+    bucket: str
+    client: object  # a boto3 S3 client on the server
+
+    def url(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{key}"
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, request):
+    """A fresh bucket on the session's moto server, and this test's environment pointed at it.
+
+    The fake credentials and ``AWS_ENDPOINT_URL_S3`` are set for this test only (monkeypatch); fsspec's
+    cached S3 filesystems are dropped before and after, so none outlives the environment it was built in.
+    """
+    import re
+
+    import s3fs
+
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    client = s3_server.client()
+    bucket = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + f"-{len(client.list_buckets()['Buckets'])}"
+    client.create_bucket(Bucket=bucket)
+    yield S3Bucket(s3_server.endpoint, bucket, client)
+    s3fs.S3FileSystem.clear_instance_cache()

@@ -55,7 +55,14 @@ def full_check_due(spec: RetrainingSpec, state: StateStore) -> bool:
 
 
 def _listed_as(before: FileState | None, now: FileStat) -> Literal["same", "changed", "ambiguous"]:
-    """What a file's listing says against the recorded one (git's index rule, plus the token)."""
+    """What a file's listing says against the recorded one (git's index rule, plus the token).
+
+    An object-store object (its listing carries a change token: the S3 ETag, ...) is the same when
+    its size and token are; its modification time is not compared (an identical re-upload keeps the
+    ETag and moves the time).
+    """
+    if now.token is not None:
+        return "same" if before is not None and (before.size, before.token) == (now.size, now.token) else "changed"
     if before is None or (before.size, before.mtime_ns) != (now.size, now.mtime_ns):
         return "changed"
     if (before.ctime_ns, before.inode) == (now.ctime_ns, now.inode):
@@ -88,6 +95,13 @@ def scan_files(
         now = file_stats(described.pattern)
         seen += len(now)
         old = {p: s for (src, p), s in previous.items() if src == source}
+        if old and not now:
+            # Every file of a source gone at once is a moved mount, a typo'd glob or an emptied
+            # bucket far more often than real data: refused, not read as "every row deleted".
+            raise DataError(
+                f"source {source!r} ({described.pattern}) lists no files; the last tick recorded "
+                f"{len(old)}, e.g. {sorted(old)[0]}. Restore the files (or point the source at them)."
+            )
         for path in sorted(set(now) | set(old)):
             before = old.get(path)
             token = None
@@ -103,7 +117,7 @@ def scan_files(
             ranges = [(before.ts_min, before.ts_max)] if before is not None and before.ts_min is not None else []
             if path in now:
                 try:
-                    token = token or content_token(path)
+                    token = token or now[path].token or content_token(path)
                     lo, hi = inspect_file(path, described)
                 except (DataError, OSError) as exc:
                     unreadable[path] = str(exc)

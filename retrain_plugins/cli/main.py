@@ -209,7 +209,7 @@ def _entities(spec: RetrainingSpec, args: argparse.Namespace) -> list[dict]:
     from retrain_plugins.sql import connect, parquet
 
     lab = spec.labels
-    described = connect().execute(f"DESCRIBE SELECT * FROM {parquet('p')}", {"p": spec.label_glob}).fetchall()
+    described = connect(spec.label_glob).execute(f"DESCRIBE SELECT * FROM {parquet('p')}", {"p": spec.label_glob}).fetchall()
     numeric = {name for name, dtype, *_ in described if dtype.startswith(("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "U", "HUGEINT"))}
     floating = {name for name, dtype, *_ in described if dtype.startswith(("FLOAT", "DOUBLE", "DECIMAL"))}
 

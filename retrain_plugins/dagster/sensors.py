@@ -47,6 +47,7 @@ from retrain_plugins.partitions import (
 from retrain_plugins.sources import LABELS
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.trainers import check_trainer_spec
+from retrain_plugins.validation import remote_feature_sources
 from retrain_plugins.verify import damaged_current
 
 
@@ -244,7 +245,9 @@ def build_change_sensor(
                 return SkipReason(f"no partition changed ({summary})")
             seq = state.next_seq()
             added = [c for c in report.new_cohorts if spec.dynamic_cohorts and c not in known]
-            features_changed = any(source != LABELS for source in report.changed_sources)
+            # Feast cannot load object-store feature sources into the online store (online.py): such
+            # runs leave online_features out rather than fail on it.
+            features_changed = any(source != LABELS for source in report.changed_sources) and not remote_feature_sources(view)
             fallback = fallback_affected(spec, view, {c.partition.window for c in changes})
             attempts = {change.partition: n for change, n in admission.admitted}
             requests = run_requests_for(spec, assets, changes, seq, [*known, *added], features_changed, fallback, attempts)
