@@ -173,7 +173,7 @@ def test_feast_paths_refuse_object_store_feature_sources_naming_the_fix(s3_sourc
     with pytest.raises(SpecError, match=r"retrieval: feast cannot read feature view 'customer_activity_fv'.*s3://.*httpfs.*retrieval: duckdb_asof"):
         build_definitions(project.spec.model_copy(update={"retrieval": "feast"}))
     with pytest.raises(SpecError, match=r"online_features .* cannot read feature view .*httpfs"):
-        materialize_online(project.spec, view, None, state_store(project.spec))
+        materialize_online(project.spec, view, None)
 
 
 def _requested(result) -> dict[str, str]:
@@ -209,12 +209,16 @@ def materialize_training(project: Project) -> None:
     assert result.success
 
 
-def test_the_sensor_on_s3_sees_exactly_the_edited_or_deleted_object_and_not_an_identical_upload(s3, s3_sources):
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_the_sensor_on_s3_sees_exactly_the_edited_or_deleted_object_and_not_an_identical_upload(s3, tmp_path, store):
+    """Sources on S3; the storage (sub-models, training sets, bundle) on disk, then on S3 too."""
     from retrain_plugins.demo import scenarios
-    from retrain_plugins.layout import training_set_path
+    from retrain_plugins.layout import model_store, training_set_rel, training_sets
 
-    project = s3_sources
+    overrides = {"store": {"url": s3.url("retrain")}} if store == "s3" else {}
+    project = s3_project(tmp_path / "project", s3, **overrides)
     local = project.root / "local"
+    models = model_store(project.spec)
     materialize_training(project)
     first = tick(project.defs, project.sensor, project.instance)  # records the listing
     assert first.run_requests == [] and _changed_files(first) == 11, first
@@ -236,13 +240,18 @@ def test_the_sensor_on_s3_sees_exactly_the_edited_or_deleted_object_and_not_an_i
     assert _etag(s3, LABELS_FEB) != after["ETag"].strip('"')
     edited = tick(project.defs, project.sensor, project.instance)
     assert _requested(edited) == {"2025-02-01/south": "edited_rows"}
+    before = {k: (e["sha256"], models.storage.token(e["path"])) for k, e in models.entries().items()}
     assert all(r.success for r in execute(project.defs, project.spec, edited.run_requests, project.instance))
+    after = {k: (e["sha256"], models.storage.token(e["path"])) for k, e in models.entries().items()}
+    assert {k for k in after if after[k] != before[k]} == {PartitionKey("2025-02-01", "south")}  # the others untouched
     assert tick(project.defs, project.sensor, project.instance).run_requests == []
     # what the run trained on equals the same retrieval over the local copies of the same files
     key = PartitionKey("2025-02-01", "south")
     local_spec, local_view = local_twin(project)
     span = [w for w in windows(project.spec) if w.key == key.window]
-    assert_frame_equal(pl.read_parquet(training_set_path(project.spec, key)), partition_training_set(local_spec, local_view, span, key.cohort))
+    stored = pl.read_parquet(training_sets(project.spec).read_bytes(training_set_rel(key)))
+    assert_frame_equal(stored, partition_training_set(local_spec, local_view, span, key.cohort))
+    assert models.storage.local == (store == "local")
 
     # A deleted object: the windows its rows were in, every cohort there.
     march = "sources/labels/month=2025-03/part-0.parquet"
