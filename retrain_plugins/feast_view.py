@@ -156,7 +156,7 @@ def _feature_view(store: "FeatureStore", service_name: str, name: str):
         ) from None
 
 
-_VIEW_FORMAT = 3  # of the cached view: a cache written by an older release is re-read from the registry
+_VIEW_FORMAT = 4  # of the cached view: a cache written by an older release is re-read from the registry
 
 
 def load_feature_service_view(spec: "RetrainingSpec") -> FeatureServiceView:
