@@ -1,7 +1,7 @@
 """The Feast registry: up to date by content (not file times), and registries other than a local file.
 
 Every test runs real Feast: in-process applies, the ``feast`` CLI, a SQL registry on SQLite, and a
-file registry on S3 served by a loopback ``moto_server``.
+file registry on S3 served by the session's loopback ``moto_server`` (conftest ``s3``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -311,56 +310,19 @@ def test_a_sql_registry_on_sqlite_serves_training_sets_the_online_store_and_the_
     assert _activity_ttl_days(spec) == 8
 
 
-# --- file registry on S3 (moto_server on loopback) -------------------------------------------------
+# --- file registry on S3 (the session's moto_server on loopback, tests/s3server.py) ---------------
 
 
-@pytest.fixture
-def s3_endpoint(tmp_path, monkeypatch):
-    """A loopback S3 API (``moto_server``) with one bucket; Feast's S3 registry store pointed at it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = Path(sys.executable).with_name("moto_server")
-    log = open(tmp_path / "moto.log", "w")
-    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start on {endpoint}: {(tmp_path / 'moto.log').read_text()}")
-                time.sleep(0.2)
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "FEAST_S3_ENDPOINT_URL": endpoint,
-        }.items():
-            monkeypatch.setenv(name, value)
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="feast-registry")
-        yield endpoint
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
-
-
-def test_a_file_registry_on_s3_is_checked_by_content_and_cached_per_retraining(tmp_path, s3_endpoint):
-    import boto3
-
+def test_a_file_registry_on_s3_is_checked_by_content_and_cached_per_retraining(tmp_path, s3):
+    """Feast's S3 registry store on the session's moto_server (its boto3 client finds the server
+    through ``AWS_ENDPOINT_URL_S3``, set by the ``s3`` fixture; ``FEAST_S3_ENDPOINT_URL`` also works)."""
     root = tmp_path / "s3"
-    url = "s3://feast-registry/churn/registry.pb"
+    url = f"s3://{s3.bucket}/churn/registry.pb"
     repo = _new_repo_project(root, {"path": url, "cache_ttl_seconds": 60})
     spec = make_spec(root)
     build_definitions(spec)  # before the first apply: the registry object does not exist yet
     apply_feature_repo(spec.feature_repo, in_process=True)
-    listed = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket="feast-registry")
+    listed = s3.client.list_objects_v2(Bucket=s3.bucket)
     assert [o["Key"] for o in listed["Contents"]] == ["churn/registry.pb"]
     assert registry_location(repo).record_path is None  # nothing local beside it
 
@@ -377,7 +339,7 @@ def test_a_file_registry_on_s3_is_checked_by_content_and_cached_per_retraining(t
 
     features = repo / "features.py"
     features.write_text(features.read_text().replace(TTL_7, TTL_8))
-    with pytest.raises(SpecError, match=r"registry s3://feast-registry/churn/registry.pb is out of date: .*differs \(ttl\)"):
+    with pytest.raises(SpecError, match=rf"registry {url} is out of date: .*differs \(ttl\)"):
         load_feature_service_view(spec)
     apply_feature_repo(spec.feature_repo, in_process=True)
     assert _activity_ttl_days(spec) == 8
