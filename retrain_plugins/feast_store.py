@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from retrain_plugins.errors import SpecError
+from retrain_plugins.feast_registry import definitions_digest, load_repo_objects, registry_location, write_record
 
 if TYPE_CHECKING:  # feast is slow to import: only where a store is really built
     from feast import FeatureStore
@@ -30,25 +30,16 @@ if TYPE_CHECKING:  # feast is slow to import: only where a store is really built
 
 
 def registry_path(feature_repo: Path) -> Path:
-    """The registry file named in ``feature_store.yaml`` (relative paths are repo-relative)."""
-    config_file = Path(feature_repo) / "feature_store.yaml"
-    try:
-        st = config_file.stat()
-    except FileNotFoundError:
-        raise SpecError(f"feature_repo {feature_repo} has no feature_store.yaml") from None
-    return _registry_path(config_file, st.st_size, st.st_mtime_ns)
+    """The local file holding the registry named in ``feature_store.yaml`` (relative: repo-relative).
 
-
-@functools.lru_cache(maxsize=32)  # keyed by the file's size and mtime: an edited yaml is re-read
-def _registry_path(config_file: Path, size: int, mtime_ns: int) -> Path:
-    feature_repo = config_file.parent
-    config = yaml.safe_load(config_file.read_text())
-    registry = config.get("registry")
-    path = registry.get("path") if isinstance(registry, dict) else registry
-    if not path:
-        raise SpecError(f"{config_file} names no file registry")
-    path = Path(path)
-    return path if path.is_absolute() else (Path(feature_repo) / path).resolve()
+    That is the registry file of a file registry on local disk, or the database file of a SQLite
+    SQL registry. A registry with no local file (``s3://``, ``gs://``, a SQL server) raises
+    ``SpecError``: use :func:`retrain_plugins.feast_registry.registry_location` for any registry.
+    """
+    location = registry_location(feature_repo)
+    if location.local_path is None:
+        raise SpecError(f"the Feast registry of {feature_repo} ({location.display}) is not a local file")
+    return location.local_path
 
 
 @contextlib.contextmanager
@@ -64,47 +55,52 @@ def feature_store(feature_repo: str) -> "FeatureStore":
     """One ``FeatureStore`` per repo and process (building it imports feast: seconds)."""
     from feast import FeatureStore
 
-    return FeatureStore(repo_path=str(feature_repo))
+    location = registry_location(Path(feature_repo))
+    if not location.rewritten:
+        return FeatureStore(repo_path=str(feature_repo))
+    # A relative SQLite URL of a SQL registry: Feast hands it to SQLAlchemy as it is, which reads it
+    # against the working directory (`feast apply` runs from the repo). Made absolute against the
+    # repo, every process opens the database `feast apply` wrote, wherever it was started.
+    from feast.repo_config import RepoConfig
+
+    raw = yaml.safe_load(os.path.expandvars((Path(feature_repo) / "feature_store.yaml").read_text()))
+    raw["registry"] = {**raw["registry"], "path": location.url}
+    config = RepoConfig(**raw)
+    config.repo_path = Path(feature_repo)
+    return FeatureStore(repo_path=str(feature_repo), config=config)
 
 
 def apply_feature_repo(feature_repo: Path, in_process: bool = False) -> None:
-    """``feast apply`` the repo.
+    """``feast apply`` the repo, and record the digest of the definitions applied.
 
     By default this runs the ``feast`` CLI in a subprocess: Feast's own apply imports the repo's
     modules by name (``features``), changes the working directory and deletes objects no longer
     defined, none of which should happen inside a long-lived process. ``in_process=True`` instead
-    loads each ``*.py`` of the repo under a unique module name and applies the Feast objects it
-    defines through ``FeatureStore.apply`` (adds and updates only): a second or so instead of a new
-    interpreter, for tests and tools that apply many short-lived repos.
+    loads each definition file of the repo under a unique module name and applies the Feast objects
+    it defines through ``FeatureStore.apply`` (adds and updates only): a second or so instead of a
+    new interpreter, for tests and tools that apply many short-lived repos.
+
+    The digest (:func:`retrain_plugins.feast_registry.definitions_digest`) is taken before the
+    apply and recorded after it succeeds, beside a registry that is a local file, so loading the
+    feature service later needs no comparison with the registry (see
+    :func:`retrain_plugins.feast_registry.check_registry_current`).
     """
+    feature_repo = Path(feature_repo)
+    digest = definitions_digest(feature_repo)
     if in_process:
-        _apply_in_process(Path(feature_repo))
-        return
-    feast_cli = Path(sys.executable).with_name("feast")
-    command = [str(feast_cli), "-c", str(feature_repo), "apply"]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SpecError(f"feast apply failed for {feature_repo}:\n{done.stdout}\n{done.stderr}")
-    feature_store.cache_clear()
+        _apply_in_process(feature_repo)
+    else:
+        feast_cli = Path(sys.executable).with_name("feast")
+        command = [str(feast_cli), "-c", str(feature_repo), "apply"]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SpecError(f"feast apply failed for {feature_repo}:\n{done.stdout}\n{done.stderr}")
+        feature_store.cache_clear()
+    write_record(registry_location(feature_repo), digest, "apply")
 
 
 def _apply_in_process(feature_repo: Path) -> None:
-    import importlib.util
-
-    from feast import Entity, FeatureService, FeatureView, OnDemandFeatureView
-    from feast.data_source import DataSource
-
-    objects: list = []
-    for path in sorted(feature_repo.resolve().glob("*.py")):
-        digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
-        module_spec = importlib.util.spec_from_file_location(f"_feast_repo_{digest}_{path.stem}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        for value in vars(module).values():
-            if isinstance(value, (Entity, DataSource, FeatureView, OnDemandFeatureView, FeatureService)) and not any(
-                value is o for o in objects
-            ):
-                objects.append(value)
+    objects = load_repo_objects(feature_repo)
     feature_store.cache_clear()
     feature_store(str(feature_repo.resolve())).apply(objects)
 
@@ -160,7 +156,11 @@ def registry_lock(spec: RetrainingSpec, shared: bool = False) -> Iterator[None]:
     Writers (``materialize``) take it exclusively; readers that Feast refuses to serve while a
     feature view is ``MATERIALIZING`` (historical retrieval, online reads) take it shared.
     """
-    path = registry_path(spec.feature_repo).with_suffix(".lock")
+    location = registry_location(spec.feature_repo)
+    if location.local_path is not None:
+        path = location.local_path.with_suffix(".lock")
+    else:  # no local file to lock beside: one lock per registry URL, in the retraining's data folder
+        path = Path(spec.data_dir) / "state" / f"feast_registry_{location.key}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)

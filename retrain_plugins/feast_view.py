@@ -4,7 +4,9 @@ Retrieval goes through Feast; change detection and the independent ASOF check ne
 definitions (sources, timestamp fields, join keys, TTLs, feature columns) without paying
 ``import feast`` (8-18 s here) on every sensor tick. :func:`load_feature_service_view` resolves the
 feature service once through the Feast registry and caches the result as JSON next to the state,
-keyed by the registry file's size and mtime, so a re-applied repo is picked up on the next call.
+keyed by the registry's URL and the digest of the repo's definitions (their content, not file
+times: :mod:`retrain_plugins.feast_registry`), so an edited and re-applied repo is picked up on the
+next call, and a touched but identical one costs nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retrain_plugins.errors import SpecError
-from retrain_plugins.feast_store import feature_store, registry_lock, registry_path, resolve_source_path
+from retrain_plugins.feast_registry import check_registry_current, current_state
+from retrain_plugins.feast_store import feature_store, registry_lock, resolve_source_path
 
 if TYPE_CHECKING:  # feast is slow to import: only where a store is really built
     from feast import FeatureStore
@@ -153,7 +156,7 @@ def _feature_view(store: "FeatureStore", service_name: str, name: str):
         ) from None
 
 
-_VIEW_FORMAT = 3  # of the cached view: a cache written by an older release is re-read from the registry
+_VIEW_FORMAT = 4  # of the cached view: a cache written by an older release is re-read from the registry
 
 
 def load_feature_service_view(spec: "RetrainingSpec") -> FeatureServiceView:
@@ -171,33 +174,29 @@ def load_feature_service_view(spec: "RetrainingSpec") -> FeatureServiceView:
 
 
 def _load_view(spec: "RetrainingSpec") -> FeatureServiceView:
-    registry = registry_path(spec.feature_repo)
-    if not registry.exists():
-        raise SpecError(
-            f"Feast registry {registry} does not exist: run `feast -c {spec.feature_repo} apply` "
-            "(or `retrain apply`) first"
-        )
-    stat = registry.stat()
-    changed = [
-        p.name
-        for p in sorted(Path(spec.feature_repo).glob("*"))
-        if p.suffix in (".py", ".yaml") and p.stat().st_mtime_ns > stat.st_mtime_ns
-    ]
-    if changed:
-        raise SpecError(
-            f"Feast registry {registry} is out of date: {changed} changed after the last apply; "
-            f"run `feast -c {spec.feature_repo} apply` (or `retrain apply`)"
-        )
-    stamp = f"{_VIEW_FORMAT}:{stat.st_size}:{stat.st_mtime_ns}:{spec.feature_service}"
+    """The view from the retraining's cache when neither the definitions nor the registry changed.
+
+    The cache's stamp holds the registry's identity, the definitions digest and (for a local
+    registry file) the file's stamp: a hit means the registry was found to hold exactly these
+    definitions when the view was read, so it costs a few ``stat`` calls and no Feast. A miss
+    checks the registry (:func:`retrain_plugins.feast_registry.check_registry_current`: an edited,
+    unapplied repo is a ``SpecError`` naming what changed) and reads the view through Feast.
+    """
+    state = current_state(spec.feature_repo)  # raises when a registry file does not exist
     cache = Path(spec.data_dir) / "state" / spec.name / "feature_service_view.json"
     if cache.exists():
-        cached = json.loads(cache.read_text())
-        if cached.get("stamp") == stamp:
+        try:
+            cached = json.loads(cache.read_text())
+        except ValueError:  # a torn or foreign file: read the view again
+            cached = {}
+        if cached.get("stamp") == f"{_VIEW_FORMAT}:{state.token}:{spec.feature_service}":
             return FeatureServiceView.from_json(cached["view"])
-    with registry_lock(spec, shared=True):
+    with registry_lock(spec, shared=True):  # no materialize rewrites the registry in between
+        checked = check_registry_current(spec.feature_repo)
         view = describe_feature_service(feature_store(str(spec.feature_repo)), spec.feature_service)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"stamp": stamp, "view": view.to_json()}, indent=2))
+    stamp = f"{_VIEW_FORMAT}:{checked.token}:{spec.feature_service}"
+    tmp.write_text(json.dumps({"stamp": stamp, "registry": checked.location.display, "view": view.to_json()}, indent=2))
     tmp.replace(cache)
     return view

@@ -100,7 +100,7 @@ def test_attributes_are_the_spec_fields_plus_the_sensor_interval():
         spec_model = RetrainingSpec.model_fields[section].annotation
         assert list(yaml_model(spec_model).model_fields) == list(spec_model.model_fields), section
         assert yaml_model(spec_model).model_config["extra"] == "forbid"
-    assert RetrainingComponent.model_fields["sensor_interval_seconds"].default == 60
+    assert RetrainingComponent.model_fields["sensor_interval_seconds"].default == 10
 
 
 def test_demo_defs_yaml_resolves_paths_against_its_folder():

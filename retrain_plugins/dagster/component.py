@@ -15,7 +15,7 @@ plain spec YAML moves into a defs folder unchanged under ``attributes:``::
       windows: {granularity: monthly, start: "2025-01-01", end: "2026-01-01", lookback: 1}
       cohorts: [north, south, east, west]
       trainer: {name: catboost, params: {iterations: 200, depth: 6}}
-      sensor_interval_seconds: 60     # the only attribute that is not a spec field
+      sensor_interval_seconds: 10     # the only attribute that is not a spec field (default 10)
 
 ``build_defs`` returns exactly ``build_definitions(spec)``: the Python factory and the component
 produce the same assets, sensor and resources.
@@ -152,7 +152,13 @@ def _component_class() -> type[RetrainingComponentBase]:
     fields = _yaml_fields(RetrainingSpec)
     fields["sensor_interval_seconds"] = (
         int,
-        Field(default=60, description="Minimum seconds between two ticks of the change sensor (not a spec field)."),
+        Field(
+            default=10,
+            description=(
+                "Minimum seconds between two ticks of the change sensor (not a spec field). A tick "
+                "with no change costs <= 0.3 s even at 1,008 partitions, so the default is short."
+            ),
+        ),
     )
     namespace: dict[str, Any] = {
         "__module__": __name__,

@@ -11,7 +11,7 @@ from retrain_plugins.dagster.assets import build_retraining_assets
 from retrain_plugins.dagster.resources import retraining_resources
 from retrain_plugins.dagster.sensors import build_change_sensor
 from retrain_plugins.feast_view import load_feature_service_view
-from retrain_plugins.feast_store import registry_path
+from retrain_plugins.feast_registry import RegistryNotApplied
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.trainers import check_trainer_spec
 
@@ -19,19 +19,25 @@ from retrain_plugins.trainers import check_trainer_spec
 def check_against_registry(spec: RetrainingSpec) -> None:
     """Refuse, while definitions load, a spec whose trainer or Feast feature service does not fit.
 
-    Where the registry does not exist yet (a fresh checkout before ``feast apply``, or a repo
-    still being written), the check waits for the sensor and the runs, which make it every time
-    they load the feature service.
+    Where the registry does not exist yet (a fresh checkout before ``feast apply``: no registry
+    file, or a SQL registry without the repo's project; or a repo still being written), the check
+    waits for the sensor and the runs, which make it every time they load the feature service.
+    A registry that exists but is out of date (the repo's definitions differ from it) is an error
+    here already.
     """
     check_trainer_spec(spec)
-    if (Path(spec.feature_repo) / "feature_store.yaml").exists() and registry_path(spec.feature_repo).exists():
+    if not (Path(spec.feature_repo) / "feature_store.yaml").exists():
+        return
+    try:
         load_feature_service_view(spec)
+    except RegistryNotApplied:
+        pass
 
 
 def build_definitions(
     specs: RetrainingSpec | Sequence[RetrainingSpec],
     *,
-    sensor_interval_seconds: int = 60,
+    sensor_interval_seconds: int = 10,
 ) -> Definitions:
     """Assets, change sensor and resources of each retraining.
 
@@ -44,8 +50,9 @@ def build_definitions(
     Args:
         specs: One retraining spec or several.
         sensor_interval_seconds: Minimum time between two ticks of each change sensor (the
-            daemon's ``minimum_interval_seconds``); each tick lists the source files and reads
-            data only where they changed.
+            daemon's ``minimum_interval_seconds``, default 10); each tick lists the source files
+            and reads data only where they changed, so a tick with no change is cheap (<= 0.3 s
+            measured at 1,008 partitions) and an edit reaches a run within about this interval.
     """
     specs = [specs] if isinstance(specs, RetrainingSpec) else list(specs)
     if not specs:

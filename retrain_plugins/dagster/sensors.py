@@ -199,7 +199,7 @@ def _record_savings(state: StateStore, seq: int, changes: Sequence[PartitionChan
 def build_change_sensor(
     spec: RetrainingSpec,
     assets: RetrainingAssets,
-    minimum_interval_seconds: int = 60,
+    minimum_interval_seconds: int = 10,
     default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
 ):
     """The change sensor of one retraining."""
