@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,6 +26,7 @@ from retrain_plugins.partitions import PartitionKey
 from retrain_plugins.store import ModelStore
 
 from .helpers import make_spec
+from .postgres import PostgresError, PostgresServer, start_postgres
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = DemoConfig(n_customers=60, months=3)
@@ -129,3 +131,20 @@ def s3(s3_server, monkeypatch, request):
     client.create_bucket(Bucket=bucket)
     yield S3Bucket(s3_server.endpoint, bucket, client)
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL 15 on loopback for the session, started on first use (``tests/postgres.py``).
+
+    Tests create their own database in it (``postgres.create_database(name)``). A server that
+    cannot start fails the test that asked for it, with the reason; it never skips.
+    """
+    try:
+        server = start_postgres()
+    except PostgresError as exc:
+        pytest.fail(f"could not start PostgreSQL for the test: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()

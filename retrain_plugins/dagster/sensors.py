@@ -28,7 +28,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from retrain_plugins.changes.detector import ChangeReport, PartitionChange, detect_changes, state_store
 from retrain_plugins.changes.reconcile import Admission, admit
 from retrain_plugins.changes.state import StateStore, Trained
-from retrain_plugins.dagster.assets import RetrainingAssets
+from retrain_plugins.dagster.assets import RetrainingAssets, asset_keys
 from retrain_plugins.dagster.outcomes import ingest_outcomes
 from retrain_plugins.bundle import bundle_is_stale
 from retrain_plugins.dagster.tags import REASON_TAG, RETRAINING_TAG, SEQ_TAG, SERVING_TAG, attempt_tags, detail_tags, reason_tags
@@ -141,9 +141,19 @@ def serving_request(spec: RetrainingSpec, assets: RetrainingAssets, seq: int) ->
 
 
 def serving_in_flight(spec: RetrainingSpec, instance: DagsterInstance) -> bool:
-    """Whether a serving-only run (:func:`serving_request`) of this retraining is queued or running."""
+    """Whether a queued or running run will publish this retraining's bundle.
+
+    That is a serving-only run (:func:`serving_request`), or any run whose selection holds the
+    ``model_bundle`` asset: a retraining run the sensor requested promotes its sub-models in its
+    train step and publishes in its bundle step, so a tick in between sees the store ahead of the
+    bundle and must not ask for a serving run of its own. A run that dies before publishing is no
+    longer in flight: the next tick asks then.
+    """
     tags = {RETRAINING_TAG: spec.name, SERVING_TAG: "true"}
-    return bool(instance.get_runs(filters=RunsFilter(tags=tags, statuses=_UNFINISHED), limit=1))
+    if instance.get_runs(filters=RunsFilter(tags=tags, statuses=_UNFINISHED), limit=1):
+        return True
+    bundle = asset_keys(spec)["model_bundle"]
+    return any(bundle in (run.asset_selection or ()) for run in instance.get_runs(filters=RunsFilter(statuses=_UNFINISHED)))
 
 
 def in_flight(spec: RetrainingSpec, instance: DagsterInstance) -> set[PartitionKey]:

@@ -97,13 +97,16 @@ def chromium() -> Path:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Within this package, browser tests last: their screenshots then show what the webserver tests did.
+    """Within this package, the Postgres server's tests first, browser tests last.
 
-    Only the order of this package's items changes, and they stay where they were in the session,
-    so the package-scoped server is up only while they run.
+    Browser screenshots then show what the webserver tests did; the Postgres tests' own
+    ``dagster dev`` is up and gone before the package's ``served`` one starts (two servers' daemons
+    on 2 cores slow each other). Only the order of this package's items changes, and they stay
+    where they were in the session, so the package-scoped server is up only while they run.
     """
     here = Path(__file__).parent
     positions = [i for i, item in enumerate(items) if here in item.path.parents]
-    ours = sorted((items[i] for i in positions), key=lambda item: item.path.name == "test_browser.py")
+    rank = {"test_postgres_instance.py": 0, "test_browser.py": 2}
+    ours = sorted((items[i] for i in positions), key=lambda item: rank.get(item.path.name, 1))
     for i, item in zip(positions, ours):
         items[i] = item

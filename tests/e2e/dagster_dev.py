@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -27,6 +28,8 @@ from .graphql import GraphQL, wait_for
 LOCATION = "e2e_retraining"
 PACKAGE = "e2e_retraining"
 SENSOR_INTERVAL_SECONDS = 5
+# the retraining's assets in the code location (GraphQL asset paths)
+TRAINING_SET, SUB_MODEL, BUNDLE = ["churn", "training_set"], ["churn", "sub_model"], ["churn", "model_bundle"]
 
 INSTANCE_YAML = {
     "telemetry": {"enabled": False},
@@ -95,17 +98,22 @@ def write_code_location(root: Path, spec: RetrainingSpec) -> Path:
 
 
 class DagsterDev:
-    """``dagster dev -w workspace.yaml`` on a free loopback port, logging to ``log_path``."""
+    """``dagster dev -w workspace.yaml`` on a free loopback port, logging to ``log_path``.
 
-    def __init__(self, workspace: Path, home: Path, log_path: Path) -> None:
+    ``env`` adds variables to the server's environment (e.g. the ``DAGSTER_PG_*`` a Postgres
+    instance's dagster.yaml reads); its processes (daemon, code server, runs) inherit them.
+    """
+
+    def __init__(self, workspace: Path, home: Path, log_path: Path, env: Mapping[str, str] | None = None) -> None:
         self.workspace, self.home, self.log_path = workspace, home, log_path
+        self.env = dict(env or {})
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.graphql = GraphQL(self.url)
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "DAGSTER_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, "DAGSTER_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
         command = [
             str(Path(sys.executable).with_name("dagster")),
             "dev",

@@ -15,6 +15,9 @@ from typing import Any
 import requests
 
 REPOSITORY = "__repository__"  # the repository name of a code location built from a Definitions object
+FINISHED_RUN = {"SUCCESS", "FAILURE", "CANCELED"}
+FINISHED_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 
 PING = "{ version }"
 
@@ -57,6 +60,9 @@ PARTITION_STATS = """query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $k
   ... on AssetNode { partitionStats { numPartitions numMaterialized numFailed numMaterializing } }
   ... on Error { message } } }"""
 
+INSTANCE = """{ instance { runLauncher { name } runQueuingSupported
+  runQueueConfig { maxConcurrentRuns tagConcurrencyLimitsYaml } } }"""
+
 SET_NUX_SEEN = "mutation { setNuxSeen }"  # what the UI sends when the "Join the community" dialog is dismissed
 
 QUERIES = {
@@ -70,6 +76,7 @@ QUERIES = {
     "SENSOR_TICKS": SENSOR_TICKS,
     "RUN": RUN,
     "PARTITION_STATS": PARTITION_STATS,
+    "INSTANCE": INSTANCE,
     "SET_NUX_SEEN": SET_NUX_SEEN,
 }
 
@@ -84,6 +91,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def by_run(materializations: list[dict], run_id: str) -> dict[str, dict]:
+    """The materializations ``run_id`` made, by partition (from :meth:`GraphQL.materializations`)."""
+    return {m["partition"]: m for m in materializations if m["run_id"] == run_id}
+
+
+def latest(materializations: list[dict]) -> dict[str, dict]:
+    """The newest materialization of each partition."""
+    newest: dict[str, dict] = {}
+    for m in materializations:
+        if m["partition"] not in newest or m["timestamp_ms"] > newest[m["partition"]]["timestamp_ms"]:
+            newest[m["partition"]] = m
+    return newest
 
 
 class GraphQLError(RuntimeError):
@@ -187,6 +208,25 @@ class GraphQL:
         variables = {**self._sensor(location, sensor), "limit": limit}
         data = _check(self.execute(SENSOR_TICKS, variables)["sensorOrError"], "Sensor")
         return data["sensorState"]["ticks"]
+
+    def wait_run(self, run_id: str, timeout: float) -> dict:
+        """:meth:`run` once it has finished (success, failure or canceled)."""
+        return wait_for(
+            lambda: (r := self.run(run_id))["status"] in FINISHED_RUN and r, timeout, f"run {run_id} to finish", interval=2.0
+        )
+
+    def wait_backfill(self, backfill_id: str, timeout: float) -> dict:
+        """:meth:`backfill` once it has finished."""
+        return wait_for(
+            lambda: (b := self.backfill(backfill_id))["status"] in FINISHED_BACKFILL and b,
+            timeout,
+            f"backfill {backfill_id} to finish",
+            interval=3.0,
+        )
+
+    def instance(self) -> dict:
+        """The served instance: its run launcher's name and the run queue's config."""
+        return self.execute(INSTANCE)["instance"]
 
     def run(self, run_id: str) -> dict:
         """One run: status, start/end time, tags (as a dict), asset selection."""

@@ -15,27 +15,14 @@ from graphql import parse, validate
 
 from retrain_plugins.demo import scenarios
 
-from .graphql import QUERIES, wait_for
+from .dagster_dev import BUNDLE, SUB_MODEL, TRAINING_SET
+from .graphql import FINISHED_BACKFILL, FINISHED_RUN, QUERIES, RANGE_TAGS, wait_for
+from .graphql import by_run as _by_run
+from .graphql import latest as _latest
 
-TRAINING_SET, SUB_MODEL, BUNDLE = ["churn", "training_set"], ["churn", "sub_model"], ["churn", "model_bundle"]
-RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 BACKFILL_TIMEOUT = 240.0  # the backfill daemon loops every 30 s; the run imports Feast and trains two partitions
 RUN_TIMEOUT = 180.0
 TICK_TIMEOUT = 90.0
-FINISHED_RUN = {"SUCCESS", "FAILURE", "CANCELED"}
-FINISHED_BACKFILL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
-
-
-def _by_run(materializations: list[dict], run_id: str) -> dict[str, dict]:
-    return {m["partition"]: m for m in materializations if m["run_id"] == run_id}
-
-
-def _latest(materializations: list[dict]) -> dict[str, dict]:
-    latest: dict[str, dict] = {}
-    for m in materializations:
-        if m["partition"] not in latest or m["timestamp_ms"] > latest[m["partition"]]["timestamp_ms"]:
-            latest[m["partition"]] = m
-    return latest
 
 
 def test_client_queries_are_valid_against_the_installed_dagster_schema():
