@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -174,7 +173,7 @@ class Storage:
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Replace ``rel`` with ``data``, whole or not at all."""
         if self.local:
-            _atomic_local_write(self.local_path(rel), data)
+            atomic_local_write(self.local_path(rel), data)
         else:
             self.fs.pipe_file(self.path(rel), data)
 
@@ -192,9 +191,9 @@ class Storage:
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
-                _atomic_local_write(target, Path(local).read_bytes())
+                atomic_local_write(target, Path(local).read_bytes())
                 Path(local).unlink()
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         else:
             self.fs.put_file(str(local), self.path(rel))
             Path(local).unlink(missing_ok=True)
@@ -230,7 +229,7 @@ class Storage:
             with self.locked(rel):
                 path = self.local_path(rel)
                 new = mutate(path.read_bytes() if path.exists() else None)
-                _atomic_local_write(path, new)
+                atomic_local_write(path, new)
                 return new
         if not self.conditional:
             old = self.read_bytes(rel) if self.exists(rel) else None
@@ -254,16 +253,22 @@ class Storage:
     @contextlib.contextmanager
     def locked(self, rel: str) -> Iterator[None]:
         """Exclusive lock of ``rel`` across processes of this host (local storages only)."""
-        import fcntl  # POSIX only: a local storage's lock; object stores use conditional writes
+        with flocked(Path(self.path("locks")) / f"{rel}.lock"):
+            yield
 
-        lock = Path(self.path("locks")) / f"{rel}.lock"
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock, "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+
+@contextlib.contextmanager
+def flocked(path: Path) -> Iterator[None]:
+    """Exclusive ``flock`` of ``path`` (created), across processes of one host."""
+    import fcntl  # POSIX only: local storages' locks; object stores use conditional writes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _etag(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
@@ -283,7 +288,8 @@ def _precondition_failed(exc: BaseException) -> bool:
     return "PreconditionFailed" in text or "Precondition" in text or "412" in text
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (a no-op where folders cannot be opened)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -292,7 +298,8 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _atomic_local_write(path: Path, data: bytes) -> None:
+def atomic_local_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` via a fsynced temp file in the same folder and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -305,4 +312,4 @@ def _atomic_local_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)

@@ -9,18 +9,15 @@ records kept every partition in one ``manifest.json``: :func:`migrate_manifest` 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from retrain_plugins.errors import StoreError
 from retrain_plugins.partitions import PartitionKey, path_segment
+from retrain_plugins.storage import atomic_local_write, flocked, fsync_dir
 
 MANIFEST = "manifest.json"  # the one-file layout, migrated on open
 MIGRATED = "manifest.json.migrated"  # where the migration moves it (a backup, never read again)
@@ -48,42 +45,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable (a no-op where folders cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def atomic_write_text(path: Path, text: str | bytes) -> None:
     """Write ``text`` (or bytes) to ``path`` via a fsynced temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def flocked(path: Path) -> Iterator[None]:
-    """Exclusive ``flock`` of ``path`` (created), across processes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    atomic_local_write(path, text.encode() if isinstance(text, str) else text)
 
 
 def record_relpath(key: PartitionKey) -> str:

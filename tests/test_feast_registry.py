@@ -33,18 +33,13 @@ from retrain_plugins.online import online_frame
 from retrain_plugins.partitions import all_partitions, windows
 
 from .conftest import CONFIG, REPO_ROOT
+from retrain_plugins.demo.generate import ACTIVITY_FEATURES
+
 from .helpers import make_spec
 
 TTL_7 = "ttl=timedelta(days=7)"
 TTL_8 = "ttl=timedelta(days=8)"
-FEATURES = [
-    "sessions_7d",
-    "orders_30d",
-    "spend_30d",
-    "support_tickets_30d",
-    "days_since_last_order",
-    "discount_rate",
-]
+FEATURES = list(ACTIVITY_FEATURES)
 
 
 def _activity_ttl_days(spec, name: str | None = None) -> float:

@@ -23,7 +23,7 @@ from retrain_plugins.dagster.component import spec_from_defs_yaml
 from retrain_plugins.dagster.execution import materialize_all
 
 from ..conftest import Project, new_project
-from .dagster_dev import LOCATION, PACKAGE, DagsterDev, write_code_location, write_instance
+from .dagster_dev import LOCATION, PACKAGE, DagsterDev, serving, write_code_location, write_instance
 from .graphql import GraphQL
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -62,16 +62,8 @@ def served(tmp_path_factory) -> Iterator[Served]:
     assert spec_from_defs_yaml(root / "location" / PACKAGE / "defs" / "churn" / "defs.yaml") == project.spec
     with DagsterInstance.from_config(str(home)) as instance:
         assert materialize_all(project.defs, project.spec, instance).success
-    server = DagsterDev(workspace, home, root / "dagster_dev.log")
-    try:
-        server.start()
-        try:
-            server.wait_until_ready(READY_TIMEOUT)
-        except (TimeoutError, RuntimeError) as exc:
-            pytest.fail(f"dagster dev did not come up: {exc}\n--- dagster dev log ---\n{server.log_tail()}")
+    with serving(workspace, home, root / "dagster_dev.log", READY_TIMEOUT) as server:
         yield Served(project, server)
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import yaml
@@ -208,3 +209,21 @@ def _group_alive(group: int) -> bool:
         if int(fields[2]) == group and fields[0] != "Z":
             return True
     return False
+
+
+@contextlib.contextmanager
+def serving(workspace: Path, home: Path, log: Path, timeout: float, env: Mapping[str, str] | None = None) -> Iterator["DagsterDev"]:
+    """``dagster dev`` on ``workspace`` and ``home``, ready, stopped on exit; a server that does not
+    come up fails the test with its log."""
+    import pytest
+
+    server = DagsterDev(workspace, home, log, env=env)
+    try:
+        server.start()
+        try:
+            server.wait_until_ready(timeout)
+        except (TimeoutError, RuntimeError) as exc:
+            pytest.fail(f"dagster dev did not come up: {exc}\n--- dagster dev log ---\n{server.log_tail()}")
+        yield server
+    finally:
+        server.stop()

@@ -26,7 +26,7 @@ from retrain_plugins.partitions import PartitionKey
 
 from ..conftest import Project, new_project
 from ..postgres import PostgresServer, write_postgres_instance
-from .dagster_dev import BUNDLE, LOCATION, PACKAGE, SUB_MODEL, TRAINING_SET, DagsterDev, write_code_location
+from .dagster_dev import BUNDLE, LOCATION, PACKAGE, SUB_MODEL, TRAINING_SET, DagsterDev, serving, write_code_location
 from .graphql import GraphQL, RANGE_TAGS, by_run, latest, wait_for
 
 READY_TIMEOUT = 240.0
@@ -75,16 +75,8 @@ def on_postgres(postgres, tmp_path_factory) -> Iterator[OnPostgres]:
         assert spec_from_defs_yaml(root / "location" / PACKAGE / "defs" / "churn" / "defs.yaml") == project.spec
         with DagsterInstance.from_config(str(home)) as instance:
             assert materialize_all(project.defs, project.spec, instance).success
-        server = DagsterDev(workspace, home, root / "dagster_dev.log", env=postgres.env(DB))
-        try:
-            server.start()
-            try:
-                server.wait_until_ready(READY_TIMEOUT)
-            except (TimeoutError, RuntimeError) as exc:
-                pytest.fail(f"dagster dev on Postgres did not come up: {exc}\n--- dagster dev log ---\n{server.log_tail()}")
+        with serving(workspace, home, root / "dagster_dev.log", READY_TIMEOUT, env=postgres.env(DB)) as server:
             yield OnPostgres(project, server, postgres)
-        finally:
-            server.stop()
 
 
 def test_the_server_runs_on_the_guides_postgres_instance(on_postgres):
