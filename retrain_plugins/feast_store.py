@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 import yaml
 
 from retrain_plugins.errors import SpecError
-from retrain_plugins.feast_registry import definitions_digest, load_repo_objects, registry_location, write_record
+from retrain_plugins.feast_registry import definitions_digest, registry_location, write_record
+from retrain_plugins.feast_registry_diff import load_repo_objects
 
 if TYPE_CHECKING:  # feast is slow to import: only where a store is really built
     from feast import FeatureStore
@@ -83,7 +84,7 @@ def apply_feature_repo(feature_repo: Path, in_process: bool = False) -> None:
     The digest (:func:`retrain_plugins.feast_registry.definitions_digest`) is taken before the
     apply and recorded after it succeeds, beside a registry that is a local file, so loading the
     feature service later needs no comparison with the registry (see
-    :func:`retrain_plugins.feast_registry.check_registry_current`).
+    :func:`retrain_plugins.feast_registry_diff.check_registry_current`).
     """
     feature_repo = Path(feature_repo)
     digest = definitions_digest(feature_repo)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from retrain_plugins.errors import SpecError
-from retrain_plugins.feast_registry import check_registry_current, current_state
+from retrain_plugins.feast_registry_diff import check_registry_current, current_state
 from retrain_plugins.feast_store import feature_store, registry_lock, resolve_source_path
 
 if TYPE_CHECKING:  # feast is slow to import: only where a store is really built
@@ -179,7 +179,7 @@ def _load_view(spec: "RetrainingSpec") -> FeatureServiceView:
     The cache's stamp holds the registry's identity, the definitions digest and (for a local
     registry file) the file's stamp: a hit means the registry was found to hold exactly these
     definitions when the view was read, so it costs a few ``stat`` calls and no Feast. A miss
-    checks the registry (:func:`retrain_plugins.feast_registry.check_registry_current`: an edited,
+    checks the registry (:func:`retrain_plugins.feast_registry_diff.check_registry_current`: an edited,
     unapplied repo is a ``SpecError`` naming what changed) and reads the view through Feast.
     """
     state = current_state(spec.feature_repo)  # raises when a registry file does not exist

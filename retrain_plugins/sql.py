@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import duckdb
 
 from retrain_plugins.remote import filesystem, is_remote, protocol
+
+if TYPE_CHECKING:
+    import polars as pl
 
 # (pid, database, protocol -> the fsspec filesystem registered on that database for it)
 _DATABASE: tuple[int, duckdb.DuckDBPyConnection, dict] | None = None

@@ -28,7 +28,6 @@ from retrain_plugins.errors import DataError, SpecError
 from retrain_plugins.feast_view import FeatureServiceView, FeatureViewInfo
 from retrain_plugins.feast_store import feast_calls, feature_store, registry_lock
 from retrain_plugins.partitions import Window
-from retrain_plugins.remote import is_remote
 from retrain_plugins.sources import glob_files
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.sql import connect, ident, parquet, query, utc

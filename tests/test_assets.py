@@ -8,7 +8,7 @@ from dagster import AssetKey, MultiPartitionKey
 
 from retrain_plugins.dagster.assets import asset_keys
 from retrain_plugins.dagster.execution import retraining_assets
-from retrain_plugins.layout import model_store_root, state_path, training_set_path
+from retrain_plugins.layout import model_store_root, training_set_path
 from retrain_plugins.partitions import PartitionKey, all_partitions
 from retrain_plugins.store import ModelStore
 

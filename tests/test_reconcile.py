@@ -16,7 +16,6 @@ import uuid
 
 import pytest
 from dagster import DagsterRun, DagsterRunStatus
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from retrain_plugins import build_definitions
 from retrain_plugins.changes.reconcile import admit
@@ -135,7 +134,7 @@ def test_failed_runs_are_retried_with_backoff_until_the_attempts_run_out(materia
         assert json.loads(result.run_requests[0].tags[ATTEMPTS_TAG]) == {str(KEY): attempt}
         assert not any(r.success for r in execute(project.defs, project.spec, result.run_requests, project.instance, raise_on_error=False))
     gave_up = tick(project.defs, project.sensor, project.instance)
-    assert gave_up.run_requests == [] and f"gave up after the attempts allowed by change_detection.retry" in gave_up.skip_message
+    assert gave_up.run_requests == [] and "gave up after the attempts allowed by change_detection.retry" in gave_up.skip_message
     assert str(KEY) in gave_up.skip_message
     state = next(s for s in partition_states(project.spec, project.instance) if s["partition"] == KEY)
     assert state["state"] == "stale: data changed (3 of 3 requests made; given up until the data changes)"

@@ -19,7 +19,7 @@ import pytest
 from dagster import DagsterInstance, materialize
 from polars.testing import assert_frame_equal
 
-from retrain_plugins import build_definitions, detect_changes, load_feature_service_view, state_store
+from retrain_plugins import build_definitions, load_feature_service_view, state_store
 from retrain_plugins.changes.fingerprints import frame_cells
 from retrain_plugins.changes.scan import scan_files
 from retrain_plugins.dagster.execution import execute, retraining_assets, tick
@@ -29,8 +29,8 @@ from retrain_plugins.demo.project import copy_feature_repo, open_project
 from retrain_plugins.errors import DataError, SpecError
 from retrain_plugins.online import materialize_online
 from retrain_plugins.partitions import PartitionKey, training_windows, windows
-from retrain_plugins.sources import LABELS, file_stats, sources, validate_sources
-from retrain_plugins.sql import connect, parquet, query
+from retrain_plugins.sources import file_stats, sources, validate_sources
+from retrain_plugins.sql import connect, parquet
 from retrain_plugins.training_sets import asof_training_set, label_rows, partition_training_set
 from retrain_plugins.validation import check_label_source
 

@@ -13,10 +13,9 @@ import hashlib
 import io
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import polars as pl
 import pytest

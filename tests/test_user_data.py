@@ -4,7 +4,6 @@ duplicate feature rows, relative source paths, mismatched keys, unsupported Feas
 from __future__ import annotations
 
 import os
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 

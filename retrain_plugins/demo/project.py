@@ -16,7 +16,6 @@ from retrain_plugins.demo.generate import DemoConfig
 from retrain_plugins.layout import model_store
 from retrain_plugins.partitions import PartitionKey
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.store import ModelStore
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance, Definitions

@@ -23,7 +23,6 @@ from retrain_plugins.feast_store import apply_feature_repo
 from retrain_plugins.layout import model_store
 from retrain_plugins.partitions import all_partitions
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.store import ModelStore
 from retrain_plugins.validation import check_label_source
 
 GENERATED = ("sources", "feast", "models", "state", "training_sets", "dagster_home")
