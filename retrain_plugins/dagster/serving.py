@@ -45,6 +45,10 @@ def build_serving_assets(
         group_name=spec.name,
         kinds={"feast", "sqlite"},
         required_resource_keys={feast_resource_key(spec)},
+        # Feast's materialize rewrites a file registry: the registry lock serializes it on one
+        # host; limit this pool to 1 (`dagster instance concurrency set feast_materialize 1`) to
+        # serialize it across hosts.
+        pool="feast_materialize",
         description=(
             f"Feast online store (SQLite) holding the newest values of `{spec.feature_service}`'s "
             "features, for `retrain predict --entities`. Loads only from the earliest row of newly "
