@@ -57,7 +57,10 @@ class Storage:
     def __init__(self, url: str | os.PathLike, options: Mapping[str, Any] | None = None):
         self.url = str(url).rstrip("/") or "/"
         self.options = dict(options or {})
-        fs, root = fsspec.core.url_to_fs(self.url, **self.options)
+        # No listings cache: a long-lived process (the daemon's code server) must see the records
+        # other processes write; s3fs would otherwise answer listings from its cache.
+        extra = {"use_listings_cache": False} if is_url(self.url) else {}
+        fs, root = fsspec.core.url_to_fs(self.url, **{**extra, **self.options})
         self.fs: fsspec.AbstractFileSystem = fs
         self.local = isinstance(fs, LocalFileSystem)
         self.root = str(Path(root).resolve()) if self.local else root.rstrip("/")

@@ -7,6 +7,8 @@ Every test that takes ``root`` runs twice: on a temp folder and on a bucket of t
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -131,3 +133,19 @@ def test_retention_deletes_old_artifacts_on_the_backend(root):
     store = ModelStore(root, keep_versions=2)
     entries = [store.put(KEY, _writer(f"m{i}".encode()), ".bin", {"fingerprint": str(i)}) for i in range(4)]
     assert [root.exists(e["path"]) for e in entries] == [False, False, True, True]
+
+
+def test_a_long_lived_storage_sees_records_other_processes_write(root):
+    """The daemon's code server keeps one process: its listings must not come from a cache."""
+    reader = ModelStore(root)
+    assert reader.entries() == {}
+    reader.put(KEY, _writer(b"m"), ".bin", {"fingerprint": "f"})
+    assert set(reader.entries()) == {KEY}  # listed (and, with a listings cache, cached)
+    other = PartitionKey("2025-02-01", "south")
+    script = (
+        "import sys; from pathlib import Path; from retrain_plugins.store import ModelStore; "
+        "from retrain_plugins.partitions import PartitionKey; "
+        "ModelStore(sys.argv[1]).put(PartitionKey('2025-02-01', 'south'), lambda p: p.write_bytes(b'n'), '.bin', {'fingerprint': 'g'})"
+    )
+    subprocess.run([sys.executable, "-c", script, root.url], check=True, timeout=120)
+    assert set(reader.entries()) == {KEY, other}
