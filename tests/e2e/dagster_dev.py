@@ -33,6 +33,8 @@ INSTANCE_YAML = {
     "run_coordinator": {
         "module": "dagster._core.run_coordinator",
         "class": "QueuedRunCoordinator",
+        # dequeue_interval_seconds: how often the daemon looks at the queue (Dagster's default is 5 s;
+        # every queued run waits up to that long before it is launched)
         "config": {"max_concurrent_runs": 1, "dequeue_interval_seconds": 1},
     },
     "code_servers": {"local_startup_timeout": 240},
@@ -46,14 +48,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_instance(home: Path) -> Path:
-    """A fresh DAGSTER_HOME with the instance config above."""
+def write_instance(home: Path, max_concurrent_runs: int = 1, dequeue_interval_seconds: int = 1) -> Path:
+    """A fresh DAGSTER_HOME with the instance config above (queue limit and interval as given)."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(yaml.safe_dump(INSTANCE_YAML, sort_keys=False))
+    config = {**INSTANCE_YAML["run_coordinator"]["config"], "max_concurrent_runs": max_concurrent_runs,
+              "dequeue_interval_seconds": dequeue_interval_seconds}  # fmt: skip
+    instance = {**INSTANCE_YAML, "run_coordinator": {**INSTANCE_YAML["run_coordinator"], "config": config}}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance, sort_keys=False))
     return home
 
 
-def write_code_location(root: Path, spec: RetrainingSpec) -> Path:
+def write_code_location(root: Path, spec: RetrainingSpec, sensor_interval_seconds: int = SENSOR_INTERVAL_SECONDS) -> Path:
     """Write the code location package for ``spec`` under ``root``; return its workspace.yaml.
 
     The defs.yaml holds every field of ``spec``, with its paths relative to the defs.yaml folder.
@@ -73,7 +78,7 @@ def write_code_location(root: Path, spec: RetrainingSpec) -> Path:
     attributes = spec.model_dump(mode="json")
     attributes["feature_repo"] = os.path.relpath(spec.feature_repo, folder)
     attributes["data_dir"] = os.path.relpath(spec.data_dir, folder)
-    attributes["sensor_interval_seconds"] = SENSOR_INTERVAL_SECONDS
+    attributes["sensor_interval_seconds"] = sensor_interval_seconds
     (folder / "defs.yaml").write_text(yaml.safe_dump({"type": TYPE_NAME, "attributes": attributes}, sort_keys=False))
     workspace = root / "workspace.yaml"
     workspace.write_text(
@@ -97,15 +102,16 @@ def write_code_location(root: Path, spec: RetrainingSpec) -> Path:
 class DagsterDev:
     """``dagster dev -w workspace.yaml`` on a free loopback port, logging to ``log_path``."""
 
-    def __init__(self, workspace: Path, home: Path, log_path: Path) -> None:
+    def __init__(self, workspace: Path, home: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.workspace, self.home, self.log_path = workspace, home, log_path
+        self.env = dict(env or {})  # extra environment of dagster dev and every process it starts
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.graphql = GraphQL(self.url)
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "DAGSTER_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "DAGSTER_HOME": str(self.home), "PYTHONUNBUFFERED": "1", **self.env}
         command = [
             str(Path(sys.executable).with_name("dagster")),
             "dev",
