@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from dagster import Definitions
+from dagster import Definitions, ExecutorDefinition, in_process_executor
 
 from retrain_plugins.dagster.assets import build_retraining_assets
 from retrain_plugins.dagster.resources import FeastResource, ModelStoreResource
@@ -32,6 +32,7 @@ def build_definitions(
     specs: RetrainingSpec | Sequence[RetrainingSpec],
     *,
     sensor_interval_seconds: int = 60,
+    executor: ExecutorDefinition | None = in_process_executor,
 ) -> Definitions:
     """Assets, change sensor and resources of each retraining.
 
@@ -45,6 +46,13 @@ def build_definitions(
         sensor_interval_seconds: Minimum time between two ticks of each change sensor (the
             daemon's ``minimum_interval_seconds``); each tick lists the source files and reads
             data only where they changed.
+        executor: The executor of the code location's asset jobs, which is what UI backfills and
+            the sensor's runs execute in. Default: Dagster's ``in_process_executor``: a run is one
+            process (a retraining run is one training step then the serving steps, in order;
+            Dagster's default multiprocess executor starts a process per step, seconds each).
+            ``None`` sets none, for a code location that sets its own (``dagster-k8s``'s or
+            ``dagster-celery``'s executor on the top-level ``Definitions``): Dagster refuses to
+            merge two different executors.
     """
     specs = [specs] if isinstance(specs, RetrainingSpec) else list(specs)
     if not specs:
@@ -59,6 +67,7 @@ def build_definitions(
     return Definitions(
         assets=assets,
         sensors=sensors,
+        executor=executor,
         resources={
             "feast": FeastResource(repo_path=str(first.feature_repo)),
             "model_store": ModelStoreResource(root=str(Path(first.data_dir) / "models")),

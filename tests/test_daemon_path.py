@@ -1,0 +1,66 @@
+"""What a daemon-launched run and the sensor's process pay before any work: executor and imports.
+
+A run launched by the daemon is a fresh process; under Dagster's default multiprocess executor
+every step is one more. These tests pin the wiring that keeps a retraining run in one process
+and the imports that keep the sensor's process, the router and the holdout metrics light.
+Timings are measured by ``bench/daemon.py``, never asserted here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import dagster as dg
+import pytest
+
+from retrain_plugins import build_definitions
+
+from .helpers import make_spec
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_asset_jobs_execute_in_one_process(tmp_path):
+    """UI backfills and the sensor's runs execute the implicit asset job: in-process by default."""
+    defs = build_definitions(make_spec(tmp_path))
+    assert defs.resolve_implicit_global_asset_job_def().executor_def is dg.in_process_executor
+    # two retrainings' definitions (components) merge: the same executor object
+    merged = dg.Definitions.merge(defs, dg.Definitions(executor=dg.in_process_executor))
+    assert merged.resolve_implicit_global_asset_job_def().executor_def is dg.in_process_executor
+
+
+def test_executor_left_to_the_code_location_on_request(tmp_path):
+    """``executor=None``: a code location can set its own (dagster-k8s, dagster-celery) without a merge conflict."""
+    own = dg.multiprocess_executor.configured({"max_concurrent": 2})
+    defs = dg.Definitions.merge(build_definitions(make_spec(tmp_path), executor=None), dg.Definitions(executor=own))
+    assert defs.resolve_implicit_global_asset_job_def().executor_def is own
+    with pytest.raises(Exception, match="executor"):
+        dg.Definitions.merge(build_definitions(make_spec(tmp_path)), dg.Definitions(executor=own))
+
+
+def test_component_attribute_turns_the_in_process_executor_off(tmp_path):
+    from retrain_plugins.dagster.component import RetrainingComponent
+
+    spec = make_spec(tmp_path)
+    attributes = {**spec.model_dump(mode="json"), "feature_repo": str(spec.feature_repo), "data_dir": str(spec.data_dir)}
+    context = SimpleNamespace(path=tmp_path)  # build_defs reads only the defs.yaml folder (paths here are absolute)
+    on = RetrainingComponent.from_attributes_dict(attributes=attributes).build_defs(context)
+    off = RetrainingComponent.from_attributes_dict(attributes={**attributes, "in_process_executor": False}).build_defs(context)
+    assert on.resolve_implicit_global_asset_job_def().executor_def is dg.in_process_executor
+    assert off.resolve_implicit_global_asset_job_def().executor_def is not dg.in_process_executor
