@@ -64,3 +64,29 @@ def test_component_attribute_turns_the_in_process_executor_off(tmp_path):
     off = RetrainingComponent.from_attributes_dict(attributes={**attributes, "in_process_executor": False}).build_defs(context)
     assert on.resolve_implicit_global_asset_job_def().executor_def is dg.in_process_executor
     assert off.resolve_implicit_global_asset_job_def().executor_def is not dg.in_process_executor
+
+
+def test_router_and_package_import_without_dagster():
+    done = _python(
+        """
+        import sys
+        import retrain_plugins
+        assert "dagster" not in sys.modules, "import retrain_plugins imported dagster"
+        from retrain_plugins.routing import RoutedModel
+        from retrain_plugins import RoutedModel as again
+        assert again is RoutedModel
+        heavy = sorted(m for m in ("dagster", "feast", "catboost", "sklearn") if m in sys.modules)
+        assert not heavy, f"the router imported {heavy}"
+        """
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_the_package_exports_every_public_name():
+    import retrain_plugins
+
+    assert set(retrain_plugins.__all__) <= set(dir(retrain_plugins))
+    for name in retrain_plugins.__all__:
+        assert getattr(retrain_plugins, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        retrain_plugins.nope  # noqa: B018
