@@ -90,3 +90,35 @@ def test_the_package_exports_every_public_name():
         assert getattr(retrain_plugins, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         retrain_plugins.nope  # noqa: B018
+
+
+def test_a_passed_trainer_check_spares_later_processes_catboost(tmp_path):
+    """The code server evaluating the sensor checks the trainer spec; once passed, without CatBoost."""
+    check = f"""
+        import sys
+        from pathlib import Path
+        from tests.helpers import make_spec
+        from retrain_plugins.trainers import check_trainer_spec
+        check_trainer_spec(make_spec(Path({str(tmp_path)!r})))
+        print("catboost" in sys.modules)
+    """
+    env = {"RETRAIN_PLUGINS_CACHE": str(tmp_path / "cache")}
+    first, second = _python(check, env), _python(check, env)
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr[-2000:] + second.stderr[-2000:]
+    assert first.stdout.split() == ["True"]  # checked: a one-tree fit
+    assert second.stdout.split() == ["False"]  # remembered: no import
+    assert len(list((tmp_path / "cache" / "trainer-checks").glob("*.ok"))) == 1
+
+
+def test_a_failing_trainer_check_is_never_remembered(tmp_path, monkeypatch):
+    from retrain_plugins.errors import SpecError
+    from retrain_plugins.trainers import _checked, check_trainer_spec
+
+    monkeypatch.setenv("RETRAIN_PLUGINS_CACHE", str(tmp_path / "cache"))
+    _checked.cache_clear()
+    bad = make_spec(tmp_path, trainer={"params": {"depth": -3}})
+    for _ in range(2):
+        with pytest.raises(SpecError, match="not valid"):
+            check_trainer_spec(bad)
+        _checked.cache_clear()
+    assert not list((tmp_path / "cache").rglob("*.ok"))
