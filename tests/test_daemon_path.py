@@ -122,3 +122,20 @@ def test_a_failing_trainer_check_is_never_remembered(tmp_path, monkeypatch):
             check_trainer_spec(bad)
         _checked.cache_clear()
     assert not list((tmp_path / "cache").rglob("*.ok"))
+
+
+def test_the_demo_instance_queues_runs_and_checks_the_queue_every_second(tmp_path):
+    from dagster import DagsterInstance
+    from dagster._core.run_coordinator import QueuedRunCoordinator
+
+    from retrain_plugins.demo.instance import write_demo_instance
+
+    path = write_demo_instance(tmp_path / "home")
+    with DagsterInstance.from_config(str(path.parent)) as instance:
+        coordinator = instance.run_coordinator
+        assert isinstance(coordinator, QueuedRunCoordinator)
+        assert coordinator.dequeue_interval_seconds == 1
+        assert coordinator.get_run_queue_config().max_concurrent_runs == 1
+    path.write_text("telemetry:\n  enabled: false\n")
+    write_demo_instance(path.parent)  # an existing instance config is the user's: left alone
+    assert path.read_text() == "telemetry:\n  enabled: false\n"
