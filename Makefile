@@ -33,8 +33,10 @@ test: env
 screenshots: env
 	RETRAIN_SCREENSHOTS=$(CURDIR)/docs/screenshots $(VENV)/bin/pytest tests/e2e
 
+# The demo instance (retrain_plugins/demo/instance.py, written when missing): queued runs, one at a
+# time, the queue checked every second.
 dev: env
-	mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/python -m retrain_plugins.demo.instance $(DAGSTER_HOME)
 	DAGSTER_HOME=$(DAGSTER_HOME) $(VENV)/bin/dagster dev -m dagster_project.definitions
 
 # Benchmarks (bench/README.md): the default size writes bench/RESULTS.md (~11 min on 2 cores);

@@ -66,7 +66,6 @@ spec = RetrainingSpec.model_validate_json(Path(sys.argv[1]).read_text())
 build_definitions(spec)
 make_trainer(spec.trainer.name, spec.trainer.params)
 import catboost  # noqa: F401  (the trainer imports it on its first fit)
-import sklearn.metrics  # noqa: F401  (the first holdout evaluation imports it)
 if spec.retrieval == "feast":
     from retrain_plugins.feast_store import feature_store
     feature_store(str(spec.feature_repo)).get_feature_service(spec.feature_service)

@@ -21,21 +21,17 @@ from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote, unquote
 
-from dagster import (
-    DailyPartitionsDefinition,
-    DynamicPartitionsDefinition,
-    MonthlyPartitionsDefinition,
-    MultiPartitionKey,
-    MultiPartitionsDefinition,
-    StaticPartitionsDefinition,
-    TimeWindowPartitionsDefinition,
-    WeeklyPartitionsDefinition,
-)
-
-from retrain_plugins.spec import RetrainingSpec
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # Dagster is imported where a Dagster object is built: keys and paths need none of it
+    from dagster import (
+        DynamicPartitionsDefinition,
+        MultiPartitionKey,
+        MultiPartitionsDefinition,
+        StaticPartitionsDefinition,
+        TimeWindowPartitionsDefinition,
+    )
     from dagster._core.instance import DynamicPartitionsStore
+
+    from retrain_plugins.spec import RetrainingSpec
 
 WINDOW = "window"
 COHORT = "cohort"
@@ -126,10 +122,14 @@ class PartitionKey(NamedTuple):
     cohort: str
 
     def to_dagster(self) -> MultiPartitionKey:
+        from dagster import MultiPartitionKey
+
         return MultiPartitionKey({WINDOW: self.window, COHORT: encode_cohort(self.cohort)})
 
     @classmethod
     def from_dagster(cls, key: str | MultiPartitionKey) -> "PartitionKey":
+        from dagster import MultiPartitionKey
+
         if not isinstance(key, MultiPartitionKey):
             # The string form orders dimensions by name: "cohort|window".
             cohort, window = str(key).split("|")
@@ -143,6 +143,8 @@ class PartitionKey(NamedTuple):
 
 def window_partitions_def(spec: RetrainingSpec) -> TimeWindowPartitionsDefinition:
     """Dagster's time windows of the spec, in its time zone; weekly windows start on ``start``'s weekday."""
+    from dagster import DailyPartitionsDefinition, MonthlyPartitionsDefinition, WeeklyPartitionsDefinition
+
     w = spec.windows
     start = w.start.isoformat()
     end = w.end.isoformat() if w.end else None
@@ -156,6 +158,8 @@ def window_partitions_def(spec: RetrainingSpec) -> TimeWindowPartitionsDefinitio
 
 def cohort_partitions_def(spec: RetrainingSpec) -> StaticPartitionsDefinition | DynamicPartitionsDefinition:
     """Static cohort keys from the spec, or a dynamic dimension named ``<name>_cohort``."""
+    from dagster import DynamicPartitionsDefinition, StaticPartitionsDefinition
+
     if spec.dynamic_cohorts:
         return DynamicPartitionsDefinition(name=f"{spec.name}_cohort")
     return StaticPartitionsDefinition([encode_cohort(c) for c in spec.cohorts])
@@ -163,6 +167,8 @@ def cohort_partitions_def(spec: RetrainingSpec) -> StaticPartitionsDefinition | 
 
 def partitions_def(spec: RetrainingSpec) -> MultiPartitionsDefinition:
     """The one partitions definition of this retraining, used by assets and sensors alike."""
+    from dagster import MultiPartitionsDefinition
+
     return MultiPartitionsDefinition({WINDOW: window_partitions_def(spec), COHORT: cohort_partitions_def(spec)})
 
 

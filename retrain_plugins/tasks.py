@@ -8,7 +8,8 @@ from the label column's polars type (:func:`resolve_task`).
 Each task has a primary metric, measured on the time-based holdout, that the champion/challenger
 gate and the asset checks compare (:data:`PRIMARY`): binary ``auc`` (higher is better), multiclass
 ``logloss`` (multi-class log loss, lower is better), regression ``rmse`` (lower is better).
-:func:`score` computes a task's metrics from labels and predictions without scikit-learn.
+:func:`score` computes a task's metrics from labels and predictions without scikit-learn (numpy
+only: importing ``sklearn.metrics`` costs seconds in every run process, for one AUC).
 """
 
 from __future__ import annotations
@@ -140,6 +141,34 @@ def distinct_labels(task: Task, labels: np.ndarray) -> int:
     return len(np.unique(labels)) if len(labels) else 0
 
 
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC AUC of binary ``labels`` (1 is the positive class) ranked by ``scores``; ``None`` with one class.
+
+    The arithmetic of scikit-learn's ``roc_auc_score`` step by step (distinct score thresholds in
+    descending order, cumulative true/false positives, collinear points dropped, trapezoidal area),
+    so the value is the same float, without importing ``sklearn.metrics`` (seconds here).
+    """
+    y = np.asarray(labels).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if len(y) != len(s):
+        raise ValueError(f"labels and scores differ in length ({len(y)} vs {len(s)})")
+    if not len(y) or len(np.unique(y)) != 2:
+        return None
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores contain NaN or infinity")
+    order = np.argsort(s, kind="stable")[::-1]
+    s, positive = s[order], (y[order] == 1).astype(np.float64)
+    thresholds = np.concatenate([np.nonzero(np.diff(s))[0], [len(s) - 1]])
+    tps = np.cumsum(positive, dtype=np.float64)[thresholds]
+    fps = 1 + thresholds.astype(np.float64) - tps
+    if len(fps) > 2:  # drop points on a straight line between their neighbours (roc_curve's drop_intermediate)
+        keep = np.concatenate([[True], np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), [True]])
+        fps, tps = fps[keep], tps[keep]
+    fpr = np.concatenate([[0.0], fps]) / fps[-1]
+    tpr = np.concatenate([[0.0], tps]) / tps[-1]
+    return float(np.add.reduce(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+
 def score(task: Task, labels: np.ndarray, predictions: np.ndarray, classes: list[Any] | None = None) -> dict[str, float | None]:
     """The task's holdout metrics (``METRICS[task]``, each ``None`` when undefined on the sample).
 
@@ -157,11 +186,9 @@ def score(task: Task, labels: np.ndarray, predictions: np.ndarray, classes: list
     if not len(labels):
         return {name: None for name in METRICS[task]}
     if task == "binary":
-        from retrain_plugins.trainers.base import auc_or_none
-
         p = np.clip(predictions.astype(np.float64), _LOGLOSS_EPS, 1 - _LOGLOSS_EPS)
         y = labels.astype(np.float64)
-        auc = auc_or_none(labels, predictions)
+        auc = roc_auc(labels, predictions)
         logloss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if auc is not None else None
         return {"auc": auc, "logloss": logloss}
     if task == "regression":

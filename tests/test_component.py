@@ -95,7 +95,7 @@ def test_registered_as_a_dagster_component_type():
 
 
 def test_attributes_are_the_spec_fields_plus_the_sensor_interval():
-    assert list(RetrainingComponent.model_fields) == [*RetrainingSpec.model_fields, "sensor_interval_seconds"]
+    assert list(RetrainingComponent.model_fields) == [*RetrainingSpec.model_fields, "sensor_interval_seconds", "in_process_executor"]
     for section in ("labels", "windows", "trainer", "change_detection"):
         spec_model = RetrainingSpec.model_fields[section].annotation
         assert list(yaml_model(spec_model).model_fields) == list(spec_model.model_fields), section

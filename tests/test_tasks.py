@@ -70,6 +70,9 @@ def test_scores_match_scikit_learn():
     p = np.clip(rng.random(200) * 0.6 + 0.4 * y, 0.01, 0.99)
     got = score("binary", y, p)
     assert got["auc"] == roc_auc_score(y, p) and math.isclose(got["logloss"], log_loss(y, p))
+    for ties in (np.round(p, 1), (p > 0.5).astype(float), np.full(200, 0.5), p.astype(np.float32)):
+        assert score("binary", y, ties)["auc"] == roc_auc_score(y, ties)  # the same float, ties included
+    assert score("binary", np.ones(5, dtype=int), np.linspace(0, 1, 5))["auc"] is None
     values, predicted = rng.normal(size=200), rng.normal(size=200)
     got = score("regression", values, predicted)
     assert math.isclose(got["rmse"], math.sqrt(mean_squared_error(values, predicted)))

@@ -35,15 +35,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from dagster import DagsterInstance
 
     from retrain_plugins.demo.generate import DemoConfig
+    from retrain_plugins.demo.instance import write_demo_instance
     from retrain_plugins.demo.run import reset_data_dir, run_demo
 
     spec = load_spec(args)
     reset_data_dir(spec.data_dir)
     home = Path(os.environ.get("DAGSTER_HOME") or Path(spec.data_dir) / "dagster_home").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    instance_yaml = home / "dagster.yaml"
-    if not instance_yaml.exists():  # a local demo instance: no telemetry, no first-run banner
-        instance_yaml.write_text("telemetry:\n  enabled: false\n")
+    write_demo_instance(home)  # when missing: no telemetry, a queue checked every second
     os.environ["DAGSTER_HOME"] = str(home)
     config = DemoConfig(n_customers=DEMO_SIZES[args.size], cohorts=spec.cohorts)
     with DagsterInstance.get() as instance:

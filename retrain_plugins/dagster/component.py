@@ -15,7 +15,8 @@ plain spec YAML moves into a defs folder unchanged under ``attributes:``::
       windows: {granularity: monthly, start: "2025-01-01", end: "2026-01-01", lookback: 1}
       cohorts: [north, south, east, west]
       trainer: {name: catboost, params: {iterations: 200, depth: 6}}
-      sensor_interval_seconds: 10     # the only attribute that is not a spec field (default 10)
+      sensor_interval_seconds: 10     # attributes that are not spec fields: the sensor's interval,
+      in_process_executor: true       # and whether runs execute in one process (see build_definitions)
 
 ``build_defs`` returns exactly ``build_definitions(spec)``: the Python factory and the component
 produce the same assets, sensor and resources.
@@ -52,6 +53,9 @@ __all__ = ["TYPE_NAME", "RetrainingComponent", "RetrainingComponentBase", "spec_
 
 TYPE_NAME = "retrain_plugins.dagster.component.RetrainingComponent"
 """What ``type:`` says in a defs.yaml: the registered module and the class name."""
+
+NOT_SPEC_FIELDS = ("sensor_interval_seconds", "in_process_executor")
+"""The component's attributes that are not :class:`RetrainingSpec` fields."""
 
 
 def _yaml_type(annotation: Any) -> Any:
@@ -112,8 +116,9 @@ class RetrainingComponentBase(dg.Component, dg.Resolvable, dg.Model):
     Abstract (no ``build_defs``), so Dagster's registry lists only the concrete component.
     """
 
-    if TYPE_CHECKING:  # a field of the concrete class, declared after the spec's fields
+    if TYPE_CHECKING:  # fields of the concrete class, declared after the spec's fields
         sensor_interval_seconds: int
+        in_process_executor: bool
 
     @classmethod
     def get_spec(cls) -> dg.ComponentTypeSpec:
@@ -128,7 +133,7 @@ class RetrainingComponentBase(dg.Component, dg.Resolvable, dg.Model):
 
     def spec_attributes(self) -> dict[str, Any]:
         """The attributes that make up the :class:`RetrainingSpec`, as plain data (unset ones left out)."""
-        return self.model_dump(mode="json", exclude={"sensor_interval_seconds"}, exclude_none=True)
+        return self.model_dump(mode="json", exclude=set(NOT_SPEC_FIELDS), exclude_none=True)
 
     def to_spec(self, base_dir: Path) -> RetrainingSpec:
         """Validate the attributes as a :class:`RetrainingSpec` with paths resolved against ``base_dir``.
@@ -145,7 +150,11 @@ class RetrainingComponentBase(dg.Component, dg.Resolvable, dg.Model):
 
 def _build_defs(self: RetrainingComponentBase, context: dg.ComponentLoadContext) -> dg.Definitions:
     """``build_definitions(spec)`` for the spec these attributes describe, paths relative to the defs.yaml."""
-    return build_definitions(self.to_spec(context.path), sensor_interval_seconds=self.sensor_interval_seconds)
+    return build_definitions(
+        self.to_spec(context.path),
+        sensor_interval_seconds=self.sensor_interval_seconds,
+        executor=dg.in_process_executor if self.in_process_executor else None,
+    )
 
 
 def _component_class() -> type[RetrainingComponentBase]:
@@ -160,6 +169,17 @@ def _component_class() -> type[RetrainingComponentBase]:
             ),
         ),
     )
+    fields["in_process_executor"] = (
+        bool,
+        Field(
+            default=True,
+            description=(
+                "Runs of this code location's assets execute in one process (Dagster's in_process_executor); "
+                "false leaves the executor to the code location, e.g. dagster-k8s' or dagster-celery's on the "
+                "top-level Definitions (not a spec field)."
+            ),
+        ),
+    )
     namespace: dict[str, Any] = {
         "__module__": __name__,
         "__qualname__": "RetrainingComponent",
@@ -167,7 +187,7 @@ def _component_class() -> type[RetrainingComponentBase]:
             "One partial retraining: Feast training sets and one sub-model per (window, cohort).\n\n"
             "Attributes: every field of :class:`~retrain_plugins.spec.RetrainingSpec` (relative "
             "``feature_repo`` and ``data_dir`` resolve against the defs.yaml's folder, ``labels.path`` "
-            "against ``data_dir``) and ``sensor_interval_seconds``. Builds the assets "
+            "against ``data_dir``), ``sensor_interval_seconds`` and ``in_process_executor``. Builds the assets "
             "``<name>/training_set``, ``<name>/sub_model`` (window x cohort partitions), "
             "``<name>/model_bundle``, the sensor ``<name>_change_sensor`` and the ``<name>_feast`` "
             "resource."

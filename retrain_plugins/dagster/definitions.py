@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from dagster import Definitions
+from dagster import Definitions, ExecutorDefinition, in_process_executor
 
 from retrain_plugins.dagster.assets import build_retraining_assets
 from retrain_plugins.dagster.resources import retraining_resources
@@ -38,6 +38,7 @@ def build_definitions(
     specs: RetrainingSpec | Sequence[RetrainingSpec],
     *,
     sensor_interval_seconds: int = 10,
+    executor: ExecutorDefinition | None = in_process_executor,
 ) -> Definitions:
     """Assets, change sensor and resources of each retraining.
 
@@ -53,6 +54,13 @@ def build_definitions(
             daemon's ``minimum_interval_seconds``, default 10); each tick lists the source files
             and reads data only where they changed, so a tick with no change is cheap (<= 0.3 s
             measured at 1,008 partitions) and an edit reaches a run within about this interval.
+        executor: The executor of the code location's asset jobs, which is what UI backfills and
+            the sensor's runs execute in. Default: Dagster's ``in_process_executor``: a run is one
+            process (a retraining run is one training step then the serving steps, in order;
+            Dagster's default multiprocess executor starts a process per step, seconds each).
+            ``None`` sets none, for a code location that sets its own (``dagster-k8s``'s or
+            ``dagster-celery``'s executor on the top-level ``Definitions``): Dagster refuses to
+            merge two different executors.
     """
     specs = [specs] if isinstance(specs, RetrainingSpec) else list(specs)
     if not specs:
@@ -67,4 +75,4 @@ def build_definitions(
     if len(set(names)) != len(names):
         raise ValueError(f"retraining names must be unique in one code location, got {names}")
     resources = {key: value for spec in specs for key, value in retraining_resources(spec).items()}
-    return Definitions(assets=assets, sensors=sensors, resources=resources)
+    return Definitions(assets=assets, sensors=sensors, executor=executor, resources=resources)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import inspect
-from importlib.metadata import entry_points
+import os
+from importlib.metadata import PackageNotFoundError, entry_points, version
+from pathlib import Path
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -101,11 +104,40 @@ def make_trainer(
     return cls(params, task=task, categorical=tuple(categorical))
 
 
+def check_cache_dir() -> Path:
+    """Where passed trainer checks are remembered: ``$RETRAIN_PLUGINS_CACHE`` or the user's cache folder."""
+    given = os.environ.get("RETRAIN_PLUGINS_CACHE")
+    if given:
+        return Path(given) / "trainer-checks"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "retrain_plugins" / "trainer-checks"
+
+
+def _passed_marker(cls: type[Trainer], name: str, params_json: str, task: str) -> Path | None:
+    """The file that says this exact check passed with these library versions (None: not cacheable).
+
+    Only a trainer that names its library (``Trainer.library``, a distribution name) is cached: the
+    key holds that library's version and this package's, so an upgrade of either checks again.
+    """
+    library = getattr(cls, "library", None)
+    if not library:
+        return None
+    try:
+        versions = [version("retrain-plugins"), version(library)]
+    except PackageNotFoundError:
+        return None
+    key = "\0".join([name, f"{cls.__module__}.{cls.__qualname__}", params_json, task, *versions])
+    return check_cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()}.ok"
+
+
 @functools.lru_cache(maxsize=64)
 def _checked(name: str, params_json: str, task: str, allow_import: bool) -> None:
     import json
 
     cls = trainer_class(name, allow_import=allow_import)
+    marker = _passed_marker(cls, name, params_json, task)
+    if marker is not None and marker.exists():
+        return  # passed before with the same library versions: the sensor's process need not import it
     tasks = [task] if task != "auto" else sorted(getattr(cls, "tasks", frozenset({"binary"})))[:1]
     for one in tasks:
         trainer = make_trainer(name, json.loads(params_json), task=one)  # type: ignore[arg-type]
@@ -113,6 +145,12 @@ def _checked(name: str, params_json: str, task: str, allow_import: bool) -> None
             trainer.check_params()
         except (TypeError, ValueError) as exc:
             raise SpecError(f"trainer.params are not valid for trainer {name!r} ({one}): {exc}") from None
+    if marker is not None:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError:  # a read-only home: the check simply runs again in the next process
+            pass
 
 
 def check_trainer_spec(spec: "RetrainingSpec") -> None:
@@ -120,6 +158,11 @@ def check_trainer_spec(spec: "RetrainingSpec") -> None:
 
     A dry construction (and, for CatBoost, a one-tree fit on 8 rows): run when definitions load,
     by the sensor before it requests anything, and by every run, once per process and trainer spec.
+    A check that passed is remembered on disk (:func:`check_cache_dir`, keyed by the trainer, its
+    parameters, the task and the versions of this package and of the trainer's ``library``), so
+    processes that only load definitions (the code server evaluating the sensor, a run's start)
+    skip the fit and the import of CatBoost (over a second) once it passed on this machine; a
+    failing check is never remembered.
 
     Raises:
         SpecError: naming the trainer and the problem.

@@ -20,7 +20,7 @@ import polars as pl
 
 from retrain_plugins.columns import categorical_features
 from retrain_plugins.errors import DataError
-from retrain_plugins.tasks import METRICS, PRIMARY, Task, distinct_labels, label_array, score, validate_labels
+from retrain_plugins.tasks import METRICS, PRIMARY, Task, distinct_labels, label_array, roc_auc, score, validate_labels
 
 
 class Trainer(abc.ABC):
@@ -45,6 +45,9 @@ class Trainer(abc.ABC):
         test_params: Parameters :mod:`retrain_plugins.testing` fits with (``{}``: the defaults);
             set them to keep the conformance checks fast, as sktime's estimator templates do.
         tasks: The tasks the trainer can fit (default: ``binary`` only).
+        library: The distribution the trainer fits with (``"catboost"``); optional. When set, a
+            passed :meth:`check_params` is remembered per version of it (see
+            :func:`retrain_plugins.trainers.check_trainer_spec`).
         supports_categorical: Whether ``fit`` accepts string (categorical) feature columns.
         task: The task this instance fits (set by ``__init__``).
         categorical: The categorical feature columns this instance fits on, by name.
@@ -56,6 +59,7 @@ class Trainer(abc.ABC):
     test_params: ClassVar[Mapping[str, Any]] = {}
     tasks: ClassVar[frozenset[str]] = frozenset({"binary"})
     supports_categorical: ClassVar[bool] = False
+    library: ClassVar[str | None] = None
     task: Task = "binary"
     categorical: tuple[str, ...] = ()
 
@@ -138,10 +142,9 @@ def holdout_size(rows: int, holdout_fraction: float) -> int:
 
 
 def auc_or_none(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """ROC AUC, or ``None`` when the sample has a single class."""
-    from sklearn.metrics import roc_auc_score  # deferred: importing sklearn.metrics takes ~1.3 s
-
-    return float(roc_auc_score(labels, scores)) if len(labels) and len(np.unique(labels)) == 2 else None
+    """ROC AUC, or ``None`` when the sample has a single class (:func:`retrain_plugins.tasks.roc_auc`:
+    scikit-learn's value, computed with numpy)."""
+    return roc_auc(labels, scores)
 
 
 def model_frame(frame: pl.DataFrame, features: Sequence[str], categorical: Sequence[str]) -> pl.DataFrame:

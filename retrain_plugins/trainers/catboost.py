@@ -34,6 +34,7 @@ class CatBoostTrainer(Trainer):
     suffix: ClassVar[str] = ".cbm"
     tasks: ClassVar[frozenset[str]] = frozenset({"binary", "multiclass", "regression"})
     supports_categorical: ClassVar[bool] = True
+    library: ClassVar[str] = "catboost"
     defaults: ClassVar[dict[str, Any]] = {
         "iterations": 200,
         "depth": 6,

@@ -71,6 +71,7 @@ class HistGradientBoostingTrainer(Trainer):
     suffix: ClassVar[str] = ".npz"
     tasks: ClassVar[frozenset[str]] = frozenset({"binary", "multiclass", "regression"})
     supports_categorical: ClassVar[bool] = True
+    library: ClassVar[str] = "scikit-learn"
     defaults: ClassVar[dict[str, Any]] = {
         "max_iter": 200,
         "max_depth": 6,

@@ -37,6 +37,8 @@ INSTANCE_YAML = {
     "run_coordinator": {
         "module": "dagster._core.run_coordinator",
         "class": "QueuedRunCoordinator",
+        # dequeue_interval_seconds: how often the daemon looks at the queue (Dagster's default is 5 s;
+        # every queued run waits up to that long before it is launched)
         "config": {"max_concurrent_runs": 1, "dequeue_interval_seconds": 1},
     },
     "code_servers": {"local_startup_timeout": 240},
@@ -50,14 +52,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_instance(home: Path) -> Path:
-    """A fresh DAGSTER_HOME with the instance config above."""
+def write_instance(home: Path, max_concurrent_runs: int = 1, dequeue_interval_seconds: int = 1) -> Path:
+    """A fresh DAGSTER_HOME with the instance config above (queue limit and interval as given)."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(yaml.safe_dump(INSTANCE_YAML, sort_keys=False))
+    config = {**INSTANCE_YAML["run_coordinator"]["config"], "max_concurrent_runs": max_concurrent_runs,
+              "dequeue_interval_seconds": dequeue_interval_seconds}  # fmt: skip
+    instance = {**INSTANCE_YAML, "run_coordinator": {**INSTANCE_YAML["run_coordinator"], "config": config}}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance, sort_keys=False))
     return home
 
 
-def write_code_location(root: Path, spec: RetrainingSpec) -> Path:
+def write_code_location(root: Path, spec: RetrainingSpec, sensor_interval_seconds: int = SENSOR_INTERVAL_SECONDS) -> Path:
     """Write the code location package for ``spec`` under ``root``; return its workspace.yaml.
 
     The defs.yaml holds every field of ``spec``, with its paths relative to the defs.yaml folder.
@@ -77,7 +82,7 @@ def write_code_location(root: Path, spec: RetrainingSpec) -> Path:
     attributes = spec.model_dump(mode="json")
     attributes["feature_repo"] = os.path.relpath(spec.feature_repo, folder)
     attributes["data_dir"] = os.path.relpath(spec.data_dir, folder)
-    attributes["sensor_interval_seconds"] = SENSOR_INTERVAL_SECONDS
+    attributes["sensor_interval_seconds"] = sensor_interval_seconds
     (folder / "defs.yaml").write_text(yaml.safe_dump({"type": TYPE_NAME, "attributes": attributes}, sort_keys=False))
     workspace = root / "workspace.yaml"
     workspace.write_text(

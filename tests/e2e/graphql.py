@@ -29,6 +29,9 @@ DAEMONS = "{ instance { daemonHealth { allDaemonStatuses { daemonType required h
 LAUNCH_BACKFILL = """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
   __typename ... on LaunchBackfillSuccess { backfillId } ... on Error { message } } }"""
 
+LAUNCH_RUN = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } ... on Error { message } } }"""
+
 BACKFILL = """query($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
   ... on PartitionBackfill { id status numPartitions error { message } runs(limit: 20) { runId status } }
   ... on Error { message } } }"""
@@ -49,7 +52,7 @@ START_SENSOR = """mutation($selector: SensorSelector!) { startSensor(sensorSelec
 
 SENSOR_TICKS = """query($selector: SensorSelector!, $limit: Int) { sensorOrError(sensorSelector: $selector) { __typename
   ... on Sensor { sensorState { status ticks(limit: $limit) {
-    tickId status timestamp skipReason runIds error { message } } } }
+    tickId status timestamp endTimestamp skipReason runIds error { message } } } }
   ... on Error { message } } }"""
 
 RUN = """query($id: ID!) { runOrError(runId: $id) { __typename
@@ -70,6 +73,7 @@ QUERIES = {
     "LOCATIONS": LOCATIONS,
     "DAEMONS": DAEMONS,
     "LAUNCH_BACKFILL": LAUNCH_BACKFILL,
+    "LAUNCH_RUN": LAUNCH_RUN,
     "BACKFILL": BACKFILL,
     "MATERIALIZATIONS": MATERIALIZATIONS,
     "START_SENSOR": START_SENSOR,
@@ -171,6 +175,40 @@ class GraphQL:
         }
         data = self.execute(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
         return _check(data, "LaunchBackfillSuccess")["backfillId"]
+
+    def launch_backfill_all(
+        self, asset_paths: Sequence[Sequence[str]], title: str, tags: dict[str, str] | None = None
+    ) -> str:
+        """``launchPartitionBackfill`` of every partition of the assets (what the UI sends for "all
+        partitions" of a selection, partitioned or not: ``assetSelection`` + ``allPartitions``)."""
+        params = {
+            "assetSelection": [{"path": list(path)} for path in asset_paths],
+            "allPartitions": True,
+            "title": title,
+            "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
+        }
+        data = self.execute(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+        return _check(data, "LaunchBackfillSuccess")["backfillId"]
+
+    def launch_run(
+        self, location: str, job: str, asset_paths: Sequence[Sequence[str]], tags: dict[str, str] | None = None
+    ) -> str:
+        """``launchRun`` of ``asset_paths`` in ``job`` with ``tags`` (the UI's launch of one run); the run id.
+
+        With the partition range tags (``dagster/asset_partition_range_start``/``_end``) this is
+        one run over the whole range, as the UI's "launch as single run" sends it.
+        """
+        params = {
+            "selector": {
+                "repositoryLocationName": location,
+                "repositoryName": REPOSITORY,
+                "jobName": job,
+                "assetSelection": [{"path": list(path)} for path in asset_paths],
+            },
+            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]},
+        }
+        data = self.execute(LAUNCH_RUN, {"params": params})["launchRun"]
+        return _check(data, "LaunchRunSuccess")["run"]["runId"]
 
     def backfill(self, backfill_id: str) -> dict:
         return _check(self.execute(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"], "PartitionBackfill")
