@@ -352,14 +352,17 @@ def test_post_processing_targets_one_asset(sandbox_project):
         tags: {sla: daily}
         kinds: [mlops]
         automation_condition: "{{ dg.AutomationCondition.on_cron('0 6 * * *') }}"
+    - target: "key:churn/labels"
+      attributes: {deps: [warehouse/churn_labels]}
 """
     )
     specs = {s.key.path[-1]: s for s in _load(sandbox).resolve_all_asset_specs()}
     bundle = specs["model_bundle"]
     assert bundle.owners == ["team:serving"] and bundle.tags["sla"] == "daily" and "mlops" in bundle.kinds
     assert isinstance(bundle.automation_condition, AutomationCondition)
-    others = [s for name, s in specs.items() if name != "model_bundle"]
+    others = [s for name, s in specs.items() if name != "model_bundle" and s.key.path[0] == "churn"]
     assert others and all(not s.owners and "sla" not in s.tags and s.automation_condition is None for s in others)
+    assert [d.asset_key for d in specs["labels"].deps] == [AssetKey(["warehouse", "churn_labels"])]
 
 
 def test_a_python_translation_cannot_change_what_the_retraining_owns(tmp_path):

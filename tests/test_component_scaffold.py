@@ -98,3 +98,30 @@ def test_every_attribute_is_in_it_and_the_commented_defaults_are_the_defaults(sc
     as_scaffolded = spec_from_defs_yaml(path)
     path.write_text(_uncomment_keys(filled))
     assert spec_from_defs_yaml(path) == as_scaffolded
+
+
+def test_the_scaffolder_writes_paths_relative_to_the_new_folder(tmp_path, monkeypatch):
+    """Defaults <project>/feature_repo and <project>/data; --feature-repo/--data-dir relative to where dg runs
+    (absolute ones kept)."""
+    import dagster as dg
+
+    from retrain_plugins.dagster.component_scaffold import RetrainingScaffolder, ScaffoldParams
+
+    root = tmp_path / "project"
+    (root / "pkg" / "defs" / "ml" / "churn-2").mkdir(parents=True)
+    monkeypatch.chdir(root)
+
+    def scaffold(folder: Path, params: ScaffoldParams) -> str:
+        request = dg.ScaffoldRequest(
+            type_name="retrain_plugins.dagster.component.RetrainingComponent", target_path=folder,
+            scaffold_format="yaml", project_root=root, params=params,
+        )  # fmt: skip
+        RetrainingScaffolder().scaffold(request)
+        return (folder / "defs.yaml").read_text()
+
+    text = scaffold(root / "pkg" / "defs" / "ml" / "churn-2", ScaffoldParams())
+    assert "  name: churn_2\n" in text  # a valid retraining name from the folder's
+    assert "  feature_repo: ../../../../feature_repo\n" in text and "  data_dir: ../../../../data\n" in text
+    (root / "pkg" / "defs" / "other").mkdir()
+    text = scaffold(root / "pkg" / "defs" / "other", ScaffoldParams(feature_repo="repos/churn", data_dir="/srv/data"))
+    assert "  feature_repo: ../../../repos/churn\n" in text and "  data_dir: /srv/data\n" in text

@@ -134,14 +134,18 @@ def _spec_path(name: str) -> dg.Resolver:
 class RetrainingComponent(dg.Component, dg.Resolvable):
     """One partial retraining: Feast training sets and one sub-model per (window, cohort).
 
-    Attributes are the retraining spec's fields (relative `feature_repo` and `data_dir` resolve
-    against the defs.yaml's folder, `labels.path` against `data_dir`), `sensor_interval_seconds`
-    and `translation` (owners, tags, kinds, group, automation condition... of every asset).
-    Builds `<name>/labels` and `<name>/features` (sources), `<name>/training_set` and
-    `<name>/sub_model` (window x cohort partitions), `<name>/fallback_model`,
-    `<name>/model_bundle`, `<name>/online_features`, the sensor `<name>_change_sensor` and the
-    `<name>_feast` resource. Start with
-    `dg scaffold defs retrain_plugins.dagster.component.RetrainingComponent <name>`.
+    Attributes: the retraining spec's fields (relative `feature_repo` and
+    `data_dir` resolve against the defs.yaml's folder, `labels.path` against
+    `data_dir`), `sensor_interval_seconds`, and `translation` (owners, tags,
+    kinds, group, automation condition... of every asset).
+
+    Builds the assets `<name>/labels` and `<name>/features` (sources),
+    `<name>/training_set` and `<name>/sub_model` (window x cohort partitions),
+    `<name>/fallback_model`, `<name>/model_bundle` and `<name>/online_features`,
+    the sensor `<name>_change_sensor` and the resource `<name>_feast`.
+
+    Scaffold options: --feature-repo PATH, --data-dir PATH (default
+    <project>/feature_repo and <project>/data).
     """
 
     name: Annotated[str, _spec_field("name")]

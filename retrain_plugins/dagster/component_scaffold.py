@@ -47,7 +47,7 @@ _WIDTH = 100
 
 
 class ScaffoldParams(BaseModel):
-    """``dg scaffold defs ... <name> --feature-repo PATH --data-dir PATH`` (both relative to where dg runs)."""
+    """``dg scaffold defs ... <name> --feature-repo PATH --data-dir PATH`` (relative ones: to where dg runs)."""
 
     feature_repo: str | None = Field(default=None, description="Feast repo folder (default <project>/feature_repo).")
     data_dir: str | None = Field(default=None, description="Data folder (default <project>/data).")
@@ -152,6 +152,9 @@ class RetrainingScaffolder(dg.Scaffolder[ScaffoldParams]):
         params = request.params or ScaffoldParams()
 
         def relative(given: str | None, default: Path) -> str:
+            """An absolute path as given; else relative to the new folder (as the defs.yaml resolves it)."""
+            if given and Path(given).is_absolute():
+                return given
             target = (Path.cwd() / given) if given else default
             return Path(os.path.relpath(target.resolve(), folder.resolve())).as_posix()
 
