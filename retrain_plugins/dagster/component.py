@@ -57,6 +57,7 @@ from retrain_plugins.dagster.component_attributes import (
     TrainerAttributes,
     WindowsAttributes,
     attributes_error,
+    located,
     refuse_empty,
     yaml_model,
 )
@@ -95,13 +96,9 @@ class RetrainingAsset(NamedTuple):
 
 def _refuse(context: dg.ResolutionContext, names: Sequence[str]) -> None:
     if names:
-        where = context.source_position_tree
-        line = ""
-        if where is not None:
-            position, _ = where.lookup_closest_and_path([*context.path, names[0]], trace=None)
-            line = f" at {position.filename}:{position.start.line}"
         reasons = "; ".join(f"`{n}`: {REFUSED_TRANSLATION[n]}" for n in names)
-        raise AttributesError(f"{'.'.join(map(str, context.path))}{line} cannot set {', '.join(names)}: {reasons}")
+        where = located(context, [*context.path, names[0]])
+        raise AttributesError(f"{'.'.join(map(str, context.path))}{where} cannot set {', '.join(names)}: {reasons}")
 
 
 def _resolve_translation(context: dg.ResolutionContext, model: Any) -> TranslationFn[RetrainingAsset]:
@@ -235,11 +232,7 @@ class RetrainingComponent(dg.Component, dg.Resolvable):
         if self.translation is None:
             return spec
         translated = self.translation(spec, RetrainingAsset(self.name, spec.key.path[-1]))
-        changed = [
-            name
-            for name, attr in (("key", "key"), ("partitions_def", "partitions_def"), ("code_version", "code_version"))
-            if getattr(translated, attr) != getattr(spec, attr)
-        ]
+        changed = [n for n in ("key", "partitions_def", "code_version") if getattr(translated, n) != getattr(spec, n)]
         if changed:
             reasons = "; ".join(f"`{n}`: {REFUSED_TRANSLATION[n]}" for n in changed)
             raise SpecError(f"translation of {spec.key.to_user_string()} changes {', '.join(changed)}: {reasons}")

@@ -49,6 +49,7 @@ __all__ = [
     "TrainerAttributes",
     "WindowsAttributes",
     "attributes_error",
+    "located",
     "refuse_empty",
     "yaml_model",
 ]
@@ -62,7 +63,8 @@ class AttributesError(SpecError, ResolutionException):
     """
 
 
-def _where(context: dg.ResolutionContext, path: list[str | int]) -> str:
+def located(context: dg.ResolutionContext, path: list[str | int]) -> str:
+    """`` at <file>:<line>`` of ``path`` in the defs.yaml (its nearest written ancestor), or "" without a source."""
     tree = context.source_position_tree
     if tree is None:
         return ""
@@ -97,7 +99,7 @@ def attributes_error(context: dg.ResolutionContext, exc: ValidationError, header
         plain = err["type"] in ("missing", "value_error") or isinstance(err["input"], dict)
         got = "" if plain else f" (got {err['input']!r})"
         message = _YAML_MESSAGES.get(err["type"], err["msg"]).removeprefix("Value error, ")
-        problems.append(f"  {'.'.join(str(p) for p in path)}{_where(context, path)}: {message}{got}")
+        problems.append(f"  {'.'.join(str(p) for p in path)}{located(context, path)}: {message}{got}")
     return AttributesError("\n".join([header, *problems]))
 
 
@@ -121,7 +123,7 @@ def refuse_empty(context: dg.ResolutionContext, spec_model: type[BaseModel], val
     lines = []
     for path, description in _empty(spec_model, values, [*map(str, context.path)]):
         meaning = re.split(r"(?<!e\.g)(?<!i\.e)\.(?:\s|$)", description)[0]
-        lines.append(f"  {'.'.join(path)}{_where(context, path)} is empty: {meaning}")
+        lines.append(f"  {'.'.join(path)}{located(context, path)} is empty: {meaning}")
     if lines:
         raise AttributesError("\n".join(["attributes to fill in:", *lines]))
 
