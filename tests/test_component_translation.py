@@ -149,14 +149,15 @@ def test_post_processing_targets_one_asset(sandbox_project):
 
 
 def test_a_python_translation_cannot_change_what_the_retraining_owns(tmp_path):
-    """Translations from Python (or a template UDF) are checked on the built spec too."""
+    """Built from Python: sections may be spec models or mappings; translations are checked on the built spec."""
     spec = make_spec(tmp_path)
     component = RetrainingComponent(
         **{name: getattr(spec, name) for name in ("name", "feature_repo", "feature_service", "data_dir", "cohorts")},
-        labels=LabelsAttributes.model_validate(spec.labels.model_dump()),
-        windows=WindowsAttributes.model_validate(spec.windows.model_dump()),
+        labels=spec.labels,  # a plain LabelSource (or a mapping) becomes the section type
+        windows=spec.windows.model_dump(),
         translation=lambda s, asset: s.replace_attributes(code_version=f"{asset.asset_name}-1"),
     )
+    assert isinstance(component.labels, LabelsAttributes) and isinstance(component.windows, WindowsAttributes)
     with pytest.raises(SpecError, match=r"translation of churn/labels changes code_version: `code_version`: the code version"):
         component.translate(AssetSpec(["churn", "labels"], code_version="abc"))
     component.translation = lambda s, asset: s.replace_attributes(owners=["team:ml"])

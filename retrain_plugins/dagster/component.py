@@ -187,6 +187,14 @@ class RetrainingComponent(dg.Component, dg.Resolvable):
         ]
     ] = None
 
+    def __post_init__(self) -> None:
+        # A section given as a mapping (from Python, or a `{{ ... }}` template rendering to one) is
+        # validated into its section type here, so every section attribute is what it is typed as.
+        for name, section in _SECTIONS.items():
+            value = getattr(self, name)
+            if not isinstance(value, section):
+                setattr(self, name, section.model_validate(value.model_dump() if isinstance(value, BaseModel) else value))
+
     @classmethod
     def get_spec(cls) -> dg.ComponentTypeSpec:
         return dg.ComponentTypeSpec(
@@ -244,6 +252,18 @@ class RetrainingComponent(dg.Component, dg.Resolvable):
         if self.translation is None:
             return defs
         return defs.permissive_map_resolved_asset_specs(self.translate, selection=None)
+
+
+_SECTIONS = {
+    "labels": LabelsAttributes,
+    "windows": WindowsAttributes,
+    "trainer": TrainerAttributes,
+    "gate": GateAttributes,
+    "fallback": FallbackAttributes,
+    "store": StoreAttributes,
+    "change_detection": ChangeDetectionAttributes,
+}
+"""The component's spec sections and the type each attribute holds."""
 
 
 def spec_from_defs_yaml(path: Path) -> RetrainingSpec:
