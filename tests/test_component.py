@@ -1,87 +1,39 @@
-"""The retraining Dagster Component: registered, mirrors the spec, builds what the factory builds.
+"""The retraining Dagster Component: registered, the spec's fields, builds what the factory builds.
 
-Loading goes through Dagster's own defs-folder machinery (``create_defs_folder_sandbox``: a temp
-project with a ``dg.toml`` and a ``defs/`` package, loaded by ``ComponentTree`` as ``dagster dev``
-loads one), so the errors asserted here are the ones a user sees.
+Loading goes through Dagster's own defs-folder machinery (tests/component_sandbox.py), so the
+errors asserted here are the ones a user sees. Translation and post-processing:
+tests/test_component_translation.py.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, Definitions
+from dagster import AssetKey
 from dagster.components.core.package_entry import discover_entry_point_package_objects
 from dagster.components.core.snapshot import get_package_entry_snap
-from dagster.components.testing import create_defs_folder_sandbox
+from pydantic import BaseModel
 
 from retrain_plugins import RetrainingSpec, build_definitions
 from retrain_plugins.dagster.component import TYPE_NAME, RetrainingComponent, spec_from_defs_yaml, yaml_model
+from retrain_plugins.dagster.component_attributes import SpecSection
 from retrain_plugins.errors import SpecError
 from retrain_plugins.layout import model_store_root
 
+from .component_sandbox import DEFS_YAML, chain, defs_sandbox, load
 from .helpers import make_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DEFS_YAML = REPO_ROOT / "dagster_project" / "defs" / "churn" / "defs.yaml"
 
-# A test-size retraining, as a user writes it; {repo} and {data} are relative to the defs.yaml folder.
-DEFS_YAML = """\
-type: retrain_plugins.dagster.component.RetrainingComponent
-attributes:
-  name: churn
-  feature_repo: {repo}
-  feature_service: churn_model_v1
-  data_dir: {data}
-  labels:
-    path: sources/labels/*/*.parquet
-    entity_column: customer_id
-    timestamp_column: label_timestamp
-    label_column: churned
-    cohort_column: region
-  windows:
-    granularity: monthly
-    start: 2025-01-01
-    end: 2025-04-01
-    lookback: 1
-  cohorts: [north, south, east, west]
-  trainer:
-    name: catboost
-    params: {{iterations: 25, depth: 4}}
-  sensor_interval_seconds: 7
-"""
-
-
-def _chain(exc: BaseException) -> str:
-    """The text of an exception and all its causes: what Dagster prints for a failed load."""
-    parts = []
-    while exc is not None:
-        parts.append(f"{type(exc).__name__}: {exc}")
-        exc = exc.__cause__ or exc.__context__
-    return "\n".join(parts)
-
 
 @pytest.fixture
-def sandbox_project(tmp_path) -> Iterator[tuple[Path, Path]]:
-    """(defs.yaml path in a fresh Dagster defs folder, the project root its relative paths name)."""
-    root = tmp_path / "project"
-    (root / "feature_repo").mkdir(parents=True)
-    (root / "data").mkdir()
-    with create_defs_folder_sandbox() as sandbox:
-        folder = sandbox.defs_folder_path / "churn"
-        folder.mkdir()
-        rel = Path(os.path.relpath(root, folder))
-        path = folder / "defs.yaml"
-        path.write_text(DEFS_YAML.format(repo=rel / "feature_repo", data=rel / "data"))
-        yield sandbox, path, root
-
-
-def _load(sandbox) -> Definitions:
-    with sandbox.build_all_defs() as defs:
-        return defs
-
+def sandbox_project(tmp_path):
+    with defs_sandbox(tmp_path) as sandbox:
+        yield sandbox
 
 def test_registered_as_a_dagster_component_type():
     """What `dg list components` lists: entry point group dagster_dg_cli.registry_modules."""
@@ -94,13 +46,34 @@ def test_registered_as_a_dagster_component_type():
     assert not any(k.startswith("retrain_plugins") and k != TYPE_NAME for k in keys)  # the abstract base is not listed
 
 
-def test_attributes_are_the_spec_fields_plus_the_sensor_interval():
-    assert list(RetrainingComponent.model_fields) == [*RetrainingSpec.model_fields, "sensor_interval_seconds", "in_process_executor"]
-    for section in ("labels", "windows", "trainer", "change_detection"):
-        spec_model = RetrainingSpec.model_fields[section].annotation
-        assert list(yaml_model(spec_model).model_fields) == list(spec_model.model_fields), section
-        assert yaml_model(spec_model).model_config["extra"] == "forbid"
-    assert RetrainingComponent.model_fields["sensor_interval_seconds"].default == 10
+def _inner(annotation):
+    """``X`` of ``Annotated[X, ...]`` / ``Optional[Annotated[X, ...]]``."""
+    while typing.get_origin(annotation) in (typing.Annotated, typing.Union):
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def test_attributes_are_the_spec_fields_plus_the_sensor_interval_and_translation():
+    """A static dataclass: one attribute per spec field (same defaults, same choices), plus two of its own."""
+    fields = {f.name: f for f in dataclasses.fields(RetrainingComponent)}
+    assert list(fields) == [*RetrainingSpec.model_fields, "sensor_interval_seconds", "in_process_executor", "translation"]
+    assert list(RetrainingComponent.model().model_fields) == list(fields)  # the YAML schema Dagster derives
+    for name, info in RetrainingSpec.model_fields.items():
+        field, kind = fields[name], _inner(fields[name].type)
+        assert (field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING) == info.is_required(), name
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            # a spec section: the spec's own model (every validator), readable from YAML
+            assert issubclass(kind, info.annotation) and issubclass(kind, SpecSection), name
+            assert list(yaml_model(info.annotation).model_fields) == list(info.annotation.model_fields), name
+            assert yaml_model(info.annotation).model_config["extra"] == "forbid"
+            if not info.is_required():
+                assert field.default_factory().model_dump() == info.get_default(call_default_factory=True).model_dump(), name
+        elif not info.is_required():
+            assert field.default == info.get_default(call_default_factory=True), name
+        if typing.get_origin(info.annotation) is typing.Literal:
+            assert typing.get_args(kind) == typing.get_args(info.annotation), name
+    assert fields["sensor_interval_seconds"].default == 10 and fields["translation"].default is None
+    assert fields["in_process_executor"].default is True
 
 
 def test_demo_defs_yaml_resolves_paths_against_its_folder():
@@ -111,7 +84,7 @@ def test_demo_defs_yaml_resolves_paths_against_its_folder():
 
 def test_component_builds_exactly_what_build_definitions_builds(sandbox_project):
     sandbox, _, root = sandbox_project
-    loaded = _load(sandbox)
+    loaded = load(sandbox)
     expected = build_definitions(make_spec(root), sensor_interval_seconds=7)
 
     graph, want = loaded.resolve_asset_graph(), expected.resolve_asset_graph()
@@ -139,19 +112,25 @@ def test_component_builds_exactly_what_build_definitions_builds(sandbox_project)
     [
         # wrong type: Dagster's schema check, names the key path and the line in defs.yaml
         ("    lookback: 1", "    lookback: one", ["attributes.windows", "lookback", "valid integer", "defs.yaml:13"]),
-        ("  cohorts: [north, south, east, west]", "  cohorts: north", ["cohorts", "valid list"]),
+        ("  cohorts: [north, south, east, west]", "  cohorts: north", ["attributes.cohorts", "valid list", "defs.yaml:18"]),
         # unknown keys, top level and nested
         ("  cohorts: [", "  cohort: [", ["attributes.cohort ", "Extra inputs are not permitted", "defs.yaml:18"]),
         ("    label_column: churned", "    label_column: churned\n    weight_column: w",
          ["attributes.labels", "weight_column", "Extra inputs are not permitted"]),
-        # values: the spec's rules, named as attributes.<field> with the file
-        ("    lookback: 1", "    lookback: 0", ["attributes.windows.lookback", "greater than or equal to 1"]),
-        ("    start: 2025-01-01", "    start: 2025-13-01", ["attributes.windows.start", "valid date"]),
-        ("    end: 2025-04-01", "    end: 2024-04-01", ["attributes.windows", "must be after windows.start"]),
-        ("  name: churn", "  name: churn-model", ["attributes.name", "pattern"]),
+        # values: the spec's rules, named as attributes.<field> with the file and the line
+        ("    lookback: 1", "    lookback: 0",
+         ["attributes.windows.lookback", "defs.yaml:17", "greater than or equal to 1 (got 0)"]),
+        ("    start: 2025-01-01", "    start: 2025-13-01", ["attributes.windows.start", "defs.yaml:15", "valid date"]),
+        ("    end: 2025-04-01", "    end: 2024-04-01", ["attributes.windows", "defs.yaml:13", "must be after windows.start"]),
+        ("  name: churn", "  name: churn-model", ["attributes.name", "defs.yaml:3", "pattern"]),
+        ("  cohorts: [north, south, east, west]", "  cohorts: [north, north]",
+         ["attributes.cohorts", "defs.yaml:18", "cohorts must be unique"]),
+        # required text left empty (what the scaffold leaves to fill in)
+        ("  feature_service: churn_model_v1", '  feature_service: ""',
+         ["attributes.feature_service", "defs.yaml:5", "is empty: Feast feature service"]),
     ],
     ids=["wrong-type", "wrong-type-top-level", "unknown-key", "unknown-nested-key", "out-of-range", "bad-date",
-         "end-before-start", "bad-name"],  # fmt: skip
+         "end-before-start", "bad-name", "duplicate-cohorts", "empty-feature-service"],  # fmt: skip
 )
 def test_invalid_defs_yaml_names_the_field(sandbox_project, old, new, expected):
     sandbox, path, _ = sandbox_project
@@ -159,8 +138,8 @@ def test_invalid_defs_yaml_names_the_field(sandbox_project, old, new, expected):
     assert old in text
     path.write_text(text.replace(old, new, 1))
     with pytest.raises(Exception) as failed:
-        _load(sandbox)
-    message = _chain(failed.value)
+        load(sandbox)
+    message = chain(failed.value)
     assert "churn" in message and "defs.yaml" in message  # the component's folder and file
     for fragment in expected:
         assert fragment in message, f"{fragment!r} not in:\n{message}"
@@ -169,7 +148,7 @@ def test_invalid_defs_yaml_names_the_field(sandbox_project, old, new, expected):
 def test_spec_from_defs_yaml_errors_name_the_file_and_field(tmp_path):
     path = tmp_path / "defs.yaml"
     path.write_text(DEFS_YAML.format(repo="feature_repo", data="data").replace("cohort_column: region", "cohort_col: region"))
-    with pytest.raises(SpecError, match=r"defs\.yaml.*attributes\.labels"):
+    with pytest.raises(SpecError, match=r"attributes\.labels\.cohort_col at .*defs\.yaml:12: Extra inputs"):
         spec_from_defs_yaml(path)
     path.write_text("type: dagster.DefsFolderComponent\n")
     with pytest.raises(SpecError, match="exactly one retrain_plugins.dagster.component.RetrainingComponent"):
@@ -177,15 +156,18 @@ def test_spec_from_defs_yaml_errors_name_the_file_and_field(tmp_path):
 
 
 def test_attributes_render_dagster_templates(sandbox_project, monkeypatch, tmp_path):
-    """``{{ env.X }}`` works as in any Dagster component, e.g. a data folder per deployment."""
+    """``{{ env.X }}`` works as in any Dagster component, top level and inside sections (``labels.path``)."""
     sandbox, path, _ = sandbox_project
     monkeypatch.setenv("RETRAIN_TEST_DATA_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("RETRAIN_TEST_LABELS", "labels_v2/*.parquet")
     text = path.read_text()
-    path.write_text(text.replace(text.split("data_dir: ")[1].split("\n")[0], '"{{ env.RETRAIN_TEST_DATA_DIR }}"'))
-    graph = _load(sandbox).resolve_asset_graph()
+    text = text.replace(text.split("data_dir: ")[1].split("\n")[0], '"{{ env.RETRAIN_TEST_DATA_DIR }}"')
+    path.write_text(text.replace("path: sources/labels/*/*.parquet", 'path: "{{ env.RETRAIN_TEST_LABELS }}"'))
+    graph = load(sandbox).resolve_asset_graph()
     labels = graph.get(AssetKey(["churn", "labels"])).metadata["path"].value
-    assert labels.startswith(str(tmp_path / "elsewhere" / "sources"))
-    assert spec_from_defs_yaml(path).data_dir == tmp_path / "elsewhere"
+    assert labels == str(tmp_path / "elsewhere" / "labels_v2" / "*.parquet")
+    spec = spec_from_defs_yaml(path)
+    assert spec.data_dir == tmp_path / "elsewhere" and spec.labels.path == "labels_v2/*.parquet"
 
 
 def test_two_retraining_components_load_in_one_code_location(sandbox_project):
@@ -194,7 +176,7 @@ def test_two_retraining_components_load_in_one_code_location(sandbox_project):
     second = sandbox.defs_folder_path / "churn2"
     second.mkdir()
     (second / "defs.yaml").write_text(path.read_text().replace("name: churn", "name: churn2"))
-    loaded = _load(sandbox)
+    loaded = load(sandbox)
     assert {"churn_feast", "churn2_feast"} <= set(loaded.resources)
     keys = {k.to_user_string() for k in loaded.resolve_asset_graph().get_all_asset_keys()}
     assert {"churn/sub_model", "churn2/sub_model", "churn/model_bundle", "churn2/model_bundle"} <= keys

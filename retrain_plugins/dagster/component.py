@@ -1,7 +1,8 @@
 """``RetrainingComponent``: one retraining declared in a Dagster ``defs.yaml``.
 
-The YAML attributes are :class:`~retrain_plugins.spec.RetrainingSpec`'s fields, so a
-plain spec YAML moves into a defs folder unchanged under ``attributes:``::
+The attributes are :class:`~retrain_plugins.spec.RetrainingSpec`'s fields, so a plain spec YAML
+moves into a defs folder unchanged under ``attributes:``; the component adds
+``sensor_interval_seconds`` and ``translation``::
 
     # <project>/defs/churn/defs.yaml  (relative paths resolve against this file's folder)
     type: retrain_plugins.dagster.component.RetrainingComponent
@@ -16,109 +17,194 @@ plain spec YAML moves into a defs folder unchanged under ``attributes:``::
       cohorts: [north, south, east, west]
       trainer: {name: catboost, params: {iterations: 200, depth: 6}}
       sensor_interval_seconds: 10     # attributes that are not spec fields: the sensor's interval,
-      in_process_executor: true       # and whether runs execute in one process (see build_definitions)
+      in_process_executor: true       # whether runs execute in one process (see build_definitions),
+      translation: {owners: [team:ml], tags: {tier: gold}, kinds: [catboost]}   # and asset attributes
+    post_processing:                  # Dagster's own, on every component
+      assets:
+        - target: "key:churn/model_bundle"
+          attributes: {automation_condition: "{{ dg.AutomationCondition.on_cron('0 6 * * *') }}"}
 
-``build_defs`` returns exactly ``build_definitions(spec)``: the Python factory and the component
-produce the same assets, sensor and resources.
-
-The attribute schema is derived from the spec (:func:`yaml_model`), so a field added to the spec
-is a YAML attribute at once. Attributes are validated twice, both times naming the field: Dagster
-checks types and unknown keys against the derived schema (its error names the key path and the
-line in ``defs.yaml``), then the spec checks values (ranges, name pattern, unique cohorts,
-``windows.end`` after ``windows.start``) and a :class:`~retrain_plugins.errors.SpecError` names
-the file and each ``attributes.<field>``. Defaults and value rules live only in the spec.
-
-Dagster finds the type through this package's ``dagster_dg_cli.registry_modules`` entry point
-(``dg list components``). Each retraining has its own Feast resource (key ``<name>_feast``) and
-storage (its ``store``), so several retraining components live in one code location.
+``build_defs`` returns ``build_definitions(spec)`` with ``translation`` applied to each asset spec:
+the Python factory and the component build the same assets, sensor and resources. ``dg scaffold
+defs retrain_plugins.dagster.component.RetrainingComponent <name>`` writes a commented defs.yaml
+(:mod:`retrain_plugins.dagster.component_scaffold`). Dagster finds the type through this package's
+``dagster_dg_cli.registry_modules`` entry point (``dg list components``). Each retraining has its own
+Feast resource (key ``<name>_feast``) and storage, so several retraining components live in one
+code location.
 """
 
-from datetime import date
-from functools import cache
+# No ``from __future__ import annotations``: Dagster derives the YAML schema from the dataclass
+# fields' annotations at run time.
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import UnionType
-from typing import TYPE_CHECKING, Annotated, Any, Optional, Union, get_args, get_origin
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, NamedTuple, Optional, Union
 
 import dagster as dg
 import yaml
+from dagster.components.resolved.core_models import AssetAttributesModel
+from dagster.components.resolved.errors import ResolutionException
+from dagster.components.utils.translation import TranslationFn, TranslatorResolvingInfo
 from dagster_shared.yaml_utils import parse_yamls_with_source_position
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
-from pydantic.fields import FieldInfo
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from retrain_plugins.dagster.component_attributes import (
+    AttributesError,
+    ChangeDetectionAttributes,
+    FallbackAttributes,
+    GateAttributes,
+    LabelsAttributes,
+    StoreAttributes,
+    TrainerAttributes,
+    WindowsAttributes,
+    attributes_error,
+    located,
+    refuse_empty,
+    yaml_model,
+)
+from retrain_plugins.dagster.component_scaffold import RetrainingScaffolder
 from retrain_plugins.dagster.definitions import build_definitions
 from retrain_plugins.errors import SpecError
 from retrain_plugins.spec import RetrainingSpec
 
-__all__ = ["TYPE_NAME", "RetrainingComponent", "RetrainingComponentBase", "spec_from_defs_yaml", "yaml_model"]
+__all__ = ["REFUSED_TRANSLATION", "TYPE_NAME", "RetrainingAsset", "RetrainingComponent", "spec_from_defs_yaml", "yaml_model"]
 
 TYPE_NAME = "retrain_plugins.dagster.component.RetrainingComponent"
 """What ``type:`` says in a defs.yaml: the registered module and the class name."""
 
-NOT_SPEC_FIELDS = ("sensor_interval_seconds", "in_process_executor")
-"""The component's attributes that are not :class:`RetrainingSpec` fields."""
+REFUSED_TRANSLATION = {
+    "key": "the keys are `<name>/<asset>`: the sensor and the runs address them; rename the retraining (`name:`)",
+    "key_prefix": "the keys are `<name>/<asset>`: the sensor and the runs address them; rename the retraining (`name:`)",
+    "partitions_def": "the partitions are window x cohort, from `windows:` and `cohorts:`",
+    "code_version": (
+        "the code version is the retraining's definition version (feature service, labels, lookback, "
+        "trainer); it changes when they do, and the sensor's definition-change detection relies on it"
+    ),
+    "skippable": (
+        "Dagster takes it from the asset's step, not from a mapped spec: training_set and sub_model are "
+        "skippable (one subsettable step), the other assets are not"
+    ),
+}
+"""``translation`` attributes the retraining cannot take, and why (every other AssetSpec attribute works)."""
 
 
-def _yaml_type(annotation: Any) -> Any:
-    """The YAML-side type of a spec field: dates and paths as strings, tuples as lists."""
-    origin, args = get_origin(annotation), get_args(annotation)
-    if annotation in (date, Path):
-        return str
-    if origin is Annotated:
-        return _yaml_type(args[0])
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return yaml_model(annotation)
-    if origin is tuple:
-        return list[_yaml_type(args[0])]
-    if origin in (Union, UnionType):
-        return Union[tuple(_yaml_type(a) for a in args)]  # noqa: UP007 - built from a tuple
-    return annotation
+class RetrainingAsset(NamedTuple):
+    """What ``translation`` templates see besides ``spec``: ``retraining`` and ``asset_name``."""
+
+    retraining: str  # the retraining's name, the key prefix
+    asset_name: str  # labels, features, training_set, sub_model, fallback_model, model_bundle, online_features
 
 
-def _yaml_fields(spec_model: type[BaseModel]) -> dict[str, tuple[Any, FieldInfo]]:
-    """Each field of ``spec_model`` with its YAML-side type and description; optional ones default to None."""
-    fields: dict[str, tuple[Any, FieldInfo]] = {}
-    for name, info in spec_model.model_fields.items():
-        kind = _yaml_type(info.annotation)
-        if info.is_required():
-            fields[name] = (kind, Field(description=info.description))
-        else:
-            fields[name] = (Optional[kind], Field(default=None, description=info.description))  # noqa: UP045
-    return fields
+def _refuse(context: dg.ResolutionContext, names: Sequence[str]) -> None:
+    if names:
+        reasons = "; ".join(f"`{n}`: {REFUSED_TRANSLATION[n]}" for n in names)
+        where = located(context, [*context.path, names[0]])
+        raise AttributesError(f"{'.'.join(map(str, context.path))}{where} cannot set {', '.join(names)}: {reasons}")
 
 
-@cache
-def yaml_model(spec_model: type[BaseModel]) -> type[BaseModel]:
-    """The schema Dagster validates a nested spec section against, derived from ``spec_model``.
+def _resolve_translation(context: dg.ResolutionContext, model: Any) -> TranslationFn[RetrainingAsset]:
+    """Dagster's ``translation`` (as in dagster-dbt and dagster-sling), minus what would break the retraining."""
+    if isinstance(model, BaseModel):
+        _refuse(context, [n for n in REFUSED_TRANSLATION if n in model.model_fields_set])
+    info = TranslatorResolvingInfo(asset_attributes=model, resolution_context=context, model_key="translation")
 
-    Same field names and descriptions, YAML-side types (dates and paths are strings), unknown keys
-    forbidden. Value constraints and defaults stay with the spec: every optional field is None
-    here, and an unset field takes the spec's default. Dagster accepts only plain field types in
-    nested pydantic models (no ``ge=`` constraints), hence the mirror.
+    def translate(spec: dg.AssetSpec, asset: RetrainingAsset) -> dg.AssetSpec:
+        return info.get_asset_spec(spec, {"spec": spec, **asset._asdict()})
+
+    return translate
+
+
+def _path(context: dg.ResolutionContext, value: str) -> Path:
+    return Path(value)
+
+
+def _spec_field(name: str) -> dg.Resolver:
+    """The YAML schema entry of a top-level spec field: described as the spec describes it."""
+    return dg.Resolver.default(description=RetrainingSpec.model_fields[name].description)
+
+
+def _spec_path(name: str) -> dg.Resolver:
+    return dg.Resolver(_path, model_field_type=str, description=RetrainingSpec.model_fields[name].description)
+
+
+@dg.scaffold_with(RetrainingScaffolder)
+@dataclass(kw_only=True)
+class RetrainingComponent(dg.Component, dg.Resolvable):
+    """One partial retraining: Feast training sets and one sub-model per (window, cohort).
+
+    Attributes: the retraining spec's fields (relative `feature_repo` and
+    `data_dir` resolve against the defs.yaml's folder, `labels.path` against
+    `data_dir`), `sensor_interval_seconds`, and `translation` (owners, tags,
+    kinds, group, automation condition... of every asset).
+
+    Builds the assets `<name>/labels` and `<name>/features` (sources),
+    `<name>/training_set` and `<name>/sub_model` (window x cohort partitions),
+    `<name>/fallback_model`, `<name>/model_bundle` and `<name>/online_features`,
+    the sensor `<name>_change_sensor` and the resource `<name>_feast`.
+
+    Scaffold options: --feature-repo PATH, --data-dir PATH (default
+    <project>/feature_repo and <project>/data).
     """
-    return create_model(
-        f"{spec_model.__name__}Attributes",
-        __config__=ConfigDict(extra="forbid"),
-        __doc__=spec_model.__doc__,
-        **_yaml_fields(spec_model),
-    )
 
+    name: Annotated[str, _spec_field("name")]
+    feature_repo: Annotated[Path, _spec_path("feature_repo")]
+    feature_service: Annotated[str, _spec_field("feature_service")]
+    labels: Annotated[LabelsAttributes, _spec_field("labels")]
+    windows: Annotated[WindowsAttributes, _spec_field("windows")]
+    cohorts: Annotated[Sequence[str], _spec_field("cohorts")] = ()
+    dynamic_cohorts: Annotated[bool, _spec_field("dynamic_cohorts")] = False
+    retrieval: Annotated[Literal["feast", "duckdb_asof"], _spec_field("retrieval")] = "feast"
+    task: Annotated[Literal["auto", "binary", "multiclass", "regression"], _spec_field("task")] = "auto"
+    trainer: TrainerAttributes = field(default_factory=TrainerAttributes)
+    gate: GateAttributes = field(default_factory=GateAttributes)
+    fallback: FallbackAttributes = field(default_factory=FallbackAttributes)
+    store: StoreAttributes = field(default_factory=StoreAttributes)
+    change_detection: ChangeDetectionAttributes = field(default_factory=ChangeDetectionAttributes)
+    data_dir: Annotated[Path, _spec_path("data_dir")]
+    sensor_interval_seconds: Annotated[
+        int,
+        dg.Resolver.default(
+            description=(
+                "Minimum seconds between two ticks of the change sensor (not a spec field). A tick "
+                "with no change costs <= 0.3 s even at 1,008 partitions, so the default is short."
+            )
+        ),
+    ] = 10
+    in_process_executor: Annotated[
+        bool,
+        dg.Resolver.default(
+            description=(
+                "Runs of this code location's assets execute in one process (Dagster's in_process_executor); "
+                "false leaves the executor to the code location, e.g. dagster-k8s' or dagster-celery's on the "
+                "top-level Definitions (not a spec field)."
+            )
+        ),
+    ] = True
+    translation: Optional[  # noqa: UP045 - Dagster reads this annotation
+        Annotated[
+            TranslationFn[RetrainingAsset],
+            dg.Resolver(
+                _resolve_translation,
+                model_field_type=Union[str, AssetAttributesModel],  # noqa: UP007
+                inject_before_resolve=False,
+                description=(
+                    "Attributes of every asset spec, as in dagster-dbt's and dagster-sling's components: "
+                    "owners, tags, kinds, group_name, automation_condition, description, metadata, deps, "
+                    "freshness_policy (key, key_prefix, partitions_def, code_version and skippable are the "
+                    "retraining's own). Templates see `spec`, `retraining` and `asset_name`."
+                ),
+                examples=[{"owners": ["team:ml"], "tags": {"tier": "gold"}, "group_name": "{{ retraining }}_ml"}],
+            ),
+        ]
+    ] = None
 
-def _problems(exc: ValidationError) -> str:
-    """``attributes.<field path>: <message>`` for each error, as a defs.yaml author reads them."""
-    return "; ".join(
-        f"attributes.{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-    )
-
-
-class RetrainingComponentBase(dg.Component, dg.Resolvable, dg.Model):
-    """What :data:`RetrainingComponent` adds to the spec's fields: the sensor interval and the methods.
-
-    Abstract (no ``build_defs``), so Dagster's registry lists only the concrete component.
-    """
-
-    if TYPE_CHECKING:  # fields of the concrete class, declared after the spec's fields
-        sensor_interval_seconds: int
-        in_process_executor: bool
+    def __post_init__(self) -> None:
+        # A section given as a mapping (from Python, or a `{{ ... }}` template rendering to one) is
+        # validated into its section type here, so every section attribute is what it is typed as.
+        for name, section in _SECTIONS.items():
+            value = getattr(self, name)
+            if not isinstance(value, section):
+                setattr(self, name, section.model_validate(value.model_dump() if isinstance(value, BaseModel) else value))
 
     @classmethod
     def get_spec(cls) -> dg.ComponentTypeSpec:
@@ -131,9 +217,21 @@ class RetrainingComponentBase(dg.Component, dg.Resolvable, dg.Model):
             produces=["asset", "sensor", "resource"],
         )
 
+    @classmethod
+    def resolve_from_model(cls, context: dg.ResolutionContext, model: BaseModel) -> "RetrainingComponent":
+        """Dagster's resolution, then the spec's rules across fields; errors name the attribute and its line."""
+        refuse_empty(context, RetrainingSpec, model.model_dump(exclude_unset=True))
+        component = super().resolve_from_model(context, model)
+        try:
+            RetrainingSpec.model_validate(component.spec_attributes())
+        except ValidationError as exc:
+            raise attributes_error(context, exc, "invalid retraining component attributes:") from None
+        return component
+
     def spec_attributes(self) -> dict[str, Any]:
-        """The attributes that make up the :class:`RetrainingSpec`, as plain data (unset ones left out)."""
-        return self.model_dump(mode="json", exclude=set(NOT_SPEC_FIELDS), exclude_none=True)
+        """The :class:`RetrainingSpec` these attributes describe, as plain data (paths as written)."""
+        values = {name: getattr(self, name) for name in RetrainingSpec.model_fields}
+        return {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in values.items()}
 
     def to_spec(self, base_dir: Path) -> RetrainingSpec:
         """Validate the attributes as a :class:`RetrainingSpec` with paths resolved against ``base_dir``.
@@ -145,84 +243,71 @@ class RetrainingComponentBase(dg.Component, dg.Resolvable, dg.Model):
             return RetrainingSpec.model_validate(self.spec_attributes()).resolve(Path(base_dir))
         except ValidationError as exc:
             where = Path(base_dir) / "defs.yaml"
-            raise SpecError(f"invalid retraining component in {where}: {_problems(exc)}") from exc
+            problems = "; ".join(f"attributes.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise SpecError(f"invalid retraining component in {where}: {problems}") from exc
+
+    def translate(self, spec: dg.AssetSpec) -> dg.AssetSpec:
+        """``spec`` with ``translation`` applied (unchanged without one)."""
+        if self.translation is None:
+            return spec
+        translated = self.translation(spec, RetrainingAsset(self.name, spec.key.path[-1]))
+        changed = [n for n in ("key", "partitions_def", "code_version") if getattr(translated, n) != getattr(spec, n)]
+        if changed:
+            reasons = "; ".join(f"`{n}`: {REFUSED_TRANSLATION[n]}" for n in changed)
+            raise SpecError(f"translation of {spec.key.to_user_string()} changes {', '.join(changed)}: {reasons}")
+        return translated
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        """``build_definitions(spec)`` for these attributes (paths relative to the defs.yaml), translated."""
+        defs = build_definitions(
+            self.to_spec(context.path),
+            sensor_interval_seconds=self.sensor_interval_seconds,
+            executor=dg.in_process_executor if self.in_process_executor else None,
+        )
+        if self.translation is None:
+            return defs
+        return defs.permissive_map_resolved_asset_specs(self.translate, selection=None)
 
 
-def _build_defs(self: RetrainingComponentBase, context: dg.ComponentLoadContext) -> dg.Definitions:
-    """``build_definitions(spec)`` for the spec these attributes describe, paths relative to the defs.yaml."""
-    return build_definitions(
-        self.to_spec(context.path),
-        sensor_interval_seconds=self.sensor_interval_seconds,
-        executor=dg.in_process_executor if self.in_process_executor else None,
-    )
-
-
-def _component_class() -> type[RetrainingComponentBase]:
-    fields = _yaml_fields(RetrainingSpec)
-    fields["sensor_interval_seconds"] = (
-        int,
-        Field(
-            default=10,
-            description=(
-                "Minimum seconds between two ticks of the change sensor (not a spec field). A tick "
-                "with no change costs <= 0.3 s even at 1,008 partitions, so the default is short."
-            ),
-        ),
-    )
-    fields["in_process_executor"] = (
-        bool,
-        Field(
-            default=True,
-            description=(
-                "Runs of this code location's assets execute in one process (Dagster's in_process_executor); "
-                "false leaves the executor to the code location, e.g. dagster-k8s' or dagster-celery's on the "
-                "top-level Definitions (not a spec field)."
-            ),
-        ),
-    )
-    namespace: dict[str, Any] = {
-        "__module__": __name__,
-        "__qualname__": "RetrainingComponent",
-        "__doc__": (
-            "One partial retraining: Feast training sets and one sub-model per (window, cohort).\n\n"
-            "Attributes: every field of :class:`~retrain_plugins.spec.RetrainingSpec` (relative "
-            "``feature_repo`` and ``data_dir`` resolve against the defs.yaml's folder, ``labels.path`` "
-            "against ``data_dir``), ``sensor_interval_seconds`` and ``in_process_executor``. Builds the assets "
-            "``<name>/training_set``, ``<name>/sub_model`` (window x cohort partitions), "
-            "``<name>/model_bundle``, the sensor ``<name>_change_sensor`` and the ``<name>_feast`` "
-            "resource."
-        ),
-        "__annotations__": {name: kind for name, (kind, _) in fields.items()},
-        **{name: info for name, (_, info) in fields.items()},
-        "build_defs": _build_defs,
-    }
-    return type("RetrainingComponent", (RetrainingComponentBase,), namespace)
-
-
-RetrainingComponent = _component_class()
-"""The Dagster component type (``type: retrain_plugins.dagster.component.RetrainingComponent``)."""
+_SECTIONS = {
+    "labels": LabelsAttributes,
+    "windows": WindowsAttributes,
+    "trainer": TrainerAttributes,
+    "gate": GateAttributes,
+    "fallback": FallbackAttributes,
+    "store": StoreAttributes,
+    "change_detection": ChangeDetectionAttributes,
+}
+"""The component's spec sections and the type each attribute holds."""
 
 
 def spec_from_defs_yaml(path: Path) -> RetrainingSpec:
-    """The :class:`RetrainingSpec` declared by the :data:`RetrainingComponent` in a ``defs.yaml``.
+    """The :class:`RetrainingSpec` declared by the :class:`RetrainingComponent` in a ``defs.yaml``.
 
     For tools outside Dagster (the CLI, scripts) that read the file a code location loads: same
-    YAML parsing as Dagster (dates stay strings), same attribute schema, paths resolved against
-    the file's folder, template expressions (``{{ env.X }}``) rendered as Dagster renders them.
+    YAML parsing as Dagster (dates stay strings), same schema and rules, paths resolved against
+    the file's folder, templates (``{{ env.X }}``) rendered with Dagster's default scope (``env``,
+    ``dg``, ``datetime``; not the load context's ``context.*``).
 
     Raises:
         SpecError: the file is unreadable, declares no (or several) retraining components, or is invalid.
     """
     path = Path(path).resolve()
     try:
-        documents = [tree.value for tree in parse_yamls_with_source_position(path.read_text(), str(path))]
+        documents = parse_yamls_with_source_position(path.read_text(), str(path))
     except (OSError, yaml.YAMLError) as exc:
         raise SpecError(f"cannot read {path}: {exc}") from exc
-    declared = [d for d in documents if isinstance(d, dict) and d.get("type") == TYPE_NAME]
+    declared = [d for d in documents if isinstance(d.value, dict) and d.value.get("type") == TYPE_NAME]
     if len(declared) != 1:
         raise SpecError(f"{path} must declare exactly one {TYPE_NAME}, found {len(declared)}")
+    context = dg.ResolutionContext.default(declared[0].source_position_tree).at_path("attributes")
     try:
-        component = RetrainingComponent.from_attributes_dict(attributes=declared[0].get("attributes") or {})
+        model = TypeAdapter(RetrainingComponent.get_model_cls()).validate_python(declared[0].value.get("attributes") or {})
+        component = RetrainingComponent.resolve_from_model(context, model)
     except ValidationError as exc:
-        raise SpecError(f"invalid retraining component in {path}: {_problems(exc)}") from exc
+        raise attributes_error(context, exc, f"invalid retraining component in {path}:") from exc
+    except SpecError:
+        raise
+    except ResolutionException as exc:
+        raise SpecError(f"invalid retraining component in {path}: {exc}") from exc
     return component.to_spec(path.parent)
