@@ -92,7 +92,7 @@ def test_every_attribute_is_in_it_and_the_commented_defaults_are_the_defaults(sc
     path, text = scaffolded
     filled = _fill(text, FILLED)
     every = yaml.safe_load(_uncomment_keys(filled))["attributes"]
-    assert _flatten(every) == [*_paths(RetrainingSpec), "sensor_interval_seconds", "translation"]
+    assert _flatten(every) == [*_paths(RetrainingSpec), "sensor_interval_seconds", "in_process_executor", "translation"]
     assert "post_processing:" in text  # Dagster's own, shown in the header
     path.write_text(filled)
     as_scaffolded = spec_from_defs_yaml(path)
