@@ -19,7 +19,9 @@ hand, a UI backfill) use the tags, then ``manual``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import NamedTuple
 
 from retrain_plugins.changes.state import read_requests
@@ -85,9 +87,25 @@ class Requested(NamedTuple):
     fingerprint: str | None = None
 
 
+_ELSEWHERE: ContextVar[Storage | None] = ContextVar("retrain_request_log_elsewhere", default=None)
+
+
 def request_log(spec: RetrainingSpec) -> Storage:
     """Where ``spec``'s sensor logs each tick's requests: ``<storage>/requests/<name>/``."""
-    return storage(spec).child(f"requests/{spec.name}")
+    elsewhere = _ELSEWHERE.get()
+    return elsewhere.child(spec.name) if elsewhere is not None else storage(spec).child(f"requests/{spec.name}")
+
+
+@contextmanager
+def request_logs_in(root: Storage) -> Iterator[None]:
+    """Log the requests of ticks evaluated in this context under ``root`` instead: a dry tick
+    (``retrain tick`` without ``--launch``, on a copy of the sensor's state) must not write the
+    log that the real tick of the same number and its runs use."""
+    token = _ELSEWHERE.set(root)
+    try:
+        yield
+    finally:
+        _ELSEWHERE.reset(token)
 
 
 def write_request_log(spec: RetrainingSpec, seq: int, rows: Iterable[tuple[PartitionKey, str, str, str | None]]) -> None:
