@@ -3,8 +3,8 @@
 One module per command group, each with a ``register(add)`` that adds its commands:
 :mod:`~retrain_plugins.cli.project` (demo, apply), :mod:`~retrain_plugins.cli.report` (status,
 explain, savings), :mod:`~retrain_plugins.cli.maintenance` (rollback, verify, state),
-:mod:`~retrain_plugins.cli.predict` and :mod:`~retrain_plugins.cli.tick` (tick [--launch]). Each
-imports what it needs when it runs,
+:mod:`~retrain_plugins.cli.predict`, :mod:`~retrain_plugins.cli.tick` (tick [--launch]) and
+:mod:`~retrain_plugins.cli.materialize` (materialize --all). Each imports what it needs when it runs,
 so ``retrain --help`` stays fast.
 """
 
@@ -15,13 +15,13 @@ import os
 import sqlite3
 import sys
 
-from retrain_plugins.cli import maintenance, predict, project, report, tick
+from retrain_plugins.cli import maintenance, materialize, predict, project, report, tick
 from retrain_plugins.cli.common import load_spec
 from retrain_plugins.errors import RetrainError
 
 __all__ = ["load_spec", "main", "parser"]
 
-GROUPS = (project, report, tick, predict, maintenance)
+GROUPS = (project, report, tick, materialize, predict, maintenance)
 
 
 def parser() -> argparse.ArgumentParser:
