@@ -107,14 +107,16 @@ def evaluate(defs: Definitions, spec: RetrainingSpec, instance: DagsterInstance,
     return Evaluation(name, requests, data.skip_message, added, _members(spec, requests, seq, [*known, *added]))
 
 
-def _members(spec: RetrainingSpec, requests: list[RunRequest], seq: int | None, order: list[str]) -> list[dict]:
+def _members(
+    spec: RetrainingSpec, requests: list[RunRequest], seq: int | None, order: list[str]
+) -> list[dict[PartitionKey, Requested]]:
     """Per request, the partitions of its range with what the tick logged for them."""
     from retrain_plugins.dagster.tags import read_request_log
     from retrain_plugins.partitions import PartitionKey, windows
 
     logged = (read_request_log(spec, seq) if seq is not None else None) or {}
     window_keys = [w.key for w in windows(spec)]
-    out = []
+    out: list[dict[PartitionKey, Requested]] = []
     for request in requests:
         if RANGE_START not in request.tags:  # a serving-only run: no partitions
             out.append({})
@@ -160,7 +162,7 @@ def launch(defs: Definitions, spec: RetrainingSpec, instance: DagsterInstance, e
     ok = True
     for request, members in zip(evaluation.requests, evaluation.partitions):
         started = time.perf_counter()
-        tags = {**request.tags, RUN_KEY_TAG: request.run_key, SENSOR_NAME_TAG: evaluation.sensor}
+        tags = {**request.tags, RUN_KEY_TAG: str(request.run_key), SENSOR_NAME_TAG: evaluation.sensor}
         result = run_in_process(defs, spec, instance, selection=request.asset_selection, tags=tags, partitions=len(members))
         ok &= result.success
         outcome = "success" if result.success else "FAILED"
