@@ -287,12 +287,10 @@ class StateStore:
                 [(seq, k.window, k.cohort, reason, fp, detail, now) for k, reason, fp, detail in rows],
             )
 
-    def requests(self) -> list[tuple[int, PartitionKey, str, str, str]]:
+    def requests(self, seq: int | None = None) -> list[tuple[int, PartitionKey, str, str, str]]:
+        """The request log: (seq, partition, reason, fingerprint, detail), of every tick or of tick ``seq``."""
         with self._connect() as con:
-            rows = con.execute(
-                "SELECT seq, window, cohort, reason, fingerprint, detail FROM requests ORDER BY seq, window, cohort"
-            ).fetchall()
-        return [(seq, PartitionKey(w, c), reason, fp, detail) for seq, w, c, reason, fp, detail in rows]
+            return _logged_requests(con, seq)
 
     def attempts(self) -> dict[tuple[PartitionKey, str], tuple[int, float]]:
         """Per partition, its latest requested fingerprint -> (requests in a row for it, when the last was).
@@ -329,3 +327,29 @@ class StateStore:
                 "INSERT OR REPLACE INTO acknowledged VALUES (?, ?, ?, ?)",
                 [(k.window, k.cohort, fp, now) for k, fp in fingerprints.items()],
             )
+
+
+_REQUESTS = "SELECT seq, window, cohort, reason, fingerprint, detail FROM requests"
+
+
+def _logged_requests(con: sqlite3.Connection, seq: int | None) -> list[tuple[int, PartitionKey, str, str, str]]:
+    where, args = (" WHERE seq = ?", (seq,)) if seq is not None else ("", ())
+    rows = con.execute(f"{_REQUESTS}{where} ORDER BY seq, window, cohort", args).fetchall()
+    return [(s, PartitionKey(w, c), reason, fp, detail) for s, w, c, reason, fp, detail in rows]
+
+
+def read_requests(path: Path, seq: int) -> list[tuple[int, PartitionKey, str, str, str]] | None:
+    """Tick ``seq``'s request log, for a reader that is not the sensor (a run on the sensor's host).
+
+    Read only: unlike opening a :class:`StateStore`, this never creates, migrates or writes the
+    sensor's file. None when there is no store at ``path`` or it has no request log yet.
+    """
+    if not Path(path).exists():
+        return None
+    con = sqlite3.connect(path, timeout=30.0)
+    try:
+        return _logged_requests(con, seq)
+    except sqlite3.OperationalError:  # no requests table (an empty or foreign file)
+        return None
+    finally:
+        con.close()

@@ -1,4 +1,4 @@
-"""``retrain``: command-line entry point (demo, apply, status, predict)."""
+"""``retrain``: command-line entry point (see :mod:`retrain_plugins.cli.main`)."""
 
 from retrain_plugins.cli.main import main
 

@@ -29,7 +29,7 @@ from retrain_plugins.changes.state import StateStore
 from retrain_plugins.dagster.resources import FeastResource, feast_resource_key
 from retrain_plugins.dagster.metadata import as_metadata, trainer_kind
 from retrain_plugins.dagster.serving import build_serving_assets, publish_despite_failures
-from retrain_plugins.dagster.tags import SEQ_TAG, detail_for, reason_for
+from retrain_plugins.dagster.tags import SEQ_TAG, RequestLookup
 from retrain_plugins.errors import DataError
 from retrain_plugins.feast_view import FeatureServiceView, load_feature_service_view
 from retrain_plugins.layout import model_store, state_path
@@ -268,11 +268,11 @@ def _train_sub_models(
     """
     models = model_store(spec)
     seq = context.run.tags.get(SEQ_TAG)
+    requested = RequestLookup(spec, context.run.tags)  # the tick's request log: any run size (tags.py)
     results = {}
     for partition_key in context.partition_keys:
         key = PartitionKey.from_dagster(partition_key)
-        reason = reason_for(context.run.tags, key)
-        detail = detail_for(context.run.tags, key)
+        reason, detail, _ = requested(key)
         meta = train_sub_model(spec, view, models, key, reason, context.run.run_id, detail)
         if seq is not None:  # requested by the change sensor: its ledger counts the outcome
             meta = {**meta, "sensor_seq": int(seq)}

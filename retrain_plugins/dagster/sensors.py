@@ -31,7 +31,7 @@ from retrain_plugins.changes.state import StateStore, Trained
 from retrain_plugins.dagster.assets import RetrainingAssets, asset_keys
 from retrain_plugins.dagster.outcomes import ingest_outcomes
 from retrain_plugins.bundle import bundle_is_stale
-from retrain_plugins.dagster.tags import REASON_TAG, RETRAINING_TAG, SEQ_TAG, SERVING_TAG, attempt_tags, detail_tags, reason_tags
+from retrain_plugins.dagster.tags import REASON_TAG, RETRAINING_TAG, SEQ_TAG, SERVING_TAG, attempt_tags, detail_tags, reason_tags, write_request_log
 from retrain_plugins.fallback import fallback_affected
 from retrain_plugins.feast_view import load_feature_service_view
 from retrain_plugins.layout import model_store
@@ -262,6 +262,9 @@ def build_change_sensor(
             attempts = {change.partition: n for change, n in admission.admitted}
             requests = run_requests_for(spec, assets, changes, seq, [*known, *added], features_changed, fallback, attempts)
             state.log_requests(seq, [(c.partition, c.reason, c.fingerprint, c.detail) for c in changes])
+            # Where runs read their partitions' reasons (tags are size-capped; tags.py says why
+            # there). Inside the transaction: a tick whose log cannot be written requests nothing.
+            write_request_log(spec, seq, [(c.partition, c.reason, c.fingerprint, c.detail) for c in changes])
             _record_savings(state, seq, changes)
         dynamic = [cohort_partitions_def(spec).build_add_request([encode_cohort(c) for c in added])] if added else []
         context.log.info(
