@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 import pytest
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, EnvVar
 
 from retrain_plugins import RetrainingSpec, apply_feature_repo, build_definitions
 from retrain_plugins.dagster.execution import execute, materialize_all, tick
@@ -35,6 +35,7 @@ mlflow = pytest.importorskip("mlflow")  # the extra is part of the dev environme
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KEY = PartitionKey("2025-02-01", "north")
 SUB_MODELS, ROUTED = "churn_sub_models", "churn_routed"
+URI_VAR = "RETRAIN_TEST_MLFLOW_TRACKING_URI"
 
 
 class Registered(NamedTuple):
@@ -63,12 +64,16 @@ def registered(tmp_path_factory) -> Registered:
     spec = make_spec(root)
     apply_feature_repo(spec.feature_repo, in_process=True)
     uri = f"sqlite:///{base / 'mlflow.db'}"
-    resource = MLflowRegistryResource(tracking_uri=uri, artifact_location=str(base / "mlflow-artifacts"))
+    os.environ[URI_VAR] = uri  # as a deployment passes it: resolved by Dagster when a run starts
+    resource = MLflowRegistryResource(tracking_uri=EnvVar(URI_VAR), artifact_location=str(base / "mlflow-artifacts"))
     defs = build_definitions(spec, resources={mlflow_resource_key(spec): resource})
     instance = DagsterInstance.ephemeral()
-    assert materialize_all(defs, spec, instance).success
-    yield Registered(root, spec, defs, instance, uri, mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri))
-    instance.dispose()
+    try:
+        assert materialize_all(defs, spec, instance).success
+        yield Registered(root, spec, defs, instance, uri, mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri))
+    finally:
+        instance.dispose()
+        del os.environ[URI_VAR]
 
 
 def test_materialize_registers_each_sub_model_with_lineage_and_points_its_alias(registered):
