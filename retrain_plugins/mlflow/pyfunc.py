@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
 import polars as pl
+from mlflow.pyfunc import PythonModel
 
 STORE_ARTIFACT = "store"  # a folder laid out like the model store: bundle.json + what it routes to
 MODEL_ARTIFACT = "model"  # one sub-model file
@@ -28,7 +28,7 @@ def as_polars(model_input: Any) -> pl.DataFrame:
     return pl.from_pandas(model_input)
 
 
-class RoutedPythonModel(mlflow.pyfunc.PythonModel):
+class RoutedPythonModel(PythonModel):
     """``RoutedModel.predict`` as a pyfunc: ``prediction`` (and ``proba_<class>`` for multiclass),
     ``served_by`` and ``route`` per row, the rows in input order.
 
@@ -45,8 +45,8 @@ class RoutedPythonModel(mlflow.pyfunc.PythonModel):
     # ``pd.DataFrame`` is a type hint MLflow infers no schema from: the logged signature is the schema.
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         frame = as_polars(model_input)
-        timestamp = (params or {}).get("timestamp_column") or None
-        if timestamp is not None and isinstance(frame.schema.get(timestamp), pl.Datetime) and frame.schema[timestamp].time_zone is None:
+        timestamp: str | None = (params or {}).get("timestamp_column") or None
+        if timestamp is not None and isinstance(kind := frame.schema.get(timestamp), pl.Datetime) and kind.time_zone is None:
             frame = frame.with_columns(pl.col(timestamp).dt.replace_time_zone("UTC"))
         scored = self._routed.predict(frame, timestamp_column=timestamp)
         outputs = ["prediction"]
@@ -55,7 +55,7 @@ class RoutedPythonModel(mlflow.pyfunc.PythonModel):
         return scored.select([*outputs, "served_by", "route"]).to_pandas()
 
 
-class SubModelPythonModel(mlflow.pyfunc.PythonModel):
+class SubModelPythonModel(PythonModel):
     """One sub-model as a pyfunc: the trainer's ``predict`` on the model's feature columns.
 
     ``model_config`` says how to load it: ``trainer``, ``trainer_params``, ``task``,
