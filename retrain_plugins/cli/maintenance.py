@@ -13,9 +13,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from retrain_plugins.changes.detector import current_fingerprint, state_store
     from retrain_plugins.feast_view import load_feature_service_view
     from retrain_plugins.layout import model_store
+    from retrain_plugins.mlflow import from_cli
     from retrain_plugins.partitions import PartitionKey
 
     spec = load_spec(args)
+    registry = from_cli(args.mlflow)  # checked before anything changes
     key = PartitionKey(args.window, args.cohort)
     entry = model_store(spec).rollback(key, to=args.to)
     state = state_store(spec)
@@ -26,8 +28,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         # The data as it is now is served by this choice: the sensor must not undo it on its next
         # tick, only when the data changes again.
         state.acknowledge({key: current_fingerprint(spec, state, key)}, replace=False)
-    publish(spec, load_feature_service_view(spec))
+    bundle = publish(spec, load_feature_service_view(spec))
     print(f"{key}: serving {entry['path']} again (sha256 {entry['sha256'][:16]}, trained by run {entry.get('run_id')})")
+    if registry is not None:
+        done = registry.on_rollback(spec, key, entry, bundle)
+        print(f"MLflow: alias {done['mlflow_alias']} -> {done['mlflow_model']} version {done['mlflow_version']}"
+              + (f"; {done['mlflow_bundle_uri']} -> version {done['mlflow_bundle_version']}" if "mlflow_bundle_uri" in done else ""))
     return 0
 
 
@@ -83,6 +89,11 @@ def register(add: AddCommand) -> None:
     rollback.add_argument("cohort", help="cohort value, e.g. north")
     rollback.add_argument(
         "--to", metavar="SHA256", help="serve this kept version (sha256 or a prefix) instead of the previous one"
+    )
+    rollback.add_argument(
+        "--mlflow", action="append", default=[], metavar="FIELD=VALUE",
+        help="move the MLflow aliases too: the retraining's MLflowRegistryResource fields, repeated "
+        "(tracking_uri=... required; registry_uri, experiment, sub_model_name, bundle_model_name, alias as configured)",
     )
     verify = add("verify", "Check the model store against its records (checksums, missing, orphans).", cmd_verify)
     verify.add_argument(

@@ -33,6 +33,7 @@ from retrain_plugins.dagster.tags import SEQ_TAG, RequestLookup
 from retrain_plugins.errors import DataError
 from retrain_plugins.feast_view import FeatureServiceView, load_feature_service_view
 from retrain_plugins.layout import model_store, state_path
+from retrain_plugins.mlflow import mlflow_resource_key, register_promoted
 from retrain_plugins.partitions import PartitionKey, partitions_def, windows
 from retrain_plugins.sources import validate_sources
 from retrain_plugins.spec import RetrainingSpec
@@ -158,8 +159,13 @@ def _run_checks(spec: RetrainingSpec, results: list[dict], sub_model_key: AssetK
     ]
 
 
-def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
-    """The five assets of one retraining, keyed ``<spec.name>/<asset>`` (the two partitioned ones in one step)."""
+def build_retraining_assets(spec: RetrainingSpec, *, mlflow: bool = False) -> RetrainingAssets:
+    """The five assets of one retraining, keyed ``<spec.name>/<asset>`` (the two partitioned ones in one step).
+
+    With ``mlflow=True`` the training step and ``model_bundle`` require the retraining's MLflow
+    registry (resource key ``<name>_mlflow``, see :mod:`retrain_plugins.mlflow`).
+    """
+    registry_keys = {mlflow_resource_key(spec)} if mlflow else set()
     parts = partitions_def(spec)
     code_version = spec.definition_version()
     sources = source_specs(spec)
@@ -203,7 +209,7 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
         partitions_def=parts,
         backfill_policy=BackfillPolicy.single_run(),
         can_subset=True,
-        required_resource_keys={feast_resource_key(spec)},
+        required_resource_keys={feast_resource_key(spec), *registry_keys},
         pool=f"retrain_{spec.name}",
     )
     def training(context: AssetExecutionContext):
@@ -216,6 +222,7 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
             yield MaterializeResult(asset_key=training_set_key)
         if sub_model_key in selected:
             results = _train_sub_models(context, spec, view, sub_model_key)
+            register_promoted(context, spec, results, sub_model_key)  # MLflow, when the retraining has it
             wanted = {c.name for c in context.selected_asset_check_keys}
             evaluated = [c for c in _run_checks(spec, list(results.values()), sub_model_key) if c.check_name in wanted]
             if not any(r["status"] == "failed" for r in results.values()):
@@ -223,7 +230,7 @@ def build_retraining_assets(spec: RetrainingSpec) -> RetrainingAssets:
             else:
                 yield from publish_despite_failures(context, spec, view, results, sub_model_key, evaluated)
 
-    fallback_model, model_bundle, online_features = build_serving_assets(spec, training_set_key, sub_model_key)
+    fallback_model, model_bundle, online_features = build_serving_assets(spec, training_set_key, sub_model_key, mlflow=mlflow)
     return RetrainingAssets(training, fallback_model, model_bundle, online_features, sources)
 
 

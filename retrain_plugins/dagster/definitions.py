@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from dagster import Definitions, ExecutorDefinition, in_process_executor
 
 from retrain_plugins.dagster.assets import build_retraining_assets
 from retrain_plugins.dagster.resources import retraining_resources
 from retrain_plugins.dagster.sensors import build_change_sensor
+from retrain_plugins.mlflow import attached
 from retrain_plugins.feast_view import load_feature_service_view
 from retrain_plugins.feast_registry import RegistryNotApplied
 from retrain_plugins.spec import RetrainingSpec
@@ -39,6 +41,7 @@ def build_definitions(
     *,
     sensor_interval_seconds: int = 10,
     executor: ExecutorDefinition | None = in_process_executor,
+    resources: Mapping[str, Any] | None = None,
 ) -> Definitions:
     """Assets, change sensor and resources of each retraining.
 
@@ -61,6 +64,10 @@ def build_definitions(
             ``None`` sets none, for a code location that sets its own (``dagster-k8s``'s or
             ``dagster-celery``'s executor on the top-level ``Definitions``): Dagster refuses to
             merge two different executors.
+        resources: More resources for the ``Definitions``. An
+            :class:`~retrain_plugins.mlflow.MLflowRegistryResource` under ``<name>_mlflow``
+            attaches MLflow to that retraining (its training step and ``model_bundle`` then
+            require the key); a retraining without one never imports ``mlflow``.
     """
     specs = [specs] if isinstance(specs, RetrainingSpec) else list(specs)
     if not specs:
@@ -68,11 +75,13 @@ def build_definitions(
     assets, sensors = [], []
     for spec in specs:
         check_against_registry(spec)
-        built = build_retraining_assets(spec)
+        built = build_retraining_assets(spec, mlflow=attached(spec, resources))
         assets.extend(built.all)
         sensors.append(build_change_sensor(spec, built, minimum_interval_seconds=sensor_interval_seconds))
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"retraining names must be unique in one code location, got {names}")
-    resources = {key: value for spec in specs for key, value in retraining_resources(spec).items()}
-    return Definitions(assets=assets, sensors=sensors, executor=executor, resources=resources)
+    own = {key: value for spec in specs for key, value in retraining_resources(spec).items()}
+    if clash := sorted(set(own) & set(resources or {})):
+        raise ValueError(f"resources {clash} are the retrainings' own (built from their specs): pass other keys")
+    return Definitions(assets=assets, sensors=sensors, executor=executor, resources={**own, **(resources or {})})

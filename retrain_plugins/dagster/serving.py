@@ -25,6 +25,7 @@ from retrain_plugins.bundle import publish, read_bundle, smoke_test
 from retrain_plugins.dagster.metadata import as_metadata, auc_table, trainer_kind
 from retrain_plugins.dagster.resources import feast_resource_key
 from retrain_plugins.errors import DataError
+from retrain_plugins.mlflow import MLflowRegistryResource, mlflow_resource_key, registry_of
 from retrain_plugins.fallback import train_fallback
 from retrain_plugins.online import materialize_online
 from retrain_plugins.feast_view import FeatureServiceView, load_feature_service_view
@@ -32,9 +33,10 @@ from retrain_plugins.spec import RetrainingSpec
 
 
 def build_serving_assets(
-    spec: RetrainingSpec, training_set: AssetKey, sub_model: AssetKey
+    spec: RetrainingSpec, training_set: AssetKey, sub_model: AssetKey, *, mlflow: bool = False
 ) -> tuple[AssetsDefinition, AssetsDefinition, AssetsDefinition]:
-    """``fallback_model``, ``model_bundle`` and ``online_features`` of one retraining."""
+    """``fallback_model``, ``model_bundle`` and ``online_features`` of one retraining (``model_bundle``
+    requiring the retraining's MLflow registry with ``mlflow=True``)."""
     prefix = [spec.name]
     code_version = spec.definition_version()
 
@@ -92,13 +94,14 @@ def build_serving_assets(
         group_name=spec.name,
         code_version=code_version,
         check_specs=[AssetCheckSpec("routed_models_serve", asset=[*prefix, "model_bundle"])],
+        required_resource_keys={mlflow_resource_key(spec)} if mlflow else set(),
         description=(
             "The routing table the RoutedModel serves from: each cohort's sub-models by window, and "
             "the fallback. Checked: every routed model loads (checksum verified) and predicts."
         ),
     )
-    def model_bundle() -> MaterializeResult:
-        metadata, failures, served = publish_model_bundle(spec, load_feature_service_view(spec))
+    def model_bundle(context: AssetExecutionContext) -> MaterializeResult:
+        metadata, failures, served = publish_model_bundle(spec, load_feature_service_view(spec), registry_of(context, spec))
         return MaterializeResult(
             metadata=metadata,
             check_results=[
@@ -115,11 +118,15 @@ def build_serving_assets(
     return fallback_model, model_bundle, online_features
 
 
-def publish_model_bundle(spec: RetrainingSpec, view: FeatureServiceView) -> tuple[dict[str, Any], list[str], int]:
+def publish_model_bundle(
+    spec: RetrainingSpec, view: FeatureServiceView, registry: MLflowRegistryResource | None = None
+) -> tuple[dict[str, Any], list[str], int]:
     """Publish ``bundle.json`` and smoke-test what it routes to: (metadata, failures, models served).
 
     The body of the ``model_bundle`` asset, also called by the training step of a run in which
-    some partitions failed (see :func:`publish_despite_failures`).
+    some partitions failed (see :func:`publish_despite_failures`). With a ``registry`` the
+    published bundle is then logged and registered in MLflow (a registry that fails raises a
+    ``RegistryError`` naming it, after ``bundle.json`` is written: serving never waits for MLflow).
     """
     previous = read_bundle(spec)
     bundle = publish(spec, view)
@@ -135,6 +142,8 @@ def publish_model_bundle(spec: RetrainingSpec, view: FeatureServiceView) -> tupl
         ),
         "holdout_auc": MetadataValue.md(auc_table(bundle["routes"])),
     }
+    if registry is not None:
+        metadata |= registry.on_bundle_published(spec, bundle)
     return metadata, failures, served
 
 
@@ -191,7 +200,7 @@ def publish_despite_failures(
                 yield AssetMaterialization(asset_key=keys["fallback_model"], metadata=as_metadata(meta))
                 published.append(f"fallback model ({meta['status']})")
         if keys["model_bundle"] in selection:
-            metadata, problems, served = publish_model_bundle(spec, view)
+            metadata, problems, served = publish_model_bundle(spec, view, registry_of(context, spec))
             note = {"published_by": "training step (some partitions failed)", "smoke_test_failures": MetadataValue.json(problems)}
             yield AssetMaterialization(asset_key=keys["model_bundle"], metadata={**metadata, **note})
             published.append(f"bundle ({served - len(problems)} of {served} routed models serve)")
