@@ -40,6 +40,7 @@ from dagster import (
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from retrain_plugins.changes.detector import ChangeReport, PartitionChange
+from retrain_plugins.changes.fingerprints import EMPTY
 from retrain_plugins.changes.state import Trained
 from retrain_plugins.feast_view import load_feature_service_view
 from retrain_plugins.partitions import PartitionKey
@@ -70,7 +71,10 @@ def observations(
     """One observation per partition whose fingerprint changed this tick (``report.observed``).
 
     ``admitted`` are the changes this tick requests (in run ``seq``); a change the sensor holds
-    (a run in flight, backing off) is observed with ``requested: False``.
+    (a run in flight, backing off) is observed with ``requested: False``. A partition the sensor
+    sees for the first time (a new state store: the first tick, or one rebuilt from the model
+    store) with the data its sub-model was trained on is not observed: nothing changed for it, and
+    its training set's materialization already records that fingerprint.
     """
     asset_key = AssetKey([spec.name, "training_set"])
     changes = {c.partition: c for c in report.changes}
@@ -78,6 +82,8 @@ def observations(
     events = []
     for key, seen in report.observed.items():
         change, record = changes.get(key), trained.get(key)
+        if change is None and seen.previous == EMPTY and record is not None and record.fingerprint == seen.fingerprint:
+            continue
         if change is not None:
             reason, detail = change.reason, change.detail
         elif record is not None and record.fingerprint == seen.fingerprint:
