@@ -55,7 +55,7 @@ def _outlined(image: Image.Image) -> np.ndarray:
     return np.abs(rgb - target).sum(axis=2) < 30
 
 
-def test_each_update_records_what_it_retrained_skipped_and_avoided(materialized, tmp_path):
+def test_each_update_records_what_it_retrained_skipped_and_avoided(materialized):
     assert tick(materialized.defs, materialized.sensor, materialized.instance).run_requests == []
     scenarios.edit_rows(materialized.data, "2025-02", "south")
     result = tick(materialized.defs, materialized.sensor, materialized.instance)
