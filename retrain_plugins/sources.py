@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import NamedTuple
 
 from retrain_plugins import remote
@@ -35,6 +35,27 @@ class Source(NamedTuple):
 
 
 _NUMERIC_FEAST = ("Int", "Float", "Bool", "Decimal")
+
+
+class SourceFileError(DataError):
+    """A source file the retraining cannot use, with the file and the column(s) at fault.
+
+    ``columns`` is empty when the file as a whole is unreadable (not parquet, truncated).
+    """
+
+    def __init__(self, path: str, columns: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.columns = columns
+
+
+class FileProblem(NamedTuple):
+    """An unusable source file: which source (``labels`` or a feature view), file, column(s), why."""
+
+    source: str
+    path: str
+    columns: tuple[str, ...]
+    message: str
 
 
 def sources(spec: RetrainingSpec, view: FeatureServiceView) -> dict[str, Source]:
@@ -69,7 +90,11 @@ _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "
 
 
 def inspect_file(path: str, source: Source) -> tuple[int | None, int | None]:
-    """Check a file's schema against what the retraining reads; return its time range (UTC us)."""
+    """Check a file's schema against what the retraining reads; return its time range (UTC us).
+
+    Raises:
+        SourceFileError: naming the file and the column(s) at fault (none: unreadable parquet).
+    """
     try:
         con = connect(path)
         described = con.execute(f"DESCRIBE SELECT * FROM {parquet('p')}", {"p": path}).fetchall()
@@ -77,29 +102,36 @@ def inspect_file(path: str, source: Source) -> tuple[int | None, int | None]:
         required = (source.timestamp, *source.timestamps, *source.numeric, *source.text, *source.other)
         missing = [c for c in dict.fromkeys(required) if c not in types]
         if missing:
-            raise DataError(f"{path}: missing column(s) {missing}")
+            raise SourceFileError(path, tuple(missing), f"{path}: missing column(s) {missing}")
         for column in (source.timestamp, *source.timestamps):
             if not types[column].startswith("TIMESTAMP"):
-                raise DataError(f"{path}: column {column!r} is {types[column]}, expected a timestamp")
-        wrong = [f"{c!r} is {types[c]}" for c in source.numeric if not types[c].startswith(_NUMERIC)]
+                raise SourceFileError(path, (column,), f"{path}: column {column!r} is {types[column]}, expected a timestamp")
+        wrong = [c for c in source.numeric if not types[c].startswith(_NUMERIC)]
         if wrong:
-            raise DataError(f"{path}: column {', '.join(wrong)}, expected numeric")
-        wrong = [f"{c!r} is {types[c]}" for c in source.text if types[c] != "VARCHAR"]
+            described_ = ", ".join(f"{c!r} is {types[c]}" for c in wrong)
+            raise SourceFileError(path, tuple(wrong), f"{path}: column {described_}, expected numeric")
+        wrong = [c for c in source.text if types[c] != "VARCHAR"]
         if wrong:
-            raise DataError(f"{path}: column {', '.join(wrong)}, expected a string (the feature is a Feast String)")
+            described_ = ", ".join(f"{c!r} is {types[c]}" for c in wrong)
+            raise SourceFileError(
+                path, tuple(wrong), f"{path}: column {described_}, expected a string (the feature is a Feast String)"
+            )
         column = utc(ident(source.timestamp))
         nulls = ", ".join(f"count(*) FILTER (WHERE {ident(c)} IS NULL)" for c in source.not_null)
         lo, hi, *empty = con.execute(
             f"SELECT epoch_us(min({column})), epoch_us(max({column})){', ' + nulls if nulls else ''} FROM {parquet('p')}",
             {"p": path},
         ).fetchone()
-        empty_columns = [f"{c!r} ({n} rows)" for c, n in zip(source.not_null, empty) if n]
+        empty_columns = [(c, n) for c, n in zip(source.not_null, empty) if n]
         if empty_columns:
-            raise DataError(f"{path}: empty value(s) in column {', '.join(empty_columns)}")
+            described_ = ", ".join(f"{c!r} ({n} rows)" for c, n in empty_columns)
+            raise SourceFileError(
+                path, tuple(c for c, _ in empty_columns), f"{path}: empty value(s) in column {described_}"
+            )
     except DataError:
         raise
     except Exception as exc:  # duckdb's IO/InvalidInput errors: the file cannot be read at all
-        raise DataError(f"{path}: unreadable parquet: {exc}") from exc
+        raise SourceFileError(path, (), f"{path}: unreadable parquet: {exc}") from exc
     return lo, hi
 
 
@@ -183,14 +215,28 @@ def validate_sources(
     ``validated`` maps (source, path) to the (size, mtime_ns) at which a file already passed
     these checks (the change sensor records exactly those): such files are not opened again.
     """
-    problems = {}
+    return {p.path: p.message for p in file_problems(spec, view, validated)}
+
+
+def file_problems(
+    spec: RetrainingSpec,
+    view: FeatureServiceView,
+    validated: Mapping[tuple[str, str], tuple[int, int]] | None = None,
+    only: Collection[str] | None = None,
+) -> list[FileProblem]:
+    """:func:`validate_sources` with the source and column(s) of each problem; ``only``: these sources."""
+    problems = []
     validated = validated or {}
     for name, source in sources(spec, view).items():
+        if only is not None and name not in only:
+            continue
         for path, stamp in sorted(listing(source.pattern).items()):
             if validated.get((name, path)) == stamp:
                 continue
             try:
                 inspect_file(path, source)
+            except SourceFileError as exc:
+                problems.append(FileProblem(name, path, exc.columns, str(exc)))
             except DataError as exc:
-                problems[path] = str(exc)
+                problems.append(FileProblem(name, path, (), str(exc)))
     return problems

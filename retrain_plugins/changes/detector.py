@@ -34,7 +34,7 @@ from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.layout import state_path, training_set_rel, training_sets
 from retrain_plugins.partitions import PartitionKey, Window, dependents, training_windows, windows
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.sources import LABELS
+from retrain_plugins.sources import LABELS, FileProblem
 from retrain_plugins.training_sets import WINDOW_COL, asof_training_set, blank_cohort_rows, label_rows
 
 REASONS = ("new_data", "late_data", "edited_rows", "drift", "new_cohort", "definition_change", "repair", "retry", "manual")
@@ -48,6 +48,20 @@ class PartitionChange:
     fingerprint: str
     rows: int
     detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """A partition whose training-set fingerprint, as the sensor computes it, changed this pass.
+
+    ``previous`` is the fingerprint of the cells observed before this pass (``EMPTY`` for a
+    partition first seen now): comparing it with ``fingerprint`` is what made it an observation,
+    whatever its sub-model was trained on.
+    """
+
+    fingerprint: str
+    previous: str
+    rows: int
 
 
 @dataclasses.dataclass
@@ -65,6 +79,10 @@ class ChangeReport:
     cells_joined: int = 0  # (window, cohort) cells re-fingerprinted with the feature join this pass
     # changed label file -> why some of its rows are not trained (a blank cohort: no partition)
     refused: dict[str, str] = dataclasses.field(default_factory=dict)
+    # unreadable files with their source (labels or a feature view) and the column(s) at fault
+    file_problems: tuple[FileProblem, ...] = ()
+    # partitions whose fingerprint differs from the one of the cells observed before this pass
+    observed: dict[PartitionKey, Observed] = dataclasses.field(default_factory=dict)
     _commit: list = dataclasses.field(default_factory=list, repr=False)
 
     def commit(self) -> None:
@@ -200,7 +218,8 @@ def detect_changes(
     keys = [w.key for w in all_windows]
     lookback = spec.windows.lookback
     definition = definition_version(spec, view)
-    pending, unreadable, reached, by_features, blocked, seen = scan_files(spec, view, state, all_windows)
+    scan = scan_files(spec, view, state, all_windows)
+    pending, unreadable, reached, by_features, blocked, seen = scan[:6]
     definition_changed = state.get_meta(DEFINITION) not in (None, definition)
     if definition_changed:
         reached = by_features = set(keys)
@@ -237,13 +256,18 @@ def detect_changes(
             and partition_fingerprint(cells, training_windows(k.window, keys, lookback), k.cohort) == EMPTY
         }
     changes = []
+    observed: dict[PartitionKey, Observed] = {}
+    cells_before = {k: Cell(*v) for k, v in before.items()}
     for key in sorted(candidates, key=lambda k: (keys.index(k.window), k.cohort)):
         if key.cohort not in known and key.cohort not in new_cohorts:
             continue
         span = training_windows(key.window, keys, lookback)
         fingerprint = partition_fingerprint(cells, span, key.cohort)
-        record = trained.get(key)
         rows = sum(cells[(w, key.cohort)].rows for w in span if (w, key.cohort) in cells)
+        previous = partition_fingerprint(cells_before, span, key.cohort)
+        if previous != fingerprint:
+            observed[key] = Observed(fingerprint, previous, rows)
+        record = trained.get(key)
         if definition_changed and spec.change_detection.definition_change == "retrain_all" and fingerprint != EMPTY:
             changes.append(PartitionChange(key, "definition_change", fingerprint, rows, f"definition {definition}"))
             continue
@@ -296,6 +320,8 @@ def detect_changes(
         files_seen=seen,
         cells_joined=len(now),
         refused=refused_rows(spec, [p for (source, p), s in pending.items() if source == LABELS and s is not None]),
+        file_problems=scan.problems,
+        observed=observed,
     )
     report._commit = [
         lambda: state.save_files(pending),

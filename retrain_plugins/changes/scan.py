@@ -22,7 +22,16 @@ from retrain_plugins.changes.state import FileState, StateStore
 from retrain_plugins.errors import DataError
 from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.partitions import Window
-from retrain_plugins.sources import LABELS, FileStat, content_token, file_stats, inspect_file, sources
+from retrain_plugins.sources import (
+    LABELS,
+    FileProblem,
+    FileStat,
+    SourceFileError,
+    content_token,
+    file_stats,
+    inspect_file,
+    sources,
+)
 from retrain_plugins.spec import RetrainingSpec
 
 
@@ -33,6 +42,7 @@ class FileScan(NamedTuple):
     by_features: set[str]  # ... that a changed feature file reaches
     blocked: set[str]  # windows an unreadable file's previous content reached
     seen: int  # files listed
+    problems: tuple[FileProblem, ...] = ()  # the unreadable files with their source and column(s)
 
 
 def reached_windows(all_windows: list[Window], lo_us: int, hi_us: int, reach: float) -> set[str]:
@@ -86,6 +96,7 @@ def scan_files(
     pending: dict[tuple[str, str], FileState | None] = {}
     refreshed: dict[tuple[str, str], tuple[int, int]] = {}
     unreadable: dict[str, str] = {}
+    problems: list[FileProblem] = []
     reached: set[str] = set()
     by_features: set[str] = set()
     blocked: set[str] = set()
@@ -121,6 +132,8 @@ def scan_files(
                     lo, hi = inspect_file(path, described)
                 except (DataError, OSError) as exc:
                     unreadable[path] = str(exc)
+                    columns = exc.columns if isinstance(exc, SourceFileError) else ()
+                    problems.append(FileProblem(source, path, columns, str(exc)))
                     for lo, hi in ranges:
                         blocked |= reached_windows(all_windows, lo, hi, reach)
                     continue
@@ -137,4 +150,4 @@ def scan_files(
                     by_features |= windows_
     if refreshed:
         state.refresh_files(refreshed)
-    return FileScan(pending, unreadable, reached, by_features, blocked, seen)
+    return FileScan(pending, unreadable, reached, by_features, blocked, seen, tuple(problems))

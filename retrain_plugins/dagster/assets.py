@@ -15,6 +15,7 @@ from dagster import (
     AssetObservation,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetChecksDefinition,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
@@ -27,7 +28,8 @@ from dagster import (
 
 from retrain_plugins.changes.state import StateStore
 from retrain_plugins.dagster.resources import FeastResource, feast_resource_key
-from retrain_plugins.dagster.metadata import as_metadata, trainer_kind
+from retrain_plugins.dagster.metadata import as_metadata, column_schema, trainer_kind
+from retrain_plugins.dagster.observations import build_source_checks
 from retrain_plugins.dagster.serving import build_serving_assets, publish_despite_failures
 from retrain_plugins.dagster.tags import SEQ_TAG, RequestLookup
 from retrain_plugins.errors import DataError
@@ -49,6 +51,7 @@ class RetrainingAssets(NamedTuple):
     model_bundle: AssetsDefinition
     online_features: AssetsDefinition
     sources: tuple[AssetSpec, ...] = ()
+    checks: tuple[AssetChecksDefinition, ...] = ()  # ``source_files_valid`` on the sources
 
     @property
     def training_set_key(self) -> AssetKey:
@@ -64,8 +67,8 @@ class RetrainingAssets(NamedTuple):
 
     @property
     def all(self) -> list[AssetsDefinition | AssetSpec]:
-        """What goes into ``Definitions``: the external sources and the five assets."""
-        return [*self.sources, *self.materializable]
+        """What goes into ``Definitions``: the external sources, their checks and the five assets."""
+        return [*self.sources, *self.checks, *self.materializable]
 
     @property
     def keys(self) -> list[AssetKey]:
@@ -231,7 +234,7 @@ def build_retraining_assets(spec: RetrainingSpec, *, mlflow: bool = False) -> Re
                 yield from publish_despite_failures(context, spec, view, results, sub_model_key, evaluated)
 
     fallback_model, model_bundle, online_features = build_serving_assets(spec, training_set_key, sub_model_key, mlflow=mlflow)
-    return RetrainingAssets(training, fallback_model, model_bundle, online_features, sources)
+    return RetrainingAssets(training, fallback_model, model_bundle, online_features, sources, build_source_checks(spec))
 
 
 def _build_training_sets(
@@ -259,7 +262,8 @@ def _build_training_sets(
                 context.log.warning(f"{path}: {n} label row(s) with an empty cohort value in {span}: not trained")
         if refused[span]:
             meta = {**meta, "refused_blank_cohort_rows": refused[span]}
-        context.add_asset_metadata(as_metadata(meta), asset_key=asset_key, partition_key=partition_key)
+        standard = {"dagster/row_count": meta["rows"], "dagster/column_schema": column_schema(spec, view, meta["columns"])}
+        context.add_asset_metadata({**as_metadata(meta), **standard}, asset_key=asset_key, partition_key=partition_key)
 
 
 def _train_sub_models(

@@ -30,6 +30,7 @@ class Tick(NamedTuple):
     run_requests: list[RunRequest]
     skip_message: str | None
     cursor: str | None
+    asset_events: tuple = ()  # observations and check evaluations, recorded on the instance
 
 
 def retraining_assets(defs: Definitions, spec: RetrainingSpec, name: str | None = None) -> list[AssetsDefinition]:
@@ -72,7 +73,7 @@ def materialize_all(
 
 
 def tick(defs: Definitions, sensor_name: str, instance: DagsterInstance, cursor: str | None = None) -> Tick:
-    """Evaluate one tick of ``sensor_name`` against ``instance``."""
+    """Evaluate one tick of ``sensor_name`` against ``instance``, recording its asset events there."""
     sensor_def = defs.resolve_sensor_def(sensor_name)
     context = build_sensor_context(
         instance=instance,
@@ -81,14 +82,17 @@ def tick(defs: Definitions, sensor_name: str, instance: DagsterInstance, cursor:
         instance_ref=instance.get_ref() if instance.is_persistent else None,
     )
     data = sensor_def.evaluate_tick(context)
-    # What the daemon does with a tick's dynamic partition requests, before launching its runs.
+    # What the daemon does with a tick's asset events and dynamic partition requests, before
+    # launching its runs (dagster/_daemon/sensor.py).
+    for event in data.asset_events:
+        instance.report_runless_asset_event(event)
     for request in data.dynamic_partitions_requests or []:
         if isinstance(request, AddDynamicPartitionsRequest):
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         else:
             for key in request.partition_keys:
                 instance.delete_dynamic_partition(request.partitions_def_name, key)
-    return Tick(list(data.run_requests or []), data.skip_message, data.cursor)
+    return Tick(list(data.run_requests or []), data.skip_message, data.cursor, tuple(data.asset_events))
 
 
 def execute(

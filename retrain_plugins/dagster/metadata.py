@@ -1,8 +1,9 @@
 """Turning library results into Dagster metadata the UI renders well."""
 
+from collections.abc import Mapping
 from typing import Any
 
-from dagster import MetadataValue
+from dagster import MetadataValue, TableColumn, TableSchema
 
 _PATHS = ("path", "training_set_path")
 
@@ -20,6 +21,22 @@ def as_metadata(values: dict[str, Any]) -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def column_schema(spec, view, columns: Mapping[str, str]) -> TableSchema:
+    """``dagster/column_schema`` of a training set: its columns (name -> polars dtype, in frame
+    order, as its metadata JSON records them), each described by its role in the retraining."""
+    from retrain_plugins.training_sets import ROW_ID, WINDOW_COL
+
+    lab = spec.labels
+    roles = {ROW_ID: "row id (the label rows' total order)", WINDOW_COL: "window (partition key)", lab.timestamp_column: "label time", lab.cohort_column: "cohort (partition key)"}
+    roles |= {c: "entity key" for c in lab.key_columns}
+    roles |= {c: "feature (label file)" for c in lab.feature_columns if c not in roles}
+    roles |= {f: f"feature ({fv.name})" for fv in view.views for f in fv.features}
+    roles[lab.label_column] = "label"
+    return TableSchema(
+        columns=[TableColumn(name, type=dtype, description=roles.get(name)) for name, dtype in columns.items()]
+    )
 
 
 def auc_table(routes: dict[str, list[dict[str, Any]]]) -> str:

@@ -7,6 +7,8 @@ run thanks to the assets' single-run backfill policy. New cohorts of a dynamic c
 are added in the same tick as their runs are requested. Run keys carry a tick sequence number
 from the state store, not the fingerprint: a partition whose data changes back to an earlier state
 must still run again. The cursor is that sequence number; all other state is in the state store.
+Each tick also returns what it saw as asset events (observations of the changed partitions, the
+source files' check; see :mod:`retrain_plugins.dagster.observations`), which the daemon records.
 """
 
 from collections.abc import Mapping, Sequence
@@ -20,7 +22,6 @@ from dagster import (
     RunsFilter,
     SensorEvaluationContext,
     SensorResult,
-    SkipReason,
     sensor,
 )
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
@@ -29,6 +30,7 @@ from retrain_plugins.changes.detector import ChangeReport, PartitionChange, dete
 from retrain_plugins.changes.reconcile import Admission, admit
 from retrain_plugins.changes.state import StateStore, Trained
 from retrain_plugins.dagster.assets import RetrainingAssets, asset_keys
+from retrain_plugins.dagster.observations import observations, source_check_evaluations
 from retrain_plugins.dagster.outcomes import ingest_outcomes
 from retrain_plugins.bundle import bundle_is_stale
 from retrain_plugins.dagster.tags import REASON_TAG, RETRAINING_TAG, SEQ_TAG, SERVING_TAG, attempt_tags, detail_tags, reason_tags, write_request_log
@@ -240,19 +242,25 @@ def build_change_sensor(
         )
         changes = [change for change, _ in admission.admitted]
         summary = "; ".join(filter(None, [describe(report), _held(admission)]))
+        # What this tick saw, for the UI (observations, source checks): recorded by the daemon
+        # before it launches the runs; the sensor's own state below stays the decider.
+        checks = source_check_evaluations(spec, context.instance, report.file_problems)
         # One transaction: the listing, cells, baselines, request log and ledger land together or
         # not at all. Dying after it but before Dagster has the requests loses nothing either: the
         # next tick finds those partitions unsettled and not in flight, and asks again.
         with state.transaction():
             report.commit()
             if not changes:
+                events = [*observations(spec, report, [], trained, None), *checks]
                 if bundle_is_stale(spec) and not serving_in_flight(spec, context.instance):
                     # A promoted model the bundle does not route to (a run that died before
                     # publishing, or one that selected only the partitioned assets): publish.
                     seq = state.next_seq()
                     context.log.info(f"bundle.json is behind the model store: publishing; {summary}")
-                    return SensorResult(run_requests=[serving_request(spec, assets, seq)], cursor=str(seq))
-                return SkipReason(f"no partition changed ({summary})")
+                    return SensorResult(
+                        run_requests=[serving_request(spec, assets, seq)], cursor=str(seq), asset_events=events
+                    )
+                return SensorResult(skip_reason=f"no partition changed ({summary})", asset_events=events)
             seq = state.next_seq()
             added = [c for c in report.new_cohorts if spec.dynamic_cohorts and c not in known]
             # Feast cannot load object-store feature sources into the online store (online.py): such
@@ -272,6 +280,11 @@ def build_change_sensor(
             + ", ".join(f"{c.partition} ({c.reason}: {c.detail})" for c in changes)
             + f"; {summary}"
         )
-        return SensorResult(run_requests=requests, cursor=str(seq), dynamic_partitions_requests=dynamic)
+        return SensorResult(
+            run_requests=requests,
+            cursor=str(seq),
+            dynamic_partitions_requests=dynamic,
+            asset_events=[*observations(spec, report, changes, trained, seq), *checks],
+        )
 
     return change_sensor

@@ -4,7 +4,7 @@ Also what the training step publishes itself when some of its partitions failed
 (:func:`publish_despite_failures`): serving never waits for every partition to succeed.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dagster import (
@@ -22,6 +22,7 @@ from dagster import (
 )
 
 from retrain_plugins.bundle import publish, read_bundle, smoke_test
+from retrain_plugins.dagster.bundle_update import bundle_update, run_outcomes, update_metadata
 from retrain_plugins.dagster.metadata import as_metadata, auc_table, trainer_kind
 from retrain_plugins.dagster.resources import feast_resource_key
 from retrain_plugins.errors import DataError
@@ -29,6 +30,7 @@ from retrain_plugins.mlflow import MLflowRegistryResource, mlflow_resource_key, 
 from retrain_plugins.fallback import train_fallback
 from retrain_plugins.online import materialize_online
 from retrain_plugins.feast_view import FeatureServiceView, load_feature_service_view
+from retrain_plugins.partitions import PartitionKey
 from retrain_plugins.spec import RetrainingSpec
 
 
@@ -97,11 +99,16 @@ def build_serving_assets(
         required_resource_keys={mlflow_resource_key(spec)} if mlflow else set(),
         description=(
             "The routing table the RoutedModel serves from: each cohort's sub-models by window, and "
-            "the fallback. Checked: every routed model loads (checksum verified) and predicts."
+            "the fallback. Checked: every routed model loads (checksum verified) and predicts. Shows "
+            "a heatmap of the holdout metric with this update's retrained partitions outlined, and "
+            "per update the partitions retrained, skipped, rejected and the training seconds avoided."
         ),
     )
     def model_bundle(context: AssetExecutionContext) -> MaterializeResult:
-        metadata, failures, served = publish_model_bundle(spec, load_feature_service_view(spec), registry_of(context, spec))
+        outcomes = run_outcomes(context, sub_model)  # what this run's training step recorded
+        metadata, failures, served = publish_model_bundle(
+            spec, load_feature_service_view(spec), outcomes, registry=registry_of(context, spec)
+        )
         return MaterializeResult(
             metadata=metadata,
             check_results=[
@@ -119,14 +126,19 @@ def build_serving_assets(
 
 
 def publish_model_bundle(
-    spec: RetrainingSpec, view: FeatureServiceView, registry: MLflowRegistryResource | None = None
+    spec: RetrainingSpec,
+    view: FeatureServiceView,
+    outcomes: Mapping[PartitionKey, Mapping[str, Any]] | None = None,
+    registry: MLflowRegistryResource | None = None,
 ) -> tuple[dict[str, Any], list[str], int]:
     """Publish ``bundle.json`` and smoke-test what it routes to: (metadata, failures, models served).
 
     The body of the ``model_bundle`` asset, also called by the training step of a run in which
-    some partitions failed (see :func:`publish_despite_failures`). With a ``registry`` the
-    published bundle is then logged and registered in MLflow (a registry that fails raises a
-    ``RegistryError`` naming it, after ``bundle.json`` is written: serving never waits for MLflow).
+    some partitions failed (see :func:`publish_despite_failures`). ``outcomes`` are what this run
+    recorded per sub-model partition (for the rejected and failed counts of the update). With a
+    ``registry`` the published bundle is then logged and registered in MLflow (a registry that
+    fails raises a ``RegistryError`` naming it, after ``bundle.json`` is written: serving never
+    waits for MLflow).
     """
     previous = read_bundle(spec)
     bundle = publish(spec, view)
@@ -141,6 +153,7 @@ def publish_model_bundle(
             else None
         ),
         "holdout_auc": MetadataValue.md(auc_table(bundle["routes"])),
+        **update_metadata(spec, bundle, bundle_update(previous, bundle, outcomes or {})),
     }
     if registry is not None:
         metadata |= registry.on_bundle_published(spec, bundle)
@@ -200,7 +213,8 @@ def publish_despite_failures(
                 yield AssetMaterialization(asset_key=keys["fallback_model"], metadata=as_metadata(meta))
                 published.append(f"fallback model ({meta['status']})")
         if keys["model_bundle"] in selection:
-            metadata, problems, served = publish_model_bundle(spec, view, registry_of(context, spec))
+            outcomes = {PartitionKey.from_dagster(k): m for k, m in results.items()}
+            metadata, problems, served = publish_model_bundle(spec, view, outcomes, registry=registry_of(context, spec))
             note = {"published_by": "training step (some partitions failed)", "smoke_test_failures": MetadataValue.json(problems)}
             yield AssetMaterialization(asset_key=keys["model_bundle"], metadata={**metadata, **note})
             published.append(f"bundle ({served - len(problems)} of {served} routed models serve)")

@@ -2,8 +2,9 @@
 
 Debian's Chromium (``/usr/bin/chromium``, installed by the ``chromium`` fixture when missing),
 driven by Playwright with a fresh profile; Playwright never downloads a browser. The pages are
-checked for what a user reads (partition status counts, a partition's metadata, the same values
-the GraphQL API returns) and saved as screenshots: to a temporary folder, or to the folder named by
+checked for what a user reads (partition status counts, a partition's metadata, the bundle's
+heatmap image and its numbers over updates, the sensor's observation of an edited partition, the
+same values the GraphQL API returns) and saved as screenshots: to a temporary folder, or to the folder named by
 ``RETRAIN_SCREENSHOTS`` (``make screenshots`` refreshes the README's ``docs/screenshots/``), so a
 plain test run never edits tracked files. These tests run after
 the webserver tests (see ``conftest.py``), so the screenshots show the state they leave: a
@@ -13,12 +14,13 @@ backfilled range and a partition retrained by the change sensor.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .dagster_dev import LOCATION
+from .dagster_dev import BUNDLE, LOCATION
 from .graphql import SET_NUX_SEEN
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
@@ -119,3 +121,100 @@ def test_sub_model_partitions_page_shows_status_and_metadata(served, page, scree
     expect(_metadata_cell(page, "status")).to_have_text("trained")
     expect(page.get_by_text(newest["run_id"][:8], exact=True).first).to_be_visible()  # the run that wrote it
     page.screenshot(path=str(screenshots / "sub_model_partition.png"))
+
+
+def _value_cell(page, label: str):
+    """The value cell (the last one) of an asset overview's metadata row labelled ``label``."""
+    row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=label, exact=True))
+    return row.get_by_role("cell").last
+
+
+def test_model_bundle_shows_the_heatmap_and_the_numbers_of_its_last_update(served, page, screenshots):
+    newest = max(served.graphql.materializations(BUNDLE), key=lambda m: m["timestamp_ms"])
+    meta = newest["metadata"]
+    assert meta["holdout_heatmap"] == "MarkdownMetadataEntry"  # an image embedded in markdown
+    assert meta["partitions_retrained"] == len(meta["retrained_partitions"]) >= 1
+    assert meta["partitions_retrained"] + meta["partitions_skipped"] == meta["sub_models"]
+
+    page.goto(f"{served.url}/assets/{'/'.join(BUNDLE)}", wait_until="domcontentloaded")
+    for label in ("partitions_retrained", "partitions_skipped", "partitions_rejected", "partitions_failed"):
+        expect(_value_cell(page, label)).to_have_text(str(meta[label]))
+    _value_cell(page, "holdout_heatmap").get_by_text("[Show Markdown]").click()
+    dialog = page.get_by_role("dialog")
+    image = dialog.get_by_role("img", name="holdout AUC per window x cohort")
+    expect(image).to_be_visible()
+    # the browser decoded the PNG at its full size (a broken data URL has no natural width)
+    assert image.evaluate("img => img.complete ? img.naturalWidth : 0") >= 700
+    dialog.screenshot(path=str(screenshots / "model_bundle_heatmap.png"))
+    dialog.get_by_role("button", name="Close").click()
+    expect(dialog).to_have_count(0)
+
+    # the same numbers over the bundle's materializations, drawn by the metadata's Plots view
+    page.get_by_role("button", name=re.compile(r"\bPlots$")).first.click()  # the Table/Plots toggle
+    for label in ("partitions_retrained", "partitions_skipped", "training_seconds_avoided"):
+        expect(page.get_by_text(label, exact=True).first).to_be_visible()
+    title = page.get_by_text("partitions_retrained", exact=True).first
+    title.evaluate("e => e.scrollIntoView({block: 'start'})")  # the savings plots below it in view
+    page.screenshot(path=str(screenshots / "model_bundle_plots.png"))
+
+
+def test_training_set_events_show_what_the_sensor_observed_before_the_run(served, page, screenshots):
+    """The change sensor's observation of the edited partition: its reason and data version, in the
+    asset's event list next to the materialization of the run it requested.
+
+    After the webserver tests (the package's order) the daemon's tick observed their edit and the
+    run trained it; run alone, this test edits the partition and ticks in-process itself.
+    """
+    observed = _latest_observation(served, PARTITION)
+    if observed is None:
+        from dagster import DagsterInstance
+
+        from retrain_plugins.dagster.execution import tick
+        from retrain_plugins.demo import scenarios
+
+        project = served.project
+        with DagsterInstance.from_config(str(served.server.home)) as instance:
+            tick(project.defs, project.sensor, instance)  # a new sensor state: observes nothing
+            scenarios.edit_rows(project.data, "2025-02", PARTITION.split("|")[0])
+            assert tick(project.defs, project.sensor, instance).run_requests
+        observed = _latest_observation(served, PARTITION)
+    assert observed is not None and observed["metadata"]["reason"] == "edited_rows"
+    assert observed["tags"]["dagster/data_version"] == observed["metadata"]["fingerprint"]
+    materialized = served.graphql.materializations(["churn", "training_set"], [PARTITION])
+    for later in [m for m in materialized if m["timestamp_ms"] > observed["timestamp_ms"]]:
+        assert later["metadata"]["fingerprint"] == observed["metadata"]["fingerprint"]  # the run trained what was seen
+
+    page.goto(f"{served.url}/assets/churn/training_set?view=events", wait_until="domcontentloaded")
+    item = page.locator("[data-index]").filter(has=page.get_by_role("img", name="observation", exact=True))
+    item.filter(has_text=PARTITION).first.click()
+    expect(page.get_by_text(f"Partition {PARTITION} observed", exact=True)).to_be_visible()
+    for label in ("reason", "detail", "fingerprint", "previous_fingerprint"):
+        expect(_metadata_cell(page, label)).to_have_text(str(observed["metadata"][label]))
+    expect(_metadata_cell(page, "requested")).to_have_text("true")
+    page.screenshot(path=str(screenshots / "training_set_observation.png"))
+
+
+OBSERVATIONS = """query($key: AssetKeyInput!, $partitions: [String!]) { assetOrError(assetKey: $key) { __typename
+  ... on Asset { assetObservations(partitions: $partitions) { partition timestamp tags { key value }
+    metadataEntries { __typename label ... on TextMetadataEntry { text } ... on IntMetadataEntry { intValue intRepr }
+      ... on BoolMetadataEntry { boolValue } } } }
+  ... on Error { message } } }"""
+
+
+def _latest_observation(served, partition: str) -> dict | None:
+    from .graphql import metadata_values
+
+    data = served.graphql.execute(OBSERVATIONS, {"key": {"path": ["churn", "training_set"]}, "partitions": [partition]})
+    found = [
+        {"timestamp_ms": float(o["timestamp"]), "tags": {t["key"]: t["value"] for t in o["tags"]},
+         "metadata": metadata_values(o["metadataEntries"])}
+        for o in data["assetOrError"]["assetObservations"]
+    ]  # fmt: skip
+    return max(found, key=lambda o: o["timestamp_ms"]) if found else None
+
+
+def test_observation_query_is_valid_against_the_installed_dagster_schema():
+    from dagster_graphql.schema import create_schema
+    from graphql import parse, validate
+
+    assert [e.message for e in validate(create_schema().graphql_schema, parse(OBSERVATIONS))] == []
