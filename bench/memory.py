@@ -63,13 +63,11 @@ def child(spec_file: str, window: str, cohort: str) -> None:
     warnings.simplefilter("ignore")
     peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # noqa: E731 (Linux: KiB)
 
-    from retrain_plugins.changes.state import StateStore
     from retrain_plugins.feast_view import load_feature_service_view
     from retrain_plugins.feast_store import feature_store
-    from retrain_plugins.layout import model_store_root, state_path
+    from retrain_plugins.layout import model_store
     from retrain_plugins.partitions import PartitionKey
     from retrain_plugins.spec import RetrainingSpec
-    from retrain_plugins.store import ModelStore
     from retrain_plugins.training import build_training_set, train_sub_model
 
     spec = RetrainingSpec.model_validate_json(Path(spec_file).read_text())
@@ -80,7 +78,7 @@ def child(spec_file: str, window: str, cohort: str) -> None:
     marks = {MARKS[0]: peak()}
     meta = build_training_set(spec, view, store, key)
     marks[MARKS[1]] = peak()
-    trained = train_sub_model(spec, view, ModelStore(model_store_root(spec)), StateStore(state_path(spec)), key, "manual", None)
+    trained = train_sub_model(spec, view, model_store(spec), key, "manual", None)
     marks[MARKS[2]] = peak()
     print(json.dumps({"marks": marks, "rows": meta["rows"], "status": trained["status"]}))
 
