@@ -266,10 +266,11 @@ def _session(variant: Variant, config: "DemoConfig", size: Size, workdir: Path, 
                 detected = time.time()
             elif build == "sensor":
                 assert gql.start_sensor(LOCATION, project.sensor) == "RUNNING"
-                tick = _wait(
-                    lambda: next((t for t in gql.sensor_ticks(LOCATION, project.sensor) if t["status"] != "STARTED"), None),
-                    FULL_TIMEOUT, "the sensor's first tick", server,
-                )  # fmt: skip
+                def first_tick() -> dict | None:
+                    done = [t for t in gql.sensor_ticks(LOCATION, project.sensor, limit=50) if t["status"] != "STARTED"]
+                    return done[-1] if done else None  # newest first: the oldest is the cold start's
+
+                tick = _wait(first_tick, FULL_TIMEOUT, "the sensor's first tick", server)
                 if tick["status"] != "SUCCESS" or not tick["runIds"]:
                     raise RuntimeError(f"the sensor's cold start requested nothing: {tick}")
                 run_ids = list(tick["runIds"])
