@@ -131,11 +131,14 @@ def run_timeline(instance: "DagsterInstance", run_id: str) -> dict[str, Any]:
         raise RuntimeError(f"run {run_id} not found")
     first: dict[str, float] = {}
     spans: dict[str, list[float]] = {}
+    pids: set[int] = set()
     for entry in instance.all_logs(run_id):
         event = entry.dagster_event
         if event is None:
             continue
         kind = event.event_type_value
+        if event.pid is not None and kind not in ("PIPELINE_ENQUEUED", "PIPELINE_DEQUEUED", "PIPELINE_STARTING"):
+            pids.add(event.pid)  # the run worker and its step processes (not the daemon that queued and launched it)
         first.setdefault(kind, entry.timestamp)
         if kind == "STEP_START":
             spans[event.step_key] = [entry.timestamp, entry.timestamp]
@@ -169,6 +172,7 @@ def run_timeline(instance: "DagsterInstance", run_id: str) -> dict[str, Any]:
         "run end": max(ended - last_step, 0.0),
         "steps": {key.split("__")[-1] if "__" in key else key: hi - lo for key, (lo, hi) in spans.items()},
         "tags": dict(record.dagster_run.tags),
+        "processes": len(pids),
     }
 
 
@@ -470,7 +474,6 @@ def _report(size: Size, config: "DemoConfig", in_process: dict[str, dict[str, fl
             [f"in-process full retrain, `{retrieval}`, re-run (every candidate through the gate)", 1, f"{figures['rerun']:.1f} s", "1.00x", "-"],
         ]
     checks: list[Check] = []
-    failures: list[str] = []
     for session in sessions:
         v: Variant = session["variant"]
         base = in_process[v.retrieval]
@@ -551,8 +554,6 @@ def _report(size: Size, config: "DemoConfig", in_process: dict[str, dict[str, fl
                 to_promoted is not None and to_promoted.median <= SENSOR_INTERVAL_SECONDS + 3,
             ),
         ]
-        if not promoted:
-            failures.append(f"{v.slug}: no update was promoted by the gate ({[e['status'] for e in edits]})")
     main.notes += [
         f"Instance: `QueuedRunCoordinator` (`max_concurrent_runs` per variant, `dequeue_interval_seconds: "
         f"{DEQUEUE_INTERVAL_SECONDS}`), default run launcher (a process per run), sqlite storage in a temp DAGSTER_HOME; "
@@ -573,7 +574,7 @@ def _report(size: Size, config: "DemoConfig", in_process: dict[str, dict[str, fl
     )
     runs = Table(
         f"Where a run's time goes on the daemon path (seconds, from the run's event log), {size.label}",
-        ["variant", "run", "partitions", *_PARTS, "total", "steps"],
+        ["variant", "run", "partitions", "processes", *_PARTS, "total", "steps"],
     )
     updates = Table(
         "One-partition update on the daemon path, edit -> served (seconds, median over the updates)",
@@ -624,7 +625,8 @@ def _report(size: Size, config: "DemoConfig", in_process: dict[str, dict[str, fl
         "queue: enqueued -> launched (`PIPELINE_STARTING`); run worker start: launched -> the run process starts "
         "executing (`PIPELINE_START`: interpreter, `import dagster`, loading the code location); step start: time inside "
         "the run covered by no step (a step process's start-up under the multiprocess executor); work: covered by steps; "
-        "run end: last step -> `PIPELINE_SUCCESS`."
+        "run end: last step -> `PIPELINE_SUCCESS`. processes: distinct process ids among the run's events after its "
+        "launch (the run worker, plus one per step under the multiprocess executor)."
     )
     updates.notes.append(
         f"edit -> tick: until the next tick starts (sensor interval {SENSOR_INTERVAL_SECONDS} s: 0-{SENSOR_INTERVAL_SECONDS} s); "
@@ -651,7 +653,7 @@ def _report(size: Size, config: "DemoConfig", in_process: dict[str, dict[str, fl
         "the run without the daemon's queue and launch."
     )
     tables = [main, builds, updates, runs, imports]
-    return BenchResult(NAME, "7. Daemon path", tables, checks, failures=failures)
+    return BenchResult(NAME, "7. Daemon path", tables, checks)  # a rejected candidate is a verdict, not a failure
 
 
 _SHOWN = {
@@ -679,7 +681,7 @@ def _run_row(name: str, line: dict[str, Any], spec) -> list[Any]:
     total = line["ended"] - line["enqueued"]
     steps = ", ".join(f"{k} {v:.1f}" for k, v in line["steps"].items())
     count = partition_count(spec, line["tags"])
-    return [name, "-" if count is None else count, *(f"{line[p]:.2f}" for p in _PARTS), f"{total:.2f}", steps]
+    return [name, "-" if count is None else count, line["processes"], *(f"{line[p]:.2f}" for p in _PARTS), f"{total:.2f}", steps]
 
 
 # -- imports per process ---------------------------------------------------------------------
