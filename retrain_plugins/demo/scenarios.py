@@ -36,14 +36,27 @@ def append_month(config: DemoConfig, data_dir: Path) -> str:
     return month_name(config.month_start(index))
 
 
-def late_rows(config: DemoConfig, data_dir: Path, month: str, cohorts: tuple[str, ...] | None = None, batch: int = 1) -> Path:
-    """Add a late-arriving file of extra label rows to an old ``month`` (labels only)."""
+def late_rows(
+    config: DemoConfig,
+    data_dir: Path,
+    month: str,
+    cohorts: tuple[str, ...] | None = None,
+    batch: int = 1,
+    fraction: float = 0.25,
+) -> Path:
+    """Add a late-arriving file of extra label rows to an old ``month`` (labels only).
+
+    The rows are a fresh draw of the month's labels (seed ``batch``) for ``cohorts``, ``fraction``
+    of its size. At 0.25 the champion/challenger gate usually keeps the current model (a draw's
+    rows repeat customers and features the current model trained on); a draw as large as the
+    month itself (``fraction=1.0``) gives a candidate the gate promotes.
+    """
     index = _month_index(config, month)
     scratch = Path(data_dir) / ".late_scratch"
     write_month(config, scratch, index, only=cohorts, label_seed=batch)
     target = source_dir(data_dir, "labels", month) / f"part-late-{batch}.parquet"
     frame = pl.read_parquet(source_dir(scratch, "labels", month) / "part-0.parquet")
-    write_parquet(frame.head(max(1, frame.height // 4)), target)
+    write_parquet(frame.head(max(1, int(frame.height * fraction))), target)
     for path in sorted(scratch.rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
     scratch.rmdir()
