@@ -25,12 +25,10 @@ of ~0.9 s per small partition measured in PITFALLS.md (so <= 45 ms); ``entries()
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -78,12 +76,12 @@ class _TimedStore:
         class TimedStore(ModelStore):
             bookkeeping: list[float] = []
 
-            @contextlib.contextmanager
-            def _updating(self, key) -> Iterator[dict]:  # type: ignore[override]
+            def _update(self, key, change):  # type: ignore[override]
                 started = time.perf_counter()
-                with super()._updating(key) as record:
-                    yield record
-                self.bookkeeping.append(time.perf_counter() - started)
+                try:
+                    return super()._update(key, change)
+                finally:
+                    self.bookkeeping.append(time.perf_counter() - started)
 
         return TimedStore(root)
 
