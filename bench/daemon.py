@@ -386,8 +386,17 @@ def _edits(
         before = {r.run_id for r in instance.get_runs()}
         time.sleep(phase.uniform(0.0, PHASE_SPAN_SECONDS))
         scenarios.late_rows(config, project.data, month, cohorts=(cohort,), batch=i + 1, fraction=LATE_FRACTION)
-        edited = time.time()
-        tick = _wait(lambda: (t := ticks_after(edited, {"SUCCESS", "FAILURE", "SKIPPED"})) and t[-1], UPDATE_TIMEOUT, "a tick after the edit", server)
+        edited = time.time()  # the late file is complete on disk
+
+        def requesting_tick() -> dict | None:
+            # The first tick that ends after the edit and requests (a tick already running when the file
+            # landed may list it: its start is then before the edit; one that listed before it skips).
+            for t in reversed(gql.sensor_ticks(LOCATION, sensor, limit=20)):
+                if (t.get("endTimestamp") or 0) > edited and t["status"] in ("SUCCESS", "FAILURE"):
+                    return t
+            return None
+
+        tick = _wait(requesting_tick, UPDATE_TIMEOUT, "a tick requesting the update", server)
         if tick["status"] != "SUCCESS" or len(tick["runIds"]) != 1:
             raise RuntimeError(f"expected one run requested by the tick after the edit, got {tick}")
         (run_id,) = tick["runIds"]
@@ -463,8 +472,18 @@ def run(size: str, workdir: Path, cache: Path, reps: int | None = None) -> Bench
     chosen = SIZES[size]._replace(edits=reps or SIZES[size].edits)
     config = DemoConfig(n_customers=chosen.n_customers, months=chosen.months)
     workdir.mkdir(parents=True, exist_ok=True)
-    sessions = [_session(v, config, chosen, workdir, cache) for v in chosen.variants]
-    return _report(chosen, config, sessions)
+    sessions, failures = [], []
+    for variant in chosen.variants:
+        try:
+            sessions.append(_session(variant, config, chosen, workdir, cache))
+        except Exception as exc:  # reported (and the exit status says so); the other variants still run
+            import traceback
+
+            failures.append(f"variant {variant.slug}: " + "".join(traceback.format_exception(exc)[-3:]).strip())
+            print(f"[daemon] variant {variant.slug} failed: {exc}", flush=True)
+    result = _report(chosen, config, sessions)
+    result.failures += failures
+    return result
 
 
 _PARTS = ("queue", "run worker start", "step start", "work", "run end")
