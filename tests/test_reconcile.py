@@ -16,13 +16,14 @@ import uuid
 
 import pytest
 from dagster import DagsterRun, DagsterRunStatus
+from dagster._core.storage.tags import RUN_KEY_TAG
 
 from retrain_plugins import build_definitions
 from retrain_plugins.changes.reconcile import admit
 from retrain_plugins.changes.state import Trained
 from retrain_plugins.cli.status import partition_states
 from retrain_plugins.dagster.execution import execute, tick
-from retrain_plugins.dagster.tags import ATTEMPTS_TAG, REASONS_TAG, RETRAINING_TAG
+from retrain_plugins.dagster.tags import ATTEMPTS_TAG, REASONS_TAG, RETRAINING_TAG, SEQ_TAG, read_request_log
 from retrain_plugins.demo import scenarios
 from retrain_plugins.layout import model_store_root
 from retrain_plugins.partitions import PartitionKey, path_segment
@@ -201,6 +202,39 @@ def test_a_deleted_state_store_is_rebuilt_from_the_model_store_without_a_full_re
     assert project.artifact_digests() == digests
     scenarios.edit_rows(project.data, "2025-02", "north")
     assert _reasons(tick(project.defs, project.sensor, project.instance)) == {str(KEY): "edited_rows"}
+
+
+@pytest.mark.parametrize("lost", ["deleted", "rebuilt by the CLI"])
+def test_a_rebuilt_state_store_never_reuses_a_tick_number(materialized, lost):
+    """Dagster drops a run request whose run key a run already has (its run-key dedup): a state
+    store rebuilt after ticks that requested runs must number its ticks after theirs, or the next
+    change would be requested under an old key and never run. The old ticks' request logs stay."""
+    from retrain_plugins.cli.main import main
+    from retrain_plugins.layout import state_path
+
+    project = _reconciling(materialized)
+    scenarios.edit_rows(project.data, "2025-02", "north")
+    first = tick(project.defs, project.sensor, project.instance)
+    assert _reasons(first) == {str(KEY): "edited_rows"}
+    assert all(r.success for r in execute(project.defs, project.spec, first.run_requests, project.instance))
+    used = {run.tags.get(RUN_KEY_TAG) for run in project.instance.get_runs()} - {None}
+    assert {r.run_key for r in first.run_requests} <= used
+    first_seq = int(first.run_requests[0].tags[SEQ_TAG])
+    first_log = read_request_log(project.spec, first_seq)
+
+    for path in state_path(project.spec).parent.glob("state.sqlite*"):
+        path.unlink()
+    if lost == "rebuilt by the CLI":
+        spec_file = project.root / "spec.yaml"
+        spec_file.write_text(project.spec.model_dump_json())
+        assert main(["state", "rebuild", "--spec", str(spec_file)]) == 0
+    assert tick(project.defs, project.sensor, project.instance).run_requests == []
+    scenarios.edit_rows(project.data, "2025-02", "north")
+    again = tick(project.defs, project.sensor, project.instance)
+    assert _reasons(again) == {str(KEY): "edited_rows"}
+    assert not {r.run_key for r in again.run_requests} & used
+    assert int(again.run_requests[0].tags[SEQ_TAG]) > first_seq
+    assert read_request_log(project.spec, first_seq) == first_log
 
 
 def test_state_rebuild_moves_a_broken_store_aside(materialized, capsys):

@@ -5,7 +5,9 @@ The state store's observations (file listings, cells) can always be recomputed f
 look never trained and the next tick would request a full retrain. The model store's manifest
 records, for every current sub-model, the fingerprint, rows, definition and run it was trained
 with: :func:`rebuild_trained` writes those back. Partitions that were skipped (no model) are
-requested once more and skip again; nothing that has a current model is retrained.
+requested once more and skip again; nothing that has a current model is retrained. The tick
+counter continues after the last tick that logged requests (``last_seq``): Dagster drops a run
+request whose run key a run already has, so restarting the numbering would drop real changes.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from retrain_plugins.changes.state import StateStore
 from retrain_plugins.store import ModelStore
 
 
-def rebuild_trained(state: StateStore, models: ModelStore) -> int:
-    """Record every current sub-model of ``models`` as trained in ``state``; return how many."""
+def rebuild_trained(state: StateStore, models: ModelStore, last_seq: int) -> int:
+    """Record every current sub-model of ``models`` as trained in ``state``, number its ticks
+    after ``last_seq``; return how many sub-models."""
     entries = models.entries()
     with state.transaction():
+        state.advance_seq(last_seq)
         for key, entry in entries.items():
             state.record_trained(
                 key,
@@ -35,7 +39,7 @@ def rebuild_trained(state: StateStore, models: ModelStore) -> int:
     return len(entries)
 
 
-def rebuild_state(path: Path, models: ModelStore) -> tuple[int, Path | None]:
+def rebuild_state(path: Path, models: ModelStore, last_seq: int) -> tuple[int, Path | None]:
     """Move a state store aside (if there is one), start a new one, rebuild what was trained.
 
     Returns:
@@ -50,4 +54,4 @@ def rebuild_state(path: Path, models: ModelStore) -> tuple[int, Path | None]:
             side = path.with_name(path.name + suffix)
             if side.exists():
                 side.replace(moved.with_name(moved.name + suffix))
-    return rebuild_trained(StateStore(path), models), moved
+    return rebuild_trained(StateStore(path), models, last_seq), moved

@@ -279,6 +279,15 @@ class StateStore:
             )
             return con.execute("SELECT value FROM counters WHERE name = 'tick'").fetchone()[0]
 
+    def advance_seq(self, past: int) -> None:
+        """Make the next tick number greater than ``past`` (a rebuilt store continues the numbering
+        of the ticks before it: their run keys and request logs must not be used again)."""
+        with self._connect() as con:
+            con.execute(
+                "INSERT INTO counters VALUES ('tick', ?) ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)",
+                (past,),
+            )
+
     def log_requests(self, seq: int, rows: Iterable[tuple[PartitionKey, str, str, str]]) -> None:
         now = time.time()
         with self._connect() as con:

@@ -70,10 +70,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_state(args: argparse.Namespace) -> int:
     from retrain_plugins.changes.rebuild import rebuild_state
+    from retrain_plugins.dagster.tags import last_logged_seq
     from retrain_plugins.layout import model_store, state_path
 
     spec = load_spec(args)
-    recorded, moved = rebuild_state(state_path(spec), model_store(spec))
+    recorded, moved = rebuild_state(state_path(spec), model_store(spec), last_logged_seq(spec))
     if moved is not None:
         print(f"moved the old state store to {moved}")
     print(

@@ -20,7 +20,7 @@ from dagster import (
     build_sensor_context,
     materialize,
 )
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, RUN_KEY_TAG
 
 from retrain_plugins.partitions import PartitionKey, cohorts, encode_cohort, windows
 from retrain_plugins.spec import RetrainingSpec
@@ -117,7 +117,7 @@ def execute(
                 run_config=_run_config(log_level),
                 selection=request.asset_selection,
                 partition_key=request.partition_key,
-                tags=dict(request.tags),
+                tags={**request.tags, **({RUN_KEY_TAG: request.run_key} if request.run_key else {})},
                 raise_on_error=raise_on_error,
             )
         )

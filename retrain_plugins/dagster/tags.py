@@ -111,8 +111,8 @@ def request_logs_in(root: Storage) -> Iterator[None]:
 def write_request_log(spec: RetrainingSpec, seq: int, rows: Iterable[tuple[PartitionKey, str, str, str | None]]) -> None:
     """Record tick ``seq``'s requests (partition, reason, fingerprint, detail). The sensor's alone.
 
-    Written whole or not at all; a tick number used again (a state store rebuilt) replaces it
-    before any run of that tick exists.
+    Written whole or not at all, once per tick number (a rebuilt state store continues the
+    numbering after :func:`last_logged_seq`).
     """
     partitions = [
         {"window": k.window, "cohort": k.cohort, "reason": reason, "fingerprint": fingerprint, "detail": detail}
@@ -120,6 +120,13 @@ def write_request_log(spec: RetrainingSpec, seq: int, rows: Iterable[tuple[Parti
     ]
     payload = {"retraining": spec.name, "seq": seq, "partitions": partitions}
     request_log(spec).write_bytes(f"{seq}.json", json.dumps(payload, separators=(",", ":")).encode())
+
+
+def last_logged_seq(spec: RetrainingSpec) -> int:
+    """The highest tick number with a request log on the storage (0 when none): where a rebuilt
+    state store's tick counter continues, so no run key or log of an earlier tick is used again."""
+    seqs = [int(name[: -len(".json")]) for name in request_log(spec).glob("*.json") if name[: -len(".json")].isdigit()]
+    return max(seqs, default=0)
 
 
 def read_request_log(spec: RetrainingSpec, seq: int) -> dict[PartitionKey, Requested] | None:
