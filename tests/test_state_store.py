@@ -95,7 +95,8 @@ def test_a_failing_migration_leaves_the_store_as_it_was(tmp_path, monkeypatch):
 def test_a_version_3_store_is_migrated_with_its_rows(tmp_path):
     """Version 4 adds ctime_ns, inode and a content token to ``files``; rows of a version 3 store
     are kept, their new fields unknown (None), so their files are re-inspected once. Version 5
-    adds the acknowledged baselines, empty."""
+    adds the acknowledged baselines, version 7 the ingested event ids, both empty (a version 6
+    cursor was the newest id read: every id below it was applied, what a settled cursor means)."""
     path = tmp_path / "state.sqlite"
     with sqlite3.connect(path) as con:  # what the version 3 code wrote
         con.executescript(state_module._SCHEMA)
@@ -108,8 +109,8 @@ def test_a_version_3_store_is_migrated_with_its_rows(tmp_path):
         con.execute("PRAGMA user_version = 3")
     store = StateStore(path)
     store.record_trained(PartitionKey("2025-01-01", "north"), "fp", 5, "trained", "run", "def")
-    assert _version(path) == SCHEMA_VERSION == 6
-    assert store.acknowledged() == {}
+    assert _version(path) == SCHEMA_VERSION == 7
+    assert store.acknowledged() == {} and store.ingested() == {}
     assert {"ctime_ns", "inode", "token"} <= set(_columns(path, "files"))
     assert store.files() == {("labels", "/d/a.parquet"): FileState(10, 20, 1, 2, None, None, None)}
     assert store.cells() == {("2025-01-01", "north"): (5, "dg")}

@@ -211,6 +211,18 @@ class StateStore:
         with self._connect() as con:
             con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
 
+    # -- run events read ---------------------------------------------------------------------
+    def ingested(self) -> dict[int, float]:
+        """Storage ids of the run events applied above the settled cursor -> when first read."""
+        with self._connect() as con:
+            return dict(con.execute("SELECT storage_id, seen_at FROM ingested").fetchall())
+
+    def record_ingested(self, storage_ids: Iterable[int], seen_at: float, settled: int) -> None:
+        """Mark ``storage_ids`` applied and forget the ids at or below ``settled`` (never read again)."""
+        with self._connect() as con:
+            con.executemany("INSERT OR IGNORE INTO ingested VALUES (?, ?)", [(i, seen_at) for i in storage_ids])
+            con.execute("DELETE FROM ingested WHERE storage_id <= ?", (settled,))
+
     # -- trained fingerprints ----------------------------------------------------------------
     def trained(self) -> dict[PartitionKey, Trained]:
         with self._connect() as con:

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS requests (
     fingerprint TEXT NOT NULL, detail TEXT, requested_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # version n -> the SQL that migrates a version n - 1 store (append; never edit a released step)
 MIGRATIONS: dict[int, str] = {
     # 2: each cell's label digest (its label rows alone), so a label-only change is narrowed to the
@@ -52,6 +52,9 @@ MIGRATIONS: dict[int, str] = {
     # by the tick that requested it): the savings ledger counts promoted, rejected, failed and skipped apart.
     6: "CREATE TABLE outcomes (seq INTEGER NOT NULL, window TEXT NOT NULL, cohort TEXT NOT NULL, "
     "status TEXT NOT NULL, run_id TEXT, at REAL NOT NULL)",
+    # 7: run events read above the settled cursor (:mod:`retrain_plugins.dagster.outcomes`): the
+    # recent storage ids are re-read every tick, these say which were applied already.
+    7: "CREATE TABLE ingested (storage_id INTEGER PRIMARY KEY, seen_at REAL NOT NULL)",
 }
 SCANS = "file_scan"  # counters row: detection passes whose file states were committed (full_check_every)
 _FILE_COLUMNS = "size, mtime_ns, ts_min, ts_max, ctime_ns, inode, token"

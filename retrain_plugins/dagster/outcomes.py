@@ -4,13 +4,21 @@ One writer per fact: a run records what each partition's model now answers in it
 the ``sub_model`` materialization metadata (trained, rejected, skipped) or, for a partition that
 failed and so is not materialized, an ``AssetObservation``, both with the training set's
 ``fingerprint``, ``status``, ``definition`` and the requesting tick (``sensor_seq``). The sensor
-reads the events it has not seen (by event storage id, kept in its state) at the start of every
-tick and writes its own copy. Nothing is lost to a crash: an event is read until the tick that
-read it commits, and a run that died before its event is an unsettled partition the sensor asks
-for again. It works against any instance storage (SQLite, Postgres) and across hosts.
+reads the events it has not applied yet at the start of every tick and writes its own copy.
+Nothing is lost to a crash: an event is read until the tick that read it commits, and a run that
+died before its event is an unsettled partition the sensor asks for again. It works against any
+instance storage (SQLite, Postgres) and across hosts.
+
+The cursor lags. Storage ids are allocated when an event is inserted, not when it commits: on
+Postgres, with runs writing at once, id 41 can commit after id 42 was read. So the cursor is not
+"the newest id read" but the newest id that was read at least :data:`SETTLE_SECONDS` ago (every
+lower id was allocated before it and has committed since, or it never will); events above it
+are read again at every tick and the ``ingested`` ids in the state say which were applied.
 """
 
 from __future__ import annotations
+
+import time
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
@@ -18,7 +26,10 @@ from retrain_plugins.changes.state import StateStore
 from retrain_plugins.partitions import PartitionKey
 from retrain_plugins.spec import RetrainingSpec
 
-CURSOR = "outcomes_storage_id"  # state meta: the newest event storage id read
+CURSOR = "outcomes_storage_id"  # state meta: every event at or below this storage id was applied
+# How long an event insert may stay uncommitted after its storage id was allocated (Dagster writes
+# one event per autocommitted statement: milliseconds, seconds on a loaded database).
+SETTLE_SECONDS = 60.0
 _PAGE = 1000
 
 
@@ -51,19 +62,27 @@ def refresh_state(spec: RetrainingSpec, state: StateStore, instance: DagsterInst
     return state
 
 
-def ingest_outcomes(state: StateStore, instance: DagsterInstance, asset_key: AssetKey) -> int:
+def ingest_outcomes(state: StateStore, instance: DagsterInstance, asset_key: AssetKey, now: float | None = None) -> int:
     """Copy the outcomes runs recorded since the last call into ``state``; return how many.
 
     An event older than what ``state`` already holds for its partition (a state rebuilt from the
-    model store after it) does not overwrite it. Call inside the tick's transaction.
+    model store after it) does not overwrite it. Call inside the tick's transaction. ``now`` is
+    the clock (tests pass a later one to settle the cursor).
     """
-    after = int(state.get_meta(CURSOR) or 0)
-    events = _events(instance, asset_key, after)
+    now = time.time() if now is None else now  # before the read: the settle rule needs it so
+    settled = int(state.get_meta(CURSOR) or 0)
+    events = _events(instance, asset_key, settled)
     if not events:
         return 0
+    seen = state.ingested()
+    fresh = [event for event in events if event[0] not in seen]
+    seen.update((event[0], now) for event in fresh)
+    # Every id below one first read SETTLE_SECONDS before this read has committed by now, and
+    # this read saw it: the cursor moves to the newest such id.
+    settled = max([settled, *(storage_id for storage_id, at in seen.items() if at <= now - SETTLE_SECONDS)])
     trained = state.trained()
     applied = 0
-    for storage_id, timestamp, partition, meta in events:
+    for storage_id, timestamp, partition, meta in fresh:
         if not isinstance(meta.get("status"), str) or not isinstance(meta.get("fingerprint"), str):
             continue  # not one of ours (a materialization reported by other means)
         key = PartitionKey.from_dagster(partition)
@@ -75,5 +94,6 @@ def ingest_outcomes(state: StateStore, instance: DagsterInstance, asset_key: Ass
             applied += 1
         if isinstance(meta.get("sensor_seq"), int):
             state.record_outcome(meta["sensor_seq"], key, meta["status"], meta.get("run_id"), at=timestamp)
-    state.set_meta(CURSOR, str(events[-1][0]))
+    state.record_ingested([event[0] for event in fresh], now, settled)
+    state.set_meta(CURSOR, str(settled))
     return applied
