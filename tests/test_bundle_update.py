@@ -2,21 +2,20 @@
 
 Read back from the instance's materializations after real runs: how many partitions an update
 retrained, skipped and rejected, the training seconds it avoided (matching the model store), and
-a PNG heatmap embedded as markdown whose outline marks exactly the retrained cells.
+an SVG heatmap embedded as markdown whose outline marks exactly the retrained cells (the browser
+test in tests/e2e checks the Dagster UI shows it).
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import re
+import xml.etree.ElementTree as ET
 
-import numpy as np
 import polars as pl
 from dagster import AssetKey, AssetRecordsFilter, FloatMetadataValue, IntMetadataValue
-from PIL import Image
 
-from retrain_plugins.dagster.charts import RETRAINED_COLOR, heatmap_png
+from retrain_plugins.dagster.charts import REJECTED_COLOR, RETRAINED_COLOR, heatmap_svg
 from retrain_plugins.dagster.execution import execute, materialize_all, tick
 from retrain_plugins.demo import scenarios
 from retrain_plugins.demo.generate import write_parquet
@@ -33,26 +32,37 @@ def _bundles(instance) -> list[dict]:
     return [dict(r.asset_materialization.metadata) for r in records]
 
 
-def _png(metadata) -> Image.Image:
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def _svg(metadata) -> ET.Element:
     markdown = metadata["holdout_heatmap"].value
-    found = re.fullmatch(r"!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", markdown)
+    found = re.fullmatch(r"!\[[^\]]*\]\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", markdown)
     assert found, markdown[:200]
-    data = base64.b64decode(found.group(1))
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return Image.open(io.BytesIO(data)).convert("RGB")
+    return ET.fromstring(base64.b64decode(found.group(1)))  # well-formed XML, or this raises
+
+
+def _box(rect: ET.Element) -> tuple[float, float, float, float]:
+    x, y = float(rect.get("x")), float(rect.get("y"))
+    return x, y, x + float(rect.get("width")), y + float(rect.get("height"))
+
+
+def _outlined_cells(svg: ET.Element, color: str = RETRAINED_COLOR) -> set[str]:
+    """``window | cohort`` of the cells that an outline of ``color`` lies inside."""
+    cells = {r.find(f"{SVG}title").text.split(":")[0]: _box(r) for r in svg.iter(f"{SVG}rect") if r.find(f"{SVG}title") is not None}
+    found = set()
+    for outline in svg.iter(f"{SVG}rect"):
+        if outline.get("class") == "outline" and outline.get("stroke") == color:
+            x0, y0, x1, y1 = _box(outline)
+            (inside,) = [name for name, (a, b, c, d) in cells.items() if a <= x0 and b <= y0 and x1 <= c and y1 <= d]
+            found.add(inside)
+    return found
 
 
 def _numbers(metadata) -> dict:
     # numbers, not text: the Plots tab draws int and float metadata only
     assert all(isinstance(metadata[n], (IntMetadataValue, FloatMetadataValue)) for n in NUMBERS)
     return {n: metadata[n].value for n in NUMBERS}
-
-
-def _outlined(image: Image.Image) -> np.ndarray:
-    """Mask of the pixels drawn in the retrained outline colour."""
-    rgb = np.asarray(image).astype(int)
-    target = np.array([int(RETRAINED_COLOR[i : i + 2], 16) for i in (1, 3, 5)])
-    return np.abs(rgb - target).sum(axis=2) < 30
 
 
 def test_each_update_records_what_it_retrained_skipped_and_avoided(materialized):
@@ -74,9 +84,9 @@ def test_each_update_records_what_it_retrained_skipped_and_avoided(materialized)
         "training_seconds_avoided": round(others, 3),
     }
     assert bundle["retrained_partitions"].value == [str(key)]
-    image = _png(bundle)
-    assert image.size[0] >= 700 and image.size[1] >= 350
-    assert _outlined(image).sum() > 200  # the cell's outline (and the legend's swatch)
+    svg = _svg(bundle)
+    assert float(svg.get("width")) >= 700 and float(svg.get("height")) >= 300
+    assert _outlined_cells(svg) == {"2025-02-01 | south"} and _outlined_cells(svg, REJECTED_COLOR) == set()
 
     # the next update is another point on the Plots tab: a late row in another partition
     scenarios.late_rows(scenarios.DemoConfig(n_customers=60, months=3), materialized.data, "2025-01", cohorts=("west",))
@@ -107,26 +117,25 @@ def test_a_rejected_candidate_is_counted_and_outlined_apart(make_project):
     assert (numbers["partitions_retrained"], numbers["partitions_rejected"], numbers["partitions_skipped"]) == (0, 1, 12)
     assert numbers["training_seconds"] > 0  # the rejected fit was paid for
     assert update["retrained_partitions"].value == []
+    svg = _svg(update)
+    assert _outlined_cells(svg, REJECTED_COLOR) == {"2025-03-01 | north"} and _outlined_cells(svg) == set()
 
 
-def test_the_outline_sits_on_the_retrained_cell():
-    windows, cohorts = ["2025-01-01", "2025-02-01", "2025-03-01"], ["east", "north", "south", "west"]
+def test_the_outline_sits_on_the_retrained_cell_whatever_the_names():
+    windows, cohorts = ["2025-01-01", "2025-02-01", "2025-03-01"], ["east", "north & <co>", "süd \"x\"", "west"]
     values = {PartitionKey(w, c): 0.5 + 0.1 * i - 0.05 * j for i, w in enumerate(windows) for j, c in enumerate(cohorts)}
-
-    def outline(key: PartitionKey) -> tuple[int, int, int, int]:
-        image = Image.open(io.BytesIO(heatmap_png(values, windows, cohorts, "AUC", True, retrained=[key])))
-        mask = _outlined(image.convert("RGB"))
-        mask[int(mask.shape[0] * 0.88) :] = False  # leave out the legend strip at the bottom
-        ys, xs = np.nonzero(mask)
-        return xs.min(), xs.max(), ys.min(), ys.max()
-
-    first = outline(PartitionKey("2025-01-01", "east"))  # left column, top row
-    last = outline(PartitionKey("2025-03-01", "west"))  # right column, bottom row
-    assert first[1] < last[0] and first[3] < last[2]
-    # one cell: the outline spans about a third of the plot's width and a quarter of its height
-    width, height = first[1] - first[0], first[3] - first[2]
-    assert abs((last[1] - last[0]) - width) <= 3 and abs((last[3] - last[2]) - height) <= 3
-    assert 2.5 * width < last[1] - first[0] < 3.5 * width and 3.5 * height < last[3] - first[2] < 4.5 * height
+    values[PartitionKey("2025-02-01", "west")] = None  # no sub-model: grey, no number
+    for key in (PartitionKey("2025-01-01", "east"), PartitionKey("2025-03-01", "north & <co>")):
+        svg = ET.fromstring(heatmap_svg(values, windows, cohorts, "AUC", True, retrained=[key]))
+        assert _outlined_cells(svg) == {f"{key.window} | {key.cohort}"}
+    cells = {r.find(f"{SVG}title").text: r for r in svg.iter(f"{SVG}rect") if r.find(f"{SVG}title") is not None}
+    assert len(cells) == 12 and 'süd "x"' in " ".join(cells)  # odd names escaped, kept
+    assert cells["2025-02-01 | west: AUC no sub-model"].get("fill") == "#d9d9d9"
+    # better is yellow whatever the direction: the highest AUC, the lowest logloss
+    best_auc = cells["2025-03-01 | east: AUC 0.700"].get("fill")
+    logloss = ET.fromstring(heatmap_svg(values, windows, cohorts, "logloss", False))
+    fills = {r.find(f"{SVG}title").text: r.get("fill") for r in logloss.iter(f"{SVG}rect") if r.find(f"{SVG}title") is not None}
+    assert best_auc == fills["2025-01-01 | west: logloss 0.350"] == "#fde725"
 
 
 def test_a_run_with_a_failed_partition_publishes_the_update_with_it_counted(materialized):

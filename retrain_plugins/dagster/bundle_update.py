@@ -16,7 +16,7 @@ from typing import Any
 
 from dagster import AssetExecutionContext, AssetKey, DagsterEventType, MetadataValue
 
-from retrain_plugins.dagster.charts import heatmap_png, image_markdown
+from retrain_plugins.dagster.charts import heatmap_svg, image_markdown
 from retrain_plugins.partitions import PartitionKey, windows
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.tasks import PRIMARY
@@ -85,7 +85,7 @@ def update_metadata(spec: RetrainingSpec, bundle: Mapping[str, Any], update: Bun
     metric = PRIMARY.get(task, PRIMARY["binary"])
     values = {k: e.get("metric_holdout", e.get("auc_holdout")) for k, e in routed.items()}
     cohorts = sorted({k.cohort for k in routed} | {k.cohort for k in update.rejected | update.failed})
-    png = heatmap_png(
+    svg = heatmap_svg(
         values,
         [w.key for w in windows(spec)],
         cohorts,
@@ -101,6 +101,6 @@ def update_metadata(spec: RetrainingSpec, bundle: Mapping[str, Any], update: Bun
     )
     return {
         **update.metadata(),
-        "holdout_heatmap": MetadataValue.md(image_markdown(png, f"holdout {metric.label} per window x cohort")),
+        "holdout_heatmap": MetadataValue.md(image_markdown(svg, f"holdout {metric.label} per window x cohort")),
         "retrained_partitions": MetadataValue.json(sorted(str(k) for k in update.retrained)),
     }
