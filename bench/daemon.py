@@ -351,7 +351,6 @@ def _edits(
     from retrain_plugins.bundle import read_bundle
     from retrain_plugins.demo import scenarios
     from retrain_plugins.demo.generate import month_name
-    from retrain_plugins.partitions import PartitionKey
     from tests.e2e.dagster_dev import LOCATION
 
     gql, sensor = server.graphql, project.sensor

@@ -94,7 +94,6 @@ def test_strategy_overrides_by_partition_then_cohort():
 )
 def test_trainer_mistakes_fail_where_definitions_load_and_before_any_tick_records(project, trainer, message):
     from retrain_plugins import build_definitions
-    from retrain_plugins.dagster.execution import tick
 
     from .helpers import make_spec
 
