@@ -74,9 +74,10 @@ POLL = 1.0
 # rejected in 7 of 8 cells in-process at this size (the draw repeats customers and features the
 # current model trained on, so the current model scores well on the candidate's holdout).
 LATE_FRACTION = 1.0
-# Each edit lands at a random moment after the sensor went quiet (seeded): Dagster's sensor daemon
-# evaluates sensors in a fixed 5 s loop and skips a sensor whose interval has not fully elapsed, so
-# a 5 s sensor ticks every 5 or 10 s; an edit right after a tick would always wait the longest.
+# Each edit lands at a random moment after the sensor went quiet (seeded), so the wait for the
+# next tick is sampled over the tick period (Dagster's daemon loop is 5 s; the plugin sets the
+# sensor's minimum one second under the interval, see sensors.dagster_interval); an edit right
+# after a tick would always wait the longest.
 PHASE_SPAN_SECONDS = 10.0
 RANGE_TAGS = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 ASSET_JOB = "__ASSET_JOB"

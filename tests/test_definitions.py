@@ -41,7 +41,8 @@ def test_dagster_project_definitions_load_and_validate():
         AssetKey(["churn", "fallback_model"]),
     }
     sensor = loaded.resolve_sensor_def("churn_change_sensor")
-    assert sensor.minimum_interval_seconds == 10  # the default (the demo's defs.yaml does not set it)
+    # the default 10 s (the demo's defs.yaml does not set it), one second under it for the daemon's loop
+    assert sensor.minimum_interval_seconds == 9
     partitions = graph.get(AssetKey(["churn", "sub_model"])).partitions_def
     assert len(partitions.get_partition_keys()) == 48
     # loaded through the RetrainingComponent in defs/churn/defs.yaml, paths relative to that file
@@ -89,3 +90,13 @@ def test_two_retrainings_with_their_own_data_dirs_keep_their_own_stores(make_pro
     assert len(entries) == 12 and all(e["path"].startswith("artifacts/") for e in entries.values())
     assert model_store(b).root == b.data_dir / "models" / "churn_b"
     assert sum(len(v) for v in read_bundle(b)["routes"].values()) == 12
+
+
+def test_the_sensor_interval_is_set_for_the_daemons_loop():
+    """The daemon's loop is what ``dagster_interval`` rounds to: an upgrade that changes it fails here."""
+    from dagster._daemon.sensor import MIN_INTERVAL_LOOP_TIME
+
+    from retrain_plugins.dagster.sensors import DAEMON_LOOP_SECONDS, dagster_interval
+
+    assert DAEMON_LOOP_SECONDS == MIN_INTERVAL_LOOP_TIME
+    assert [dagster_interval(s) for s in (1, 4, 5, 6, 10, 11, 60)] == [4, 4, 4, 9, 9, 14, 59]

@@ -165,8 +165,9 @@ class RetrainingComponent(dg.Component, dg.Resolvable):
         int,
         dg.Resolver.default(
             description=(
-                "Minimum seconds between two ticks of the change sensor (not a spec field). A tick "
-                "with no change costs <= 0.3 s even at 1,008 partitions, so the default is short."
+                "Seconds between two ticks of the change sensor (not a spec field), rounded up to "
+                "a multiple of the daemon's 5 s loop. A tick with no change costs <= 0.3 s even at "
+                "1,008 partitions, so the default is short."
             )
         ),
     ] = 10

@@ -208,18 +208,34 @@ def _record_savings(state: StateStore, seq: int, changes: Sequence[PartitionChan
     state.record_ledger(seq, len(requested), len(others), avoided, reasons)
 
 
+# Dagster's sensor daemon evaluates its sensors once per loop of this many seconds
+# (dagster._daemon.sensor.MIN_INTERVAL_LOOP_TIME; tests/test_definitions.py checks they agree).
+DAEMON_LOOP_SECONDS = 5
+
+
+def dagster_interval(seconds: int) -> int:
+    """The ``minimum_interval_seconds`` that makes the daemon tick every ``seconds`` (rounded up
+    to its loop): one second under the loop multiple. The daemon skips a sensor whose last tick
+    started less than the minimum ago, measured a few ms earlier in its loop than that tick
+    started, so a minimum of exactly 5 s ticked every 5 or 10 s (mean 8 s) and 10 s every 10 or
+    15 s; 4 s and 9 s tick every 5 and 10 s (measured with ``dagster-daemon run``)."""
+    loops = max(1, -(-int(seconds) // DAEMON_LOOP_SECONDS))
+    return loops * DAEMON_LOOP_SECONDS - 1
+
+
 def build_change_sensor(
     spec: RetrainingSpec,
     assets: RetrainingAssets,
-    minimum_interval_seconds: int = 10,
+    interval_seconds: int = 10,
     default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
 ):
-    """The change sensor of one retraining."""
+    """The change sensor of one retraining, ticking every ``interval_seconds`` (rounded up to
+    the daemon's 5 s loop, see :func:`dagster_interval`)."""
 
     @sensor(
         name=f"{spec.name}_change_sensor",
         asset_selection=assets.keys,
-        minimum_interval_seconds=minimum_interval_seconds,
+        minimum_interval_seconds=dagster_interval(interval_seconds),
         default_status=default_status,
         description=(
             "Requests runs for exactly the (window, cohort) partitions whose training set changed "
