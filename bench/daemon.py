@@ -668,9 +668,10 @@ def _report(size: Size, config: "DemoConfig", sessions: list[dict[str, Any]]) ->
         "launch (the run worker, plus one per step under the multiprocess executor)."
     )
     updates.notes.append(
-        f"tick period: time between the sensor's ticks (median (min-max)): the interval is {SENSOR_INTERVAL_SECONDS} s, but "
+        f"tick period: time between the sensor's ticks (median (min-max)): the interval is {SENSOR_INTERVAL_SECONDS} s; "
         "Dagster's sensor daemon evaluates sensors in a fixed 5 s loop (`MIN_INTERVAL_LOOP_TIME`) and skips a sensor whose "
-        "interval has not fully elapsed, so ticks come every 5 or 10 s. Each edit lands at a random moment (seeded, "
+        "minimum interval has not fully elapsed, so the plugin sets the minimum one second under the interval "
+        "(`sensors.dagster_interval`; at exactly 5 s ticks came every 5 or 10 s). Each edit lands at a random moment (seeded, "
         f"uniform over {PHASE_SPAN_SECONDS:.0f} s) after the sensor went quiet. "
         "edit -> tick: until the next tick starts; "
         "tick: the sensor's evaluation (start -> end of the tick); tick -> queued: the daemon submitting the run "

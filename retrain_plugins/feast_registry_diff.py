@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from retrain_plugins.errors import SpecError
+from retrain_plugins.feast_import import import_feast
 from retrain_plugins.feast_registry import (
     DefinitionsDigest, RegistryLocation, RegistryNotApplied, definition_files, definitions_digest, read_record,
     registry_location, registry_stamp, write_record,
@@ -29,6 +30,7 @@ def load_repo_objects(feature_repo: Path) -> list:
     repo, or an edited file, in a long-lived process would get the first module from
     ``sys.modules``) and never changes the working directory.
     """
+    import_feast()
     from feast import Entity, FeatureService, FeatureView, OnDemandFeatureView, Project
     from feast.data_source import DataSource
     from feast.labeling.label_view import LabelView

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from retrain_plugins.errors import SpecError
+from retrain_plugins.feast_import import import_feast
 from retrain_plugins.feast_registry import definitions_digest, registry_location, write_record
 from retrain_plugins.feast_registry_diff import load_repo_objects
 
@@ -54,7 +55,7 @@ def quiet_feast() -> Iterator[None]:
 @functools.lru_cache(maxsize=8)
 def feature_store(feature_repo: str) -> "FeatureStore":
     """One ``FeatureStore`` per repo and process (building it imports feast: seconds)."""
-    from feast import FeatureStore
+    FeatureStore = import_feast().FeatureStore
 
     location = registry_location(Path(feature_repo))
     if not location.rewritten:
