@@ -82,6 +82,14 @@ class RegistryLocation:
         return hashlib.sha256(f"{self.registry_type}\n{self.url}".encode()).hexdigest()[:16]
 
     @property
+    def rewritten_in_place(self) -> bool:
+        """Feast rewrites this registry as a whole file on this host (truncate, then write): a
+        local file registry. Readers and ``materialize`` must then exclude each other
+        (:func:`retrain_plugins.feast_store.registry_lock`). A SQL registry commits in
+        transactions and an object store replaces an object atomically: no lock, on any host."""
+        return self.registry_type == "file" and self.local_path is not None
+
+    @property
     def record_path(self) -> Path | None:
         """Where the applied definitions' digest is recorded: beside a local registry file."""
         if self.local_path is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import logging
 import os
 import subprocess
 import sys
@@ -54,22 +55,45 @@ def quiet_feast() -> Iterator[None]:
 
 @functools.lru_cache(maxsize=8)
 def feature_store(feature_repo: str) -> "FeatureStore":
-    """One ``FeatureStore`` per repo and process (building it imports feast: seconds)."""
+    """One ``FeatureStore`` per repo and process (building it imports feast: seconds), on the
+    repo's ``feature_store.yaml`` with two changes: a relative SQLite registry URL made absolute
+    and ``serve_features_while_materializing`` set."""
     FeatureStore = import_feast().FeatureStore
 
     location = registry_location(Path(feature_repo))
-    if not location.rewritten:
-        return FeatureStore(repo_path=str(feature_repo))
-    # A relative SQLite URL of a SQL registry: Feast hands it to SQLAlchemy as it is, which reads it
-    # against the working directory (`feast apply` runs from the repo). Made absolute against the
-    # repo, every process opens the database `feast apply` wrote, wherever it was started.
     from feast.repo_config import RepoConfig
 
     raw = yaml.safe_load(os.path.expandvars((Path(feature_repo) / "feature_store.yaml").read_text()))
-    raw["registry"] = {**raw["registry"], "path": location.url}
-    config = RepoConfig(**raw)
+    registry = raw["registry"] if isinstance(raw["registry"], dict) else {"path": raw["registry"]}
+    # A relative SQLite URL of a SQL registry: Feast hands it to SQLAlchemy as it is, which reads it
+    # against the working directory (`feast apply` runs from the repo). Made absolute against the
+    # repo, every process opens the database `feast apply` wrote, wherever it was started.
+    # Feast's materialize marks its views MATERIALIZING in the registry until it ends, and
+    # retrieval refuses such a view (historical retrieval too: "cannot serve features") unless
+    # this is set. Offline retrieval never reads what materialize writes, and online reads get the
+    # last values loaded: set, a materialization on another host (no lock spans hosts) or one
+    # killed half-way (its views stay MATERIALIZING until the next) stops no training run.
+    raw["registry"] = {**registry, "path": location.url, "serve_features_while_materializing": True}
+    with _quiet_registry_advice():
+        config = RepoConfig(**raw)
     config.repo_path = Path(feature_repo)
     return FeatureStore(repo_path=str(feature_repo), config=config)
+
+
+@contextlib.contextmanager
+def _quiet_registry_advice() -> Iterator[None]:
+    """Drop Feast's advice that ``serve_features_while_materializing`` "typically has no effect"
+    on a file registry: it does (an object-store registry's views are marked MATERIALIZING too)."""
+
+    def advice(record: logging.LogRecord) -> bool:
+        return "serve_features_while_materializing` is enabled but" not in record.getMessage()
+
+    logger = logging.getLogger("feast.repo_config")
+    logger.addFilter(advice)
+    try:
+        yield
+    finally:
+        logger.removeFilter(advice)
 
 
 def apply_feature_repo(feature_repo: Path, in_process: bool = False) -> None:
@@ -153,16 +177,21 @@ def _has_relative_sources(feature_repo: Path) -> bool:
 
 @contextlib.contextmanager
 def registry_lock(spec: RetrainingSpec, shared: bool = False) -> Iterator[None]:
-    """Lock of the Feast registry of ``spec``'s repo, across processes.
+    """Lock of a local file registry of ``spec``'s repo, across processes of this host.
 
-    Writers (``materialize``) take it exclusively; readers that Feast refuses to serve while a
-    feature view is ``MATERIALIZING`` (historical retrieval, online reads) take it shared.
+    Feast rewrites a local registry file in place (truncate, then write), so writers
+    (``materialize``) take it exclusively and readers (historical retrieval, online reads) shared.
+    Any other registry takes no lock (``RegistryLocation.rewritten_in_place``): a SQL registry
+    commits in transactions, an object store replaces the object atomically, retrieval serves
+    views another host is materializing (:func:`feature_store` sets Feast's
+    ``serve_features_while_materializing``), and materializations are one at a time across
+    hosts through the ``feast_materialize`` pool (docs/deployment.md).
     """
     location = registry_location(spec.feature_repo)
-    if location.local_path is not None:
-        path = location.local_path.with_suffix(".lock")
-    else:  # no local file to lock beside: one lock per registry URL, in the retraining's data folder
-        path = Path(spec.data_dir) / "state" / f"feast_registry_{location.key}.lock"
+    if not location.rewritten_in_place:
+        yield
+        return
+    path = location.local_path.with_suffix(".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)

@@ -26,6 +26,7 @@ from retrain_plugins import SpecError, apply_feature_repo, asof_training_set, bu
 from retrain_plugins.dagster.execution import materialize_all, retraining_assets, tick
 from retrain_plugins.demo.generate import generate
 from retrain_plugins.demo.project import copy_feature_repo
+from retrain_plugins.feast_import import import_feast
 from retrain_plugins.feast_registry import definitions_digest, read_record, registry_location
 from retrain_plugins.feast_store import feature_store, quiet_feast, registry_lock, registry_path
 from retrain_plugins.feast_view import load_feature_service_view
@@ -114,19 +115,50 @@ def test_registry_locations_are_read_from_feature_store_yaml(tmp_path, monkeypat
         registry_location(repo)
 
 
-def test_the_registry_lock_of_a_registry_without_a_local_file(tmp_path):
-    """Materialize and retrieval lock the registry: an s3:// or SQL server registry gets a lock
-    file in the retraining's data folder instead of a path parsed out of its URL."""
+def test_only_a_local_registry_file_is_locked_and_nothing_host_local_is_made_for_others(tmp_path):
+    """Feast rewrites a local registry file in place: readers and materialize lock it, beside it.
+    A SQL registry (transactions) or one on an object store (atomic objects) takes no lock at
+    all: no lock file in the retraining's folder that only one host would see."""
     root = tmp_path / "project"
     repo = copy_feature_repo(REPO_ROOT / "feature_repo", root)
     spec = make_spec(root)
-    _set_registry(repo, {"registry_type": "sql", "path": "postgresql+psycopg2://u:pw@127.0.0.1:1/feast"})
-    with registry_lock(spec):
-        pass
     with registry_lock(spec, shared=True):
-        locks = sorted(p.name for p in (root / "data" / "state").glob("feast_registry_*.lock"))
-    assert locks == [f"feast_registry_{registry_location(repo).key}.lock"]
-    assert not any("postgresql" in str(p) for p in root.rglob("*"))
+        pass
+    assert registry_location(repo).local_path.with_suffix(".lock").exists()
+    for registry in (
+        {"registry_type": "sql", "path": "postgresql+psycopg2://u:pw@127.0.0.1:1/feast"},
+        {"registry_type": "sql", "path": "sqlite:///../data/feast/registry_sql.db"},
+        "s3://bucket/registry.pb",
+    ):
+        _set_registry(repo, registry)
+        before = sorted(str(p) for p in root.rglob("*"))
+        with registry_lock(spec), registry_lock(spec, shared=True):
+            pass
+        assert sorted(str(p) for p in root.rglob("*")) == before, registry
+
+
+def test_retrieval_serves_a_view_left_materializing(project):
+    """Feast marks views MATERIALIZING while it materializes and refuses to serve them, historical
+    retrieval included; another host's materialize (no lock spans hosts) or one killed half-way
+    (the view stays so until the next) would stop every training run. The library's store sets
+    ``serve_features_while_materializing``: the training set is the same."""
+    from feast.feature_view import FeatureViewState
+
+    feast = import_feast()  # not at the top: the suite's process imports Feast as the library does
+    spec, view = project.spec, load_feature_service_view(project.spec)
+    window = windows(spec)[1:2]
+    before = feast_training_set(spec, view, window, "north")
+    plain = feast.FeatureStore(repo_path=str(spec.feature_repo))  # what another process sees
+    for fv in plain.list_feature_views():
+        fv.state = FeatureViewState.MATERIALIZING
+        plain.registry.apply_feature_view(fv, plain.project, commit=True)
+    entity_df = pd.DataFrame({"customer_id": [1], "event_timestamp": [datetime(2025, 3, 1, tzinfo=timezone.utc)]})
+    with pytest.raises(ValueError, match="MATERIALIZING.*cannot serve features"):
+        feast.FeatureStore(repo_path=str(spec.feature_repo)).get_historical_features(
+            entity_df=entity_df, features=plain.get_feature_service(spec.feature_service)
+        )
+    feature_store.cache_clear()  # a fresh process of the library
+    assert_frame_equal(feast_training_set(spec, view, window, "north"), before)
 
 
 # --- the definitions digest ----------------------------------------------------------------------
