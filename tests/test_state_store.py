@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from retrain_plugins import StoreError
-from retrain_plugins.changes import state as state_module
+from retrain_plugins.changes import state_file as state_module  # the file: schema, versions, upgrades
 from retrain_plugins.changes.state import SCHEMA_VERSION, FileState, StateStore
 from retrain_plugins.partitions import PartitionKey
 

@@ -5,124 +5,26 @@ tick without file changes reads no data), its copy of what each sub-model was la
 (read from the runs' Dagster events at every tick, :mod:`retrain_plugins.dagster.outcomes`), and
 its log of requests and savings. The sensor cursor stays a tick counter. Runs never open it.
 
-The schema is versioned with SQLite's ``user_version``: :data:`SCHEMA_VERSION` is what this code
-writes, :data:`MIGRATIONS` holds the SQL that takes a store from version ``n - 1`` to ``n``, applied
-in order in one transaction when an older store is opened. A store written by a newer version is
-refused with a clear error rather than misread.
+The file itself (versioned schema, upgrades, damage checks, one transaction per tick) is
+:class:`retrain_plugins.changes.state_file.StateFile`; this module holds the records.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
+from retrain_plugins.changes.state_file import StateFile
 from retrain_plugins.changes.state_schema import (  # noqa: F401 - the records are part of this module's API
-    _CHECKED, _CORRUPT, _FILE_COLUMNS, _SCHEMA, MIGRATIONS, SCANS, SCHEMA_VERSION, FileState, LedgerRow, Trained, in_region,
+    _FILE_COLUMNS, SCANS, SCHEMA_VERSION, FileState, LedgerRow, Trained, in_region,
 )
-from retrain_plugins.errors import StoreError
 from retrain_plugins.partitions import PartitionKey
 
 
-class StateStore:
+class StateStore(StateFile):
     """Change-detection state of one retraining (``<data_dir>/state/<name>/state.sqlite``)."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tx: sqlite3.Connection | None = None
-        self.created = not self.path.exists()
-        with self._connect() as con:
-            self._check(con)
-            if self._version(con) == SCHEMA_VERSION:
-                return
-            # One write transaction for the whole upgrade (Python's sqlite3 would run DDL outside
-            # one): a concurrent opener waits on the lock, then finds the store already upgraded.
-            con.execute("BEGIN IMMEDIATE")
-            version = self._version(con)
-            if version == SCHEMA_VERSION:
-                return
-            # Version 0 is a new file, or one from before versioning that holds the version 1 tables
-            # (hence IF NOT EXISTS). Statements are split on ';' (none inside a literal).
-            steps = ([_SCHEMA] if version == 0 else []) + [MIGRATIONS[v] for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1)]
-            for script in steps:
-                for statement in filter(str.strip, script.split(";")):
-                    con.execute(statement)
-            con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    def _version(self, con: sqlite3.Connection) -> int:
-        version = con.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"state store {self.path} has schema version {version}, newer than this retrain_plugins "
-                f"understands ({SCHEMA_VERSION}): upgrade retrain_plugins (the store is left untouched)"
-            )
-        return version
-
-    def _check(self, con: sqlite3.Connection, full: bool = False) -> None:
-        """Refuse a damaged file on open: SQLite reads only the pages a query touches, so a
-        truncated store would otherwise fail later, in the middle of a tick.
-
-        On open, the tables every tick reads are checked (ms); the append-only logs (``ledger``,
-        ``requests``: 120 ms at 80 MB) only with ``full`` (``retrain verify``) and, like every
-        page, when a query touches a damaged one (see :meth:`_connect`).
-        """
-        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        problems = []
-        for table in sorted(tables if full else tables & _CHECKED):
-            problems += [row[0] for row in con.execute(f"PRAGMA quick_check({table})") if row[0] != "ok"]
-        if problems:
-            raise self._corrupt("; ".join(problems[:3]))
-
-    def check(self) -> None:
-        """Check every page of every table; raise :class:`StoreError` naming the file if damaged."""
-        with self._connect() as con:
-            self._check(con, full=True)
-
-    def _corrupt(self, problem: str) -> StoreError:
-        return StoreError(
-            f"state store {self.path} is damaged ({problem}): move it aside and run `retrain state rebuild` "
-            "to rebuild the change-detection state from the data and the model store"
-        )
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Make every write inside one transaction: all of them land, or none (a killed tick).
-
-        A sensor tick commits its listing, cells, definition, acknowledgements, request log and
-        ledger this way, so a crash anywhere leaves the store as the previous tick left it.
-        """
-        if self._tx is not None:
-            yield
-            return
-        with self._connect() as con:
-            self._tx = con
-            try:
-                yield
-            finally:
-                self._tx = None
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        if self._tx is not None:  # inside transaction(): its connection, its one transaction
-            yield self._tx
-            return
-        try:
-            con = sqlite3.connect(self.path, timeout=30.0)
-        except sqlite3.DatabaseError as exc:
-            raise self._corrupt(str(exc)) from exc
-        try:
-            con.execute("PRAGMA journal_mode=WAL")
-            with con:  # one transaction
-                yield con
-        except sqlite3.DatabaseError as exc:
-            if getattr(exc, "sqlite_errorcode", None) in _CORRUPT:
-                raise self._corrupt(str(exc)) from exc
-            raise
-        finally:
-            con.close()
 
     # -- files -----------------------------------------------------------------------------
     def files(self) -> dict[tuple[str, str], FileState]:
