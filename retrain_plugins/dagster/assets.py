@@ -34,6 +34,7 @@ from retrain_plugins.dagster.serving import build_serving_assets, publish_despit
 from retrain_plugins.dagster.tags import SEQ_TAG, RequestLookup
 from retrain_plugins.errors import DataError
 from retrain_plugins.feast_view import FeatureServiceView, load_feature_service_view
+from retrain_plugins.labels import blank_cohort_rows
 from retrain_plugins.layout import model_store, state_path
 from retrain_plugins.mlflow import mlflow_resource_key, register_promoted
 from retrain_plugins.partitions import PartitionKey, partitions_def, windows
@@ -42,7 +43,6 @@ from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.tasks import PRIMARY
 from retrain_plugins.trainers import check_trainer_spec
 from retrain_plugins.training import build_training_set, train_sub_model
-from retrain_plugins.training_sets import blank_cohort_rows
 
 
 class RetrainingAssets(NamedTuple):
