@@ -155,7 +155,8 @@ def _measure(ttl: int, chosen: Size, workdir: Path, cache: Path) -> list[dict]:
     from retrain_plugins.feast_store import feature_store
     from retrain_plugins.partitions import windows
     from retrain_plugins.sql import connect
-    from retrain_plugins.training_sets import label_order, label_rows, partition_training_set
+    from retrain_plugins.labels import label_order, label_rows
+    from retrain_plugins.training_sets import partition_training_set
 
     config = DemoConfig(n_customers=chosen.customers, months=chosen.months)
     project = new_project(workdir / f"ttl{ttl}", config, cache, activity_ttl_days=ttl)

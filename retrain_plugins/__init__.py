@@ -49,7 +49,7 @@ _EXPORTS = {
     "Trainer": "retrain_plugins.trainers",
     "make_trainer": "retrain_plugins.trainers",
     "CatBoostTrainer": "retrain_plugins.trainers.catboost",
-    "asof_training_set": "retrain_plugins.training_sets",
+    "asof_training_set": "retrain_plugins.asof_join",
     "feast_training_set": "retrain_plugins.training_sets",
     "partition_training_set": "retrain_plugins.training_sets",
     "check_label_source": "retrain_plugins.validation",
@@ -112,6 +112,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
+    from retrain_plugins.asof_join import asof_training_set
     from retrain_plugins.changes.detector import ChangeReport, PartitionChange, detect_changes, state_store
     from retrain_plugins.changes.fingerprints import frame_cells, partition_fingerprint, source_cells
     from retrain_plugins.dagster.assets import RetrainingAssets, build_retraining_assets
@@ -129,5 +130,5 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from retrain_plugins.testing import check_trainer
     from retrain_plugins.trainers import Trainer, make_trainer
     from retrain_plugins.trainers.catboost import CatBoostTrainer
-    from retrain_plugins.training_sets import asof_training_set, feast_training_set, partition_training_set
+    from retrain_plugins.training_sets import feast_training_set, partition_training_set
     from retrain_plugins.validation import check_label_source

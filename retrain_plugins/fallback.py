@@ -27,7 +27,7 @@ from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.store import ModelStore
 from retrain_plugins.tasks import resolve_task
 from retrain_plugins.trainers import fit_and_evaluate, make_trainer
-from retrain_plugins.training_sets import WINDOW_COL, label_order
+from retrain_plugins.labels import WINDOW_COL, label_order
 
 FALLBACK_DIR = "_fallback"
 FALLBACK_KEY = PartitionKey("global", "all")

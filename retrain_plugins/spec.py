@@ -19,91 +19,14 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from retrain_plugins.errors import SpecError
 from retrain_plugins.remote import is_remote, local_path
+from retrain_plugins.spec_changes import ChangeDetection, DriftSpec, RetrySpec
 from retrain_plugins.spec_data import LabelSource, Windows, _Model
+from retrain_plugins.spec_training import FallbackSpec, GateSpec, TrainerSpec
 
 __all__ = [
     "ChangeDetection", "DriftSpec", "FallbackSpec", "GateSpec", "LabelSource", "RetrainingSpec", "RetrySpec",
     "StoreSpec", "TrainerSpec", "Windows",
 ]
-
-
-Strategy = Literal["refit", "warm_start"]
-
-
-class TrainerSpec(_Model):
-    """Which trainer fits each sub-model, how, and how it is evaluated."""
-
-    name: str = Field(default="catboost", description="Registered trainer name, or a dotted path with allow_import.")
-    allow_import: bool = Field(
-        default=False,
-        description=(
-            "Let `name` be a dotted path ('package.module:Class'): loading the spec then imports and "
-            "runs that module's code. Off by default: only trainers registered as entry points."
-        ),
-    )
-    params: dict[str, Any] = Field(default_factory=dict, description="Trainer parameters.")
-    holdout_fraction: float = Field(
-        default=0.2, gt=0.0, lt=0.9, description="Newest share of label rows held out for metrics."
-    )
-    strategy: Strategy = Field(
-        default="refit",
-        description=(
-            "'refit': a fresh model on the partition's training set. 'warm_start': continue the "
-            "current sub-model on the rows that are new since it was trained (falls back to refit "
-            "when there is no current model, old rows changed, the features changed, the trainer "
-            "cannot continue, or max_trees would be exceeded)."
-        ),
-    )
-    strategy_overrides: dict[str, Strategy] = Field(
-        default_factory=dict, description="Per cohort ('north') or per partition ('2025-03-01/north')."
-    )
-    max_trees: int = Field(default=1000, ge=1, description="Cap on the trees of a warm-started model.")
-
-    def strategy_for(self, window: str, cohort: str) -> Strategy:
-        return self.strategy_overrides.get(f"{window}/{cohort}", self.strategy_overrides.get(cohort, self.strategy))
-
-
-class GateSpec(_Model):
-    """Champion/challenger: a candidate worse than the current sub-model is not promoted.
-
-    Models are compared on the task's primary holdout metric: AUC (binary, higher is better),
-    multi-class logloss (multiclass, lower is better), RMSE (regression, lower is better).
-    """
-
-    enabled: bool = True
-    tolerance: float = Field(
-        default=0.02,
-        ge=0.0,
-        description=(
-            "Largest worsening of the primary holdout metric (candidate vs current) still promoted, in "
-            "that metric's units: AUC points (binary), logloss (multiclass), RMSE in label units (regression)."
-        ),
-    )
-    auc_floor: float = Field(default=0.5, ge=0.0, le=1.0, description="Asset check (binary): holdout AUC at least this.")
-    metric_bound: float | None = Field(
-        default=None,
-        description=(
-            "Asset check on the primary holdout metric: a minimum for higher-is-better metrics (AUC; "
-            "overrides auc_floor), a maximum for lower-is-better ones (logloss, RMSE). Unset: binary "
-            "uses auc_floor, other tasks check nothing."
-        ),
-    )
-
-    def bound(self, task: str) -> float | None:
-        """The asset check's bound on ``task``'s primary metric, if any."""
-        if self.metric_bound is not None:
-            return self.metric_bound
-        return self.auc_floor if task == "binary" else None
-
-
-class FallbackSpec(_Model):
-    """The global model that serves cohorts without (or with too small) a sub-model."""
-
-    enabled: bool = True
-    windows: int = Field(default=3, ge=1, description="Trains on every cohort's rows of the newest N windows.")
-    min_rows: int = Field(
-        default=30, ge=0, description="Cohorts whose newest sub-model has fewer rows are served by the fallback."
-    )
 
 
 class StoreSpec(_Model):
@@ -134,56 +57,6 @@ class StoreSpec(_Model):
         ),
     )
 
-
-class DriftSpec(_Model):
-    """Population stability (PSI) check of a changed partition against what its model saw."""
-
-    enabled: bool = True
-    threshold: float = Field(default=0.2, gt=0.0, description="PSI above which a change is reported as drift.")
-    min_rows: int = Field(default=50, ge=2, description="Both samples need this many rows, or no drift is reported.")
-    bins: int = Field(default=10, ge=2, le=100, description="Quantile bins of the reference sample.")
-    top: int = Field(default=3, ge=1, description="How many drifting features to name.")
-
-
-class RetrySpec(_Model):
-    """How the sensor re-requests a partition whose data its model does not reflect yet."""
-
-    max_attempts: int = Field(default=3, ge=1, description="Requests per partition and data (fingerprint), the first included.")
-    backoff_seconds: float = Field(
-        default=60.0, ge=0.0, description="Wait before the 2nd request of the same data; doubled for each further one."
-    )
-
-
-class ChangeDetection(_Model):
-    """How the sensor treats changes that are not in the data."""
-
-    definition_change: Literal["mark_stale", "retrain_all"] = Field(
-        default="mark_stale",
-        description=(
-            "When the feature service, label definition or trainer parameters change: 'mark_stale' "
-            "(default) lists affected sub-models as stale without retraining them; 'retrain_all' "
-            "requests every partition that has data."
-        ),
-    )
-    drift: DriftSpec = DriftSpec()
-    retry: RetrySpec = Field(
-        default_factory=RetrySpec,
-        description=(
-            "Every tick re-requests partitions whose data differs from what their model was trained "
-            "on and that have no run in flight (a lost request, a failed or killed run): reason 'retry'."
-        ),
-    )
-    full_check_every: int | None = Field(
-        default=None,
-        ge=1,
-        description=(
-            "Every N-th sensor pass treats every source file as changed: re-inspects it, takes its "
-            "content token and re-fingerprints every window (the fingerprints then decide, so "
-            "identical data requests nothing). For sources whose file metadata (size, mtime, ctime, "
-            "inode) cannot be trusted. Passes are counted in the state store (counter 'file_scan'). "
-            "Default None: off."
-        ),
-    )
 
 
 class RetrainingSpec(_Model):

@@ -16,6 +16,8 @@ What each write guarantees:
   a plain write (last writer wins), see :attr:`Storage.conditional`.
 * Immutable content-addressed artifacts (:meth:`Storage.put_file`) need no condition at all: two
   writers of one name write the same bytes.
+
+The local writes and locks themselves are in :mod:`retrain_plugins.local_files`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from retrain_plugins.errors import StoreError
+from retrain_plugins.local_files import atomic_local_write, flocked, fsync_dir
 
 __all__ = ["Storage", "is_url"]
 
@@ -260,20 +263,6 @@ class Storage:
             yield
 
 
-@contextlib.contextmanager
-def flocked(path: Path) -> Iterator[None]:
-    """Exclusive ``flock`` of ``path`` (created), across processes of one host."""
-    import fcntl  # POSIX only: local storages' locks; object stores use conditional writes
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _etag(fs: fsspec.AbstractFileSystem, path: str) -> str | None:
     fs.invalidate_cache(path)
     try:
@@ -289,30 +278,3 @@ def _precondition_failed(exc: BaseException) -> bool:
         return True
     text = f"{exc} {getattr(exc, '__cause__', '')}"
     return "PreconditionFailed" in text or "Precondition" in text or "412" in text
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable (a no-op where folders cannot be opened)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_local_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` via a fsynced temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)

@@ -17,7 +17,8 @@ orphan: ``retrain verify --clean`` removes it). A put reads and writes its own p
 only, so its cost does not grow with the store.
 
 History is bounded: a put keeps the newest ``keep_versions`` versions (current included) and
-deletes the artifacts of older ones, unless a kept entry or ``bundle.json`` still names them.
+deletes the artifacts of older ones, unless a kept entry or ``bundle.json`` still names them
+(:mod:`retrain_plugins.store_versions`: retention and rollback).
 A local store written with one ``manifest.json`` is migrated on open (:func:`migrate_manifest`).
 """
 
@@ -35,12 +36,12 @@ from retrain_plugins.errors import StoreError
 from retrain_plugins.partitions import PartitionKey, path_segment
 from retrain_plugins.storage import Storage
 from retrain_plugins.store_records import (
-    ENTRIES, MANIFEST, ROLES, atomic_write_text, empty_record, malformed, migrate_manifest, parse_json,
+    ENTRIES, MANIFEST, atomic_write_text, empty_record, malformed, migrate_manifest, parse_json,
     record_problem, record_relpath, sha256_bytes, sha256_file,
 )
+from retrain_plugins.store_versions import bundled_paths, delete_unreferenced, roll_back, trim
 
 __all__ = ["ModelStore", "atomic_write_text", "sha256_file", "MANIFEST"]
-BUNDLE = "bundle.json"  # the routing bundle (routing.py); its artifacts are never deleted by retention
 Record = dict[str, Any]
 
 
@@ -161,7 +162,7 @@ class ModelStore:
         With ``promote=False`` (a candidate the gate rejected) the artifact is kept and listed
         under the partition's ``rejected`` candidates, and the current model is left as it is.
         Then retention: versions beyond ``keep_versions`` are dropped from the record and, once
-        the record is written, their artifacts deleted (see :meth:`_trim`).
+        the record is written, their artifacts deleted (:mod:`retrain_plugins.store_versions`).
         """
         folder = f"artifacts/{path_segment(key.window)}/{path_segment(key.cohort)}"
         with self.storage.staging(f"{folder}/incoming{suffix}", suffix=suffix) as tmp:
@@ -192,60 +193,17 @@ class ModelStore:
                 if record["current"]:
                     record["history"].append(record["current"])
                 record["current"] = entry
-            return self._trim(record)
+            return trim(record, self.keep_versions)
 
         record, dropped = self._update(key, change)
-        self._delete_unreferenced(dropped, record)
+        delete_unreferenced(self.storage, dropped, record)
         return entry
-
-    def _trim(self, record: Record) -> list[dict[str, Any]]:
-        """Keep the newest ``keep_versions`` versions (current included) and as many rejected and
-        rolled-back candidates; return the entries dropped."""
-        dropped = []
-        for role, keep in (("history", self.keep_versions - 1), ("rejected", self.keep_versions), ("rolled_back", self.keep_versions)):
-            entries = record.get(role, [])
-            cut = max(len(entries) - keep, 0)
-            dropped += entries[:cut]
-            record[role] = entries[cut:]
-        return dropped
-
-    def _delete_unreferenced(self, dropped: list[dict[str, Any]], record: Record) -> None:
-        """Delete the artifacts of ``dropped`` entries that nothing still names.
-
-        Kept: objects the record still names (content-addressed: one object can be several
-        entries) and objects ``bundle.json`` routes to. An unreadable bundle keeps everything.
-        """
-        if not dropped:
-            return
-        kept = {self.storage.path(e["path"]) for e in _entries_of(record)}
-        bundled = self.bundled_paths()
-        if bundled is None:
-            return
-        for entry in dropped:
-            path = self.storage.path(entry["path"])
-            if path not in kept and path not in bundled:
-                self.storage.delete(entry["path"])
 
     def bundled_paths(self) -> set[str] | None:
         """File system paths of the artifacts a ``bundle.json`` routes to: this store's, and its
         parent's (the fallback store lives in ``<store>/_fallback``). ``None`` when a bundle
         cannot be read."""
-        out: set[str] = set()
-        parent = self.storage.path().rsplit("/", 1)[0]
-        for folder in (self.storage.path(), parent):
-            try:
-                bundle = json.loads(self.storage.fs.cat_file(f"{folder}/{BUNDLE}"))
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError):
-                return None
-            try:
-                routed = [e for entries in bundle["routes"].values() for e in entries]
-                routed += [bundle["fallback"]] if bundle.get("fallback") else []
-                out |= {f"{folder}/{e['path']}" for e in routed}
-            except (KeyError, TypeError, AttributeError):
-                return None
-        return out
+        return bundled_paths(self.storage)
 
     def rollback(self, key: PartitionKey, to: str | None = None) -> dict[str, Any]:
         """Make a kept previous version of ``key`` current again; return it.
@@ -261,29 +219,10 @@ class ModelStore:
         rolled_at = time.time()
 
         def change(record: Record) -> list[dict[str, Any]]:
-            history = record["history"]
-            kept = f"store.keep_versions = {self.keep_versions} keeps the newest {self.keep_versions} version(s), current included"
-            if not history and to is None:
-                raise StoreError(f"{key} has no previous version to roll back to ({kept})")
-            index = len(history) - 1
-            if to is not None:
-                matches = [i for i, e in enumerate(history) if e["sha256"].startswith(to)]
-                if not matches:
-                    listed = ", ".join(e["sha256"][:16] for e in reversed(history)) or "none"
-                    raise StoreError(
-                        f"{key}: version {to} is not in the kept history (it is current, gone, or never was): "
-                        f"{kept}; the previous versions kept are {listed}"
-                    )
-                index = matches[-1]
-            target = history[index]
-            self.verified_path(target)
-            record["rolled_back"] = [*record.get("rolled_back", []), *reversed(history[index + 1 :]), record["current"]]
-            record["history"] = history[:index]
-            record["current"] = {**target, "rolled_back_at": rolled_at}
-            return self._trim(record)
+            return roll_back(record, key, to, self.keep_versions, rolled_at, self.verified_path)
 
         record, dropped = self._update(key, change)
-        self._delete_unreferenced(dropped, record)
+        delete_unreferenced(self.storage, dropped, record)
         return record["current"]
 
     def read_artifact(self, entry: dict[str, Any]) -> bytes:
@@ -323,13 +262,3 @@ def _check_digest(actual: str, entry: dict[str, Any], where: str) -> None:
             f"artifact {where} of {entry['window']}/{entry['cohort']} is corrupted: "
             f"sha256 {actual[:16]}... != record {entry['sha256'][:16]}..."
         )
-
-
-def _entries_of(record: Record) -> list[dict[str, Any]]:
-    return [entry for _, entry in referenced_entries(record)]
-
-
-def referenced_entries(record: Record) -> list[tuple[str, dict[str, Any]]]:
-    """(role, entry) of every entry a record names."""
-    out = [("current", record["current"])] if record.get("current") else []
-    return out + [(role, e) for role in ROLES for e in record.get(role, [])]

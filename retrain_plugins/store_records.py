@@ -17,7 +17,7 @@ from typing import Any
 
 from retrain_plugins.errors import StoreError
 from retrain_plugins.partitions import PartitionKey, path_segment
-from retrain_plugins.storage import atomic_local_write, flocked, fsync_dir
+from retrain_plugins.local_files import atomic_local_write, flocked, fsync_dir
 
 MANIFEST = "manifest.json"  # the one-file layout, migrated on open
 MIGRATED = "manifest.json.migrated"  # where the migration moves it (a backup, never read again)

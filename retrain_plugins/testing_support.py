@@ -1,10 +1,18 @@
-"""Data and tools the trainer conformance checks (:mod:`retrain_plugins.testing`) fit with."""
+"""Data and tools the trainer conformance checks (:mod:`retrain_plugins.testing`) fit with.
+
+The data (:func:`make_dataset`) and the cases a trainer is fitted on (:func:`cases`); a pickle
+guard (:func:`forbid_pickle`); and what every check is built from: an instance per case
+(:func:`trainer_for`), predictions checked for the task (:func:`checked_predictions`), a saved
+file (:func:`saved_file`), a check run over every case (:func:`per_case`).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import pickle
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -113,3 +121,68 @@ def forbid_pickle() -> Iterator[list[str]]:
     finally:
         for owner, attr, original in saved:
             setattr(owner, attr, original)
+
+
+Check = Callable[[type[Trainer], Mapping[str, Any] | None], None]
+"""A conformance check: the trainer class and its params (``None``: its ``test_params``)."""
+
+
+def require(condition: Any, message: str) -> None:
+    """Fail the check with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise AssertionError(message)
+
+
+def trainer_for(trainer_cls: type[Trainer], params: Mapping[str, Any] | None, case: Case = Case("binary", False)) -> Trainer:
+    """A fresh instance of ``trainer_cls`` for ``case``, with ``params`` (``None``: its ``test_params``)."""
+    chosen = dict(trainer_cls.test_params if params is None else params)
+    if case == Case("binary", False):
+        return trainer_cls(chosen)  # as make_trainer builds a trainer for binary, numeric data
+    return trainer_cls(chosen, task=case.task, categorical=(CATEGORICAL,) if case.categorical else ())
+
+
+def case_data(case: Case, n_rows: int = 480) -> tuple[pl.DataFrame, np.ndarray]:
+    """:func:`make_dataset` for ``case``: its task, with or without the categorical column."""
+    return make_dataset(n_rows, task=case.task, categorical=case.categorical)
+
+
+def checked_predictions(trainer: Trainer, model: Any, features: pl.DataFrame, what: str) -> np.ndarray:
+    """``trainer.predict``, checked for the task: type, dtype, shape, range; failures name ``what``."""
+    p = trainer.predict(model, features)
+    n = features.height
+    require(isinstance(p, np.ndarray), f"{what}: predict returned {type(p).__name__}, not a numpy array")
+    require(np.issubdtype(p.dtype, np.floating), f"{what}: predictions have dtype {p.dtype}, not float")
+    if trainer.task == "multiclass":
+        k = len(trainer.classes(model))
+        require(p.shape == (n, k), f"{what}: predictions have shape {p.shape}, not ({n}, {k}) (one column per class)")
+        require(np.all((p >= 0.0) & (p <= 1.0)), f"{what}: class probabilities outside [0, 1] (or NaN)")
+        require(np.allclose(p.sum(axis=1), 1.0), f"{what}: class probabilities do not sum to 1")
+    else:
+        require(p.shape == (n,), f"{what}: predictions have shape {p.shape}, not ({n},)")
+        if trainer.task == "binary":
+            require(np.all((p >= 0.0) & (p <= 1.0)), f"{what}: predictions outside [0, 1] (or NaN)")
+        else:
+            require(np.all(np.isfinite(p)), f"{what}: predictions are not finite")
+    return p
+
+
+def saved_file(trainer: Trainer, model: Any, folder: Path, stem: str = "model") -> Path:
+    """Save ``model`` as ``<folder>/<stem><suffix>`` and check that a non-empty file is there."""
+    path = folder / f"{stem}{trainer.suffix}"
+    trainer.save(model, path)
+    require(path.is_file() and path.stat().st_size > 0, f"save wrote no file (or an empty one) at {path}")
+    return path
+
+
+def per_case(check: Callable[[type[Trainer], Mapping[str, Any] | None, Case], None]) -> Check:
+    """Run ``check`` for every case of the trainer, prefixing failures with the case."""
+
+    @functools.wraps(check)
+    def run(trainer_cls: type[Trainer], params: Mapping[str, Any] | None = None) -> None:
+        for case in cases(trainer_cls):
+            try:
+                check(trainer_cls, params, case)
+            except AssertionError as exc:
+                raise AssertionError(f"{case} {exc}") from exc
+
+    return run

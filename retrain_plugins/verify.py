@@ -17,7 +17,8 @@ import time
 
 from retrain_plugins.errors import StoreError
 from retrain_plugins.partitions import PartitionKey
-from retrain_plugins.store import ModelStore, referenced_entries
+from retrain_plugins.store import ModelStore
+from retrain_plugins.store_versions import referenced_entries
 from retrain_plugins.store_records import ENTRIES, MANIFEST
 
 GRACE_SECONDS = 3600.0  # default age before an unreferenced artifact counts as a removable orphan

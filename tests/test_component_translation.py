@@ -13,7 +13,8 @@ import yaml
 from dagster import AssetKey, AssetSpec, AutomationCondition
 
 from retrain_plugins import build_definitions
-from retrain_plugins.dagster.component import REFUSED_TRANSLATION, RetrainingComponent
+from retrain_plugins.dagster.component import RetrainingComponent
+from retrain_plugins.dagster.component_translation import REFUSED_TRANSLATION
 from retrain_plugins.dagster.component_attributes import LabelsAttributes, WindowsAttributes
 from retrain_plugins.errors import SpecError
 

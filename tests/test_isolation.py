@@ -31,7 +31,7 @@ from retrain_plugins.sql import connect
 from retrain_plugins.dagster.outcomes import refresh_state
 from retrain_plugins.store import ModelStore
 from retrain_plugins.trainers import make_trainer
-from retrain_plugins.training_sets import blank_cohort
+from retrain_plugins.labels import blank_cohort
 
 LONG = "cohort-" + "\u00e9" * 10 + "x" * 273  # 300 bytes of UTF-8: no file name can hold it
 FEB = "2025-02"

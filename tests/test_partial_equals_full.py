@@ -29,7 +29,7 @@ from retrain_plugins.layout import model_store_root
 from retrain_plugins.partitions import PartitionKey, windows
 from retrain_plugins.store import ModelStore
 from retrain_plugins.trainers import make_trainer
-from retrain_plugins.training_sets import ROW_ID, WINDOW_COL
+from retrain_plugins.labels import ROW_ID, WINDOW_COL
 
 from .conftest import Project, new_project
 

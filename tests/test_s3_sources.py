@@ -31,7 +31,9 @@ from retrain_plugins.online import materialize_online
 from retrain_plugins.partitions import PartitionKey, training_windows, windows
 from retrain_plugins.sources import file_stats, sources, validate_sources
 from retrain_plugins.sql import connect, parquet
-from retrain_plugins.training_sets import asof_training_set, label_rows, partition_training_set
+from retrain_plugins.asof_join import asof_training_set
+from retrain_plugins.labels import label_rows
+from retrain_plugins.training_sets import partition_training_set
 from retrain_plugins.validation import check_label_source
 
 from .conftest import CONFIG, REPO_ROOT, Project, S3Bucket

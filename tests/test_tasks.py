@@ -11,7 +11,7 @@ from dagster import AssetKey
 
 from retrain_plugins import DataError, SpecError
 from retrain_plugins.changes.drift import category_psi, detect_drift
-from retrain_plugins.dagster.assets import _run_checks
+from retrain_plugins.dagster.run_checks import run_checks
 from retrain_plugins.spec import DriftSpec, GateSpec
 from retrain_plugins.tasks import PRIMARY, resolve_task, score, validate_labels
 from retrain_plugins.testing import make_dataset
@@ -97,14 +97,14 @@ def test_metric_directions_and_gate_bounds():
 
 
 class _Spec:
-    """The two spec fields ``_run_checks`` reads."""
+    """The two spec fields ``run_checks`` reads."""
 
     def __init__(self, task: str, gate: GateSpec):
         self.task, self.gate = task, gate
 
 
 def _check(results: list[dict], task: str, gate: GateSpec):
-    (metric_check, _) = _run_checks(_Spec(task, gate), results, AssetKey(["churn", "sub_model"]))  # type: ignore[arg-type]
+    (metric_check, _) = run_checks(_Spec(task, gate), results, AssetKey(["churn", "sub_model"]))  # type: ignore[arg-type]
     return metric_check
 
 

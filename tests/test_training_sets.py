@@ -11,7 +11,7 @@ from polars.testing import assert_frame_equal
 from retrain_plugins import asof_training_set, feast_training_set, load_feature_service_view
 from retrain_plugins.demo.generate import write_parquet
 from retrain_plugins.partitions import windows
-from retrain_plugins.training_sets import label_rows
+from retrain_plugins.labels import label_rows
 
 
 def test_feast_training_set_equals_duckdb_asof(project):

@@ -24,7 +24,7 @@ from retrain_plugins.dagster.execution import tick
 from retrain_plugins.demo.generate import write_parquet
 from retrain_plugins.partitions import windows
 from retrain_plugins.sources import inspect_file, sources
-from retrain_plugins.training_sets import label_rows
+from retrain_plugins.labels import label_rows
 
 from .helpers import make_spec
 

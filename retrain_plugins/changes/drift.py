@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from retrain_plugins.columns import is_categorical
-from retrain_plugins.spec import DriftSpec
+from retrain_plugins.spec_changes import DriftSpec
 from retrain_plugins.tasks import Task, resolve_task
 
 _EPS = 1e-4

@@ -23,7 +23,8 @@ from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.partitions import Window
 from retrain_plugins.spec import RetrainingSpec
 from retrain_plugins.sql import connect, ident, query
-from retrain_plugins.training_sets import WINDOW_COL, asof_training_set
+from retrain_plugins.asof_join import asof_training_set
+from retrain_plugins.labels import WINDOW_COL
 
 EMPTY = "empty"
 

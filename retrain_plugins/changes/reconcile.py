@@ -23,7 +23,7 @@ from typing import NamedTuple
 from retrain_plugins.changes.fingerprints import EMPTY, Cell, partition_fingerprint
 from retrain_plugins.changes.state import Trained
 from retrain_plugins.partitions import PartitionKey, training_windows
-from retrain_plugins.spec import RetrySpec
+from retrain_plugins.spec_changes import RetrySpec
 
 RETRY = "retry"
 SETTLED = ("trained", "rejected", "skipped")  # outcomes that answer a fingerprint for good

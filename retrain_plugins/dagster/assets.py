@@ -4,17 +4,15 @@ Both partitioned assets use one shared partitions definition and a single-run ba
 a range (a cohort over months, a month over cohorts) is one run, not N process start-ups, and one
 step (a subsettable multi-asset) materializes both. The default IO manager cannot persist
 multi-partition outputs, so artifacts go through our own stores and each asset yields a
-``MaterializeResult``, with metadata recorded per partition key.
+``MaterializeResult``, with metadata recorded per partition key. The training step's inline
+checks over the sub-models it trained are :mod:`retrain_plugins.dagster.run_checks`.
 """
 
 
 from typing import NamedTuple
 
 from dagster import (
-    AssetCheckResult,
     AssetObservation,
-    AssetCheckSeverity,
-    AssetCheckSpec,
     AssetChecksDefinition,
     AssetExecutionContext,
     AssetKey,
@@ -30,19 +28,19 @@ from retrain_plugins.changes.state import StateStore
 from retrain_plugins.dagster.resources import FeastResource, feast_resource_key
 from retrain_plugins.dagster.metadata import as_metadata, column_schema, trainer_kind
 from retrain_plugins.dagster.observations import build_source_checks
+from retrain_plugins.dagster.run_checks import check_specs, run_checks
 from retrain_plugins.dagster.serving import build_serving_assets, publish_despite_failures
 from retrain_plugins.dagster.tags import SEQ_TAG, RequestLookup
 from retrain_plugins.errors import DataError
 from retrain_plugins.feast_view import FeatureServiceView, load_feature_service_view
+from retrain_plugins.labels import blank_cohort_rows
 from retrain_plugins.layout import model_store, state_path
 from retrain_plugins.mlflow import mlflow_resource_key, register_promoted
 from retrain_plugins.partitions import PartitionKey, partitions_def, windows
 from retrain_plugins.sources import validate_sources
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.tasks import PRIMARY
 from retrain_plugins.trainers import check_trainer_spec
 from retrain_plugins.training import build_training_set, train_sub_model
-from retrain_plugins.training_sets import blank_cohort_rows
 
 
 class RetrainingAssets(NamedTuple):
@@ -107,61 +105,6 @@ def source_specs(spec: RetrainingSpec) -> tuple[AssetSpec, ...]:
     )
 
 
-METRIC_CHECK = "holdout_metric_floor"
-
-
-def _metric_check(spec: RetrainingSpec, trained: list[dict], sub_model_key: AssetKey) -> AssetCheckResult:
-    """The primary holdout metric of every trained sub-model against ``spec.gate.bound(task)``.
-
-    A minimum for higher-is-better metrics (AUC), a maximum for lower-is-better ones (logloss,
-    RMSE); a missing metric (single-class holdout) counts as failing a minimum, as before tasks.
-    """
-    task = next((r["task"] for r in trained if r.get("task")), "binary" if spec.task == "auto" else spec.task)
-    metric = PRIMARY[task]
-    bound = spec.gate.bound(task)
-    if bound is None:
-        off = []
-    elif metric.higher_is_better:
-        off = [r for r in trained if (r.get("metric_holdout") or 0.0) < bound]
-    else:
-        off = [r for r in trained if r.get("metric_holdout") is not None and r["metric_holdout"] > bound]
-    word = "at least" if metric.higher_is_better else "at most"
-    described = "no bound set (gate.metric_bound)" if bound is None else f"{metric.label} {word} {bound}"
-    metadata = {
-        "metric": metric.name,
-        "bound": bound,
-        "higher_is_better": metric.higher_is_better,
-        "floor": bound if metric.higher_is_better else None,
-        "checked": len(trained),
-        "outside": MetadataValue.json([f"{r['partition']}: {r.get('metric_holdout')}" for r in off]),
-    }
-    return AssetCheckResult(
-        asset_key=sub_model_key,
-        check_name=METRIC_CHECK,
-        passed=not off,
-        severity=AssetCheckSeverity.WARN,
-        metadata={k: v for k, v in metadata.items() if v is not None},
-        description=f"{len(trained) - len(off)} of {len(trained)} sub-models in this run: {described}",
-    )
-
-
-def _run_checks(spec: RetrainingSpec, results: list[dict], sub_model_key: AssetKey) -> list[AssetCheckResult]:
-    """Checks over the partitions this run trained (inline checks are not partition-scoped)."""
-    trained = [r for r in results if r["status"] in ("trained", "rejected")]
-    rejected = [f"{r['partition']}: {r.get('gate')}" for r in trained if r["status"] == "rejected"]
-    return [
-        _metric_check(spec, trained, sub_model_key),
-        AssetCheckResult(
-            asset_key=sub_model_key,
-            check_name="candidates_promoted",
-            passed=not rejected,
-            severity=AssetCheckSeverity.WARN,
-            metadata={"checked": len(trained), "rejected": MetadataValue.json(rejected)},
-            description=f"{len(trained) - len(rejected)} of {len(trained)} candidates promoted by the gate",
-        ),
-    ]
-
-
 def build_retraining_assets(spec: RetrainingSpec, *, mlflow: bool = False) -> RetrainingAssets:
     """The five assets of one retraining, keyed ``<spec.name>/<asset>`` (the two partitioned ones in one step).
 
@@ -174,7 +117,7 @@ def build_retraining_assets(spec: RetrainingSpec, *, mlflow: bool = False) -> Re
     sources = source_specs(spec)
 
     training_set_key, sub_model_key = asset_keys(spec)["training_set"], asset_keys(spec)["sub_model"]
-    checks = [AssetCheckSpec(name, asset=sub_model_key) for name in (METRIC_CHECK, "candidates_promoted")]
+    checks = check_specs(sub_model_key)
 
     # One step materializes both assets: a Dagster step has a fixed price (compute-log capture
     # processes, event writes, input data-version queries; ~0.15 s on a local sqlite instance), paid
@@ -227,7 +170,7 @@ def build_retraining_assets(spec: RetrainingSpec, *, mlflow: bool = False) -> Re
             results = _train_sub_models(context, spec, view, sub_model_key)
             register_promoted(context, spec, results, sub_model_key)  # MLflow, when the retraining has it
             wanted = {c.name for c in context.selected_asset_check_keys}
-            evaluated = [c for c in _run_checks(spec, list(results.values()), sub_model_key) if c.check_name in wanted]
+            evaluated = [c for c in run_checks(spec, list(results.values()), sub_model_key) if c.check_name in wanted]
             if not any(r["status"] == "failed" for r in results.values()):
                 yield MaterializeResult(asset_key=sub_model_key, check_results=evaluated)
             else:

@@ -27,7 +27,8 @@ moves into a defs folder unchanged under ``attributes:``; the component adds
 ``build_defs`` returns ``build_definitions(spec)`` with ``translation`` applied to each asset spec:
 the Python factory and the component build the same assets, sensor and resources. ``dg scaffold
 defs retrain_plugins.dagster.component.RetrainingComponent <name>`` writes a commented defs.yaml
-(:mod:`retrain_plugins.dagster.component_scaffold`). Dagster finds the type through this package's
+(:mod:`retrain_plugins.dagster.component_scaffold`); ``translation`` is read and checked in
+:mod:`retrain_plugins.dagster.component_translation`. Dagster finds the type through this package's
 ``dagster_dg_cli.registry_modules`` entry point (``dg list components``). Each retraining has its own
 Feast resource (key ``<name>_feast``) and storage, so several retraining components live in one
 code location.
@@ -38,18 +39,17 @@ code location.
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal, NamedTuple, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import dagster as dg
 import yaml
 from dagster.components.resolved.core_models import AssetAttributesModel
 from dagster.components.resolved.errors import ResolutionException
-from dagster.components.utils.translation import TranslationFn, TranslatorResolvingInfo
+from dagster.components.utils.translation import TranslationFn
 from dagster_shared.yaml_utils import parse_yamls_with_source_position
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from retrain_plugins.dagster.component_attributes import (
-    AttributesError,
     ChangeDetectionAttributes,
     FallbackAttributes,
     GateAttributes,
@@ -58,61 +58,19 @@ from retrain_plugins.dagster.component_attributes import (
     TrainerAttributes,
     WindowsAttributes,
     attributes_error,
-    located,
     refuse_empty,
     yaml_model,
 )
 from retrain_plugins.dagster.component_scaffold import RetrainingScaffolder
+from retrain_plugins.dagster.component_translation import RetrainingAsset, resolve_translation, translated
 from retrain_plugins.dagster.definitions import build_definitions
 from retrain_plugins.errors import SpecError
 from retrain_plugins.spec import RetrainingSpec
 
-__all__ = ["REFUSED_TRANSLATION", "TYPE_NAME", "RetrainingAsset", "RetrainingComponent", "spec_from_defs_yaml", "yaml_model"]
+__all__ = ["TYPE_NAME", "RetrainingAsset", "RetrainingComponent", "spec_from_defs_yaml", "yaml_model"]
 
 TYPE_NAME = "retrain_plugins.dagster.component.RetrainingComponent"
 """What ``type:`` says in a defs.yaml: the registered module and the class name."""
-
-REFUSED_TRANSLATION = {
-    "key": "the keys are `<name>/<asset>`: the sensor and the runs address them; rename the retraining (`name:`)",
-    "key_prefix": "the keys are `<name>/<asset>`: the sensor and the runs address them; rename the retraining (`name:`)",
-    "partitions_def": "the partitions are window x cohort, from `windows:` and `cohorts:`",
-    "code_version": (
-        "the code version is the retraining's definition version (feature service, labels, lookback, "
-        "trainer); it changes when they do, and the sensor's definition-change detection relies on it"
-    ),
-    "skippable": (
-        "Dagster takes it from the asset's step, not from a mapped spec: training_set and sub_model are "
-        "skippable (one subsettable step), the other assets are not"
-    ),
-}
-"""``translation`` attributes the retraining cannot take, and why (every other AssetSpec attribute works)."""
-
-
-class RetrainingAsset(NamedTuple):
-    """What ``translation`` templates see besides ``spec``: ``retraining`` and ``asset_name``."""
-
-    retraining: str  # the retraining's name, the key prefix
-    asset_name: str  # labels, features, training_set, sub_model, fallback_model, model_bundle, online_features
-
-
-def _refuse(context: dg.ResolutionContext, names: Sequence[str]) -> None:
-    if names:
-        reasons = "; ".join(f"`{n}`: {REFUSED_TRANSLATION[n]}" for n in names)
-        where = located(context, [*context.path, names[0]])
-        raise AttributesError(f"{'.'.join(map(str, context.path))}{where} cannot set {', '.join(names)}: {reasons}")
-
-
-def _resolve_translation(context: dg.ResolutionContext, model: Any) -> TranslationFn[RetrainingAsset]:
-    """Dagster's ``translation`` (as in dagster-dbt and dagster-sling), minus what would break the retraining."""
-    if isinstance(model, BaseModel):
-        _refuse(context, [n for n in REFUSED_TRANSLATION if n in model.model_fields_set])
-    info = TranslatorResolvingInfo(asset_attributes=model, resolution_context=context, model_key="translation")
-
-    def translate(spec: dg.AssetSpec, asset: RetrainingAsset) -> dg.AssetSpec:
-        return info.get_asset_spec(spec, {"spec": spec, **asset._asdict()})
-
-    return translate
-
 
 def _path(context: dg.ResolutionContext, value: str) -> Path:
     return Path(value)
@@ -185,7 +143,7 @@ class RetrainingComponent(dg.Component, dg.Resolvable):
         Annotated[
             TranslationFn[RetrainingAsset],
             dg.Resolver(
-                _resolve_translation,
+                resolve_translation,
                 model_field_type=Union[str, AssetAttributesModel],  # noqa: UP007
                 inject_before_resolve=False,
                 description=(
@@ -251,12 +209,7 @@ class RetrainingComponent(dg.Component, dg.Resolvable):
         """``spec`` with ``translation`` applied (unchanged without one)."""
         if self.translation is None:
             return spec
-        translated = self.translation(spec, RetrainingAsset(self.name, spec.key.path[-1]))
-        changed = [n for n in ("key", "partitions_def", "code_version") if getattr(translated, n) != getattr(spec, n)]
-        if changed:
-            reasons = "; ".join(f"`{n}`: {REFUSED_TRANSLATION[n]}" for n in changed)
-            raise SpecError(f"translation of {spec.key.to_user_string()} changes {', '.join(changed)}: {reasons}")
-        return translated
+        return translated(self.translation, spec, RetrainingAsset(self.name, spec.key.path[-1]))
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         """``build_definitions(spec)`` for these attributes (paths relative to the defs.yaml), translated."""

@@ -26,7 +26,7 @@ def as_metadata(values: dict[str, Any]) -> dict[str, Any]:
 def column_schema(spec, view, columns: Mapping[str, str]) -> TableSchema:
     """``dagster/column_schema`` of a training set: its columns (name -> polars dtype, in frame
     order, as its metadata JSON records them), each described by its role in the retraining."""
-    from retrain_plugins.training_sets import ROW_ID, WINDOW_COL
+    from retrain_plugins.labels import ROW_ID, WINDOW_COL
 
     lab = spec.labels
     roles = {ROW_ID: "row id (the label rows' total order)", WINDOW_COL: "window (partition key)", lab.timestamp_column: "label time", lab.cohort_column: "cohort (partition key)"}

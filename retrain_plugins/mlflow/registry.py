@@ -6,18 +6,14 @@ through one ``MlflowClient`` built from the resource's URIs (:mod:`retrain_plugi
 The model store stays the source of truth: a version is found again by its ``partition`` and
 ``sha256`` tags, so logging is idempotent, and every bundle publication re-checks each routed
 sub-model's version and alias (what a crash, an unreachable server or a rollback without
-``--mlflow`` left behind is repaired there).
+``--mlflow`` left behind is repaired there). The bundle's own model is logged by
+:mod:`retrain_plugins.mlflow.routed_model`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -29,12 +25,11 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from retrain_plugins.errors import RetrainError
 from retrain_plugins.layout import model_store, training_set_rel, training_sets
-from retrain_plugins.mlflow.pyfunc import MODEL_ARTIFACT, STORE_ARTIFACT
+from retrain_plugins.mlflow.pyfunc import MODEL_ARTIFACT
 from retrain_plugins.mlflow.runs import (
-    MAX_TAG, library_versions, log_pyfunc, number, register, requirements, routed_signature, schema_of, text,
+    MAX_TAG, library_versions, log_pyfunc, number, register, requirements, schema_of, text,
 )
 from retrain_plugins.partitions import PartitionKey
-from retrain_plugins.routing import BUNDLE
 
 if TYPE_CHECKING:
     from retrain_plugins.mlflow.resource import MLflowRegistryResource
@@ -67,7 +62,8 @@ class Registry:
         self.libraries = library_versions()
         self._experiment: str | None = None
 
-    def _where(self) -> str:
+    def where(self) -> str:
+        """Which MLflow, for messages."""
         return f"MLflow at {self.settings.tracking_uri}"
 
     # -- experiment, registered models, versions ------------------------------------------------
@@ -119,7 +115,7 @@ class Registry:
 
     # -- logging one model --------------------------------------------------------------------
 
-    def _log(self, *, trainer: str, tags: Mapping[str, str], **kwargs: Any) -> tuple[str, str]:
+    def log_model(self, *, trainer: str, tags: Mapping[str, str], **kwargs: Any) -> tuple[str, str]:
         """:func:`log_pyfunc` in this retraining's experiment, with its library versions and requirements."""
         return log_pyfunc(
             self.client,
@@ -130,7 +126,7 @@ class Registry:
             **kwargs,
         )
 
-    def _sample(self, key: PartitionKey, columns: Sequence[str], rows: int = 50) -> pl.DataFrame | None:
+    def training_sample(self, key: PartitionKey, columns: Sequence[str], rows: int = 50) -> pl.DataFrame | None:
         """The first rows of ``key``'s stored training set (``columns`` only), for a signature."""
         try:
             data = training_sets(self.spec).read_bytes(training_set_rel(key))
@@ -160,7 +156,7 @@ class Registry:
     def log_sub_model(self, name: str, key: PartitionKey, entry: Mapping[str, Any]) -> ModelVersion:
         """Log ``entry``'s artifact (checksum verified) as a run and register it as a version of ``name``."""
         features = list(entry.get("feature_columns") or [])
-        sample = self._sample(key, features)
+        sample = self.training_sample(key, features)
         trainer = entry.get("trainer") or self.spec.trainer.name
         tags = self._lineage(key, entry)
         params = {
@@ -179,7 +175,7 @@ class Registry:
             for k, value in entry.items()
             if (k in METRICS or k.endswith("_holdout")) and (metric := number(value)) is not None
         }
-        run_id, model_id = self._log(
+        run_id, model_id = self.log_model(
             run_name=f"{self.spec.name} {key}",
             name="sub_model",
             code="sub_model.py",
@@ -231,78 +227,4 @@ class Registry:
                 }
             return out
         except (MlflowException, OSError) as exc:
-            raise RegistryError(f"{self._where()}: sub-models of {self.spec.name} not registered: {exc}") from exc
-
-    # -- the routed bundle ---------------------------------------------------------------------
-
-    def _bundle_signature(self, bundle: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> ModelSignature | None:
-        if not self.settings.signature:
-            return None
-        columns = [bundle["cohort_column"], *bundle["feature_columns"]]
-        for entry in reversed(entries):  # the newest routed training set that is there
-            sample = self._sample(PartitionKey(entry["window"], entry["cohort"]), columns)
-            if sample is not None and sample.height:
-                return routed_signature(bundle, sample, self.spec.labels.timestamp_column)
-        return None
-
-    def sync_bundle(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
-        """Reconcile the routed sub-models (:meth:`sync_sub_models`), then log and register ``bundle``."""
-        entries = [e for routed in bundle["routes"].values() for e in routed]
-        synced = self.sync_sub_models(entries)
-        out: dict[str, Any] = {
-            "mlflow_sub_models": self.settings.sub_models(self.spec),
-            "mlflow_sub_models_logged_now": sum(s["mlflow_logged_now"] for s in synced.values()),
-        }
-        if not self.settings.log_bundle:
-            return out
-        name = self.settings.bundle_model(self.spec)
-        body = json.dumps(bundle, indent=1, sort_keys=True).encode()  # bundle.json's bytes (routing.publish_bundle)
-        files = [*entries, *([bundle["fallback"]] if bundle.get("fallback") else [])]
-        tags = {
-            "retraining": self.spec.name,
-            "bundle_sha256": hashlib.sha256(body).hexdigest(),
-            "published_at": str(bundle.get("published_at")),
-            "task": str(bundle.get("task")),
-            "store": self.store.storage.uri(),
-        }
-        try:
-            model = self.registered_model(
-                name,
-                f"The routed model of the retraining {self.spec.name!r} (retrain_plugins RoutedModel as a pyfunc): "
-                f"one version per published bundle; alias {self.settings.alias} is the bundle serving.",
-            )
-            with tempfile.TemporaryDirectory(prefix="retrain-mlflow-bundle-") as tmp:
-                root = Path(tmp) / STORE_ARTIFACT
-                root.mkdir()
-                (root / BUNDLE).write_bytes(body)
-                for entry in files:
-                    target = root / entry["path"]
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(self.store.verified_path(dict(entry)), target)
-                run_id, model_id = self._log(
-                    run_name=f"{self.spec.name} bundle",
-                    name="routed_model",
-                    code="routed.py",
-                    artifacts={STORE_ARTIFACT: str(root)},
-                    params={"trainer": bundle.get("trainer"), "task": bundle.get("task"), "min_rows": bundle.get("min_rows"),
-                            "cohort_column": bundle.get("cohort_column")},
-                    metrics={"sub_models": float(len(entries)), "cohorts": float(len(bundle["routes"])),
-                             "fallback": float(bool(bundle.get("fallback")))},
-                    tags=tags,
-                    signature=self._bundle_signature(bundle, entries),
-                    trainer=str(bundle.get("trainer")),
-                )
-            routed = {key: s["mlflow_version"] for key, s in synced.items()}
-            self.client.log_dict(run_id, {"sub_model": out["mlflow_sub_models"], "versions": routed}, "routed_versions.json")
-            version = register(self.client, name, run_id, model_id, tags)
-            if str(model.aliases.get(self.settings.alias)) != str(version.version):
-                self.client.set_registered_model_alias(name, self.settings.alias, version.version)
-        except (MlflowException, OSError) as exc:
-            raise RegistryError(f"{self._where()}: bundle of {self.spec.name} not registered: {exc}") from exc
-        return {
-            **out,
-            "mlflow_bundle_model": name,
-            "mlflow_bundle_version": int(version.version),
-            "mlflow_bundle_uri": f"models:/{name}@{self.settings.alias}",
-            "mlflow_run_id": run_id,
-        }
+            raise RegistryError(f"{self.where()}: sub-models of {self.spec.name} not registered: {exc}") from exc

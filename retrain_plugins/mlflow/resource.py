@@ -1,8 +1,9 @@
 """``MLflowRegistryResource``: where a retraining mirrors its promoted models in MLflow.
 
 Importing this module does not import ``mlflow`` (seconds of start-up): the resource's methods
-import :mod:`retrain_plugins.mlflow.registry` when they run, so a code location that declares the
-resource, and every retraining without one, never pays for it.
+import :mod:`retrain_plugins.mlflow.registry` (and :mod:`~retrain_plugins.mlflow.routed_model`)
+when they run, so a code location that declares the resource, and every retraining without one,
+never pays for it.
 
 How a retraining gets one: a ``Definitions`` resource under :func:`mlflow_resource_key`
 (``<name>_mlflow``), given to :func:`retrain_plugins.build_definitions` with ``resources=``.
@@ -127,8 +128,9 @@ class MLflowRegistryResource(ConfigurableResource):
         """Reconcile the sub-models' versions and aliases with what ``bundle`` routes to, then log
         and register the bundle as a pyfunc model and move ``alias`` to it. Returns metadata."""
         from retrain_plugins.mlflow.registry import Registry
+        from retrain_plugins.mlflow.routed_model import sync_bundle
 
-        return Registry(self, spec).sync_bundle(bundle)
+        return sync_bundle(Registry(self, spec), bundle)
 
     def on_rollback(
         self, spec: "RetrainingSpec", key: PartitionKey, entry: Mapping[str, Any], bundle: Mapping[str, Any]
@@ -136,9 +138,10 @@ class MLflowRegistryResource(ConfigurableResource):
         """After ``retrain rollback``: the partition's alias back to ``entry``'s version, and the
         republished ``bundle`` registered with ``alias`` on it. Returns metadata."""
         from retrain_plugins.mlflow.registry import Registry
+        from retrain_plugins.mlflow.routed_model import sync_bundle
 
         registry = Registry(self, spec)
-        return {**registry.sync_sub_models([entry])[str(key)], **registry.sync_bundle(bundle)}
+        return {**registry.sync_sub_models([entry])[str(key)], **sync_bundle(registry, bundle)}
 
 
 def attached(spec: "RetrainingSpec", resources: Mapping[str, Any] | None) -> bool:
