@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
-    "ChangeReport": "retrain_plugins.changes.detector",
-    "PartitionChange": "retrain_plugins.changes.detector",
+    "ChangeReport": "retrain_plugins.changes.report",
+    "PartitionChange": "retrain_plugins.changes.report",
     "detect_changes": "retrain_plugins.changes.detector",
     "state_store": "retrain_plugins.changes.detector",
     "frame_cells": "retrain_plugins.changes.fingerprints",
@@ -113,7 +113,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from retrain_plugins.asof_join import asof_training_set
-    from retrain_plugins.changes.detector import ChangeReport, PartitionChange, detect_changes, state_store
+    from retrain_plugins.changes.detector import detect_changes, state_store
+    from retrain_plugins.changes.report import ChangeReport, PartitionChange
     from retrain_plugins.changes.fingerprints import frame_cells, partition_fingerprint, source_cells
     from retrain_plugins.dagster.assets import RetrainingAssets, build_retraining_assets
     from retrain_plugins.dagster.definitions import build_definitions

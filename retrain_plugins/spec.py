@@ -4,7 +4,7 @@ One spec says which Feast feature service feeds the model, where the labels are,
 partitioned (time window x cohort), which trainer fits each sub-model, and where the retraining
 keeps its state. It is validated on construction (pydantic); checks that need the Feast registry or
 the data live in :func:`retrain_plugins.feast_view.resolve_feature_view` and
-:func:`retrain_plugins.training_sets.check_label_source`.
+:func:`retrain_plugins.validation.check_label_source`.
 """
 
 from __future__ import annotations

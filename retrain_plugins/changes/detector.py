@@ -17,7 +17,6 @@ partition with data.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from collections.abc import Sequence
 
@@ -26,6 +25,7 @@ import polars as pl
 from retrain_plugins.changes.drift import detect_drift
 from retrain_plugins.changes.fingerprints import EMPTY, Cell, definition_version, frame_cells, partition_fingerprint
 from retrain_plugins.changes.reconcile import RETRY, unsettled
+from retrain_plugins.changes.report import DEFINITION, ChangeReport, Observed, PartitionChange
 from retrain_plugins.changes.scan import scan_files
 from retrain_plugins.changes.state import StateStore, Trained, in_region
 from retrain_plugins.columns import model_features
@@ -34,63 +34,8 @@ from retrain_plugins.feast_view import FeatureServiceView
 from retrain_plugins.layout import state_path, training_set_rel, training_sets
 from retrain_plugins.partitions import PartitionKey, Window, dependents, training_windows, windows
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.sources import LABELS, FileProblem
+from retrain_plugins.sources import LABELS
 from retrain_plugins.training_sets import WINDOW_COL, asof_training_set, blank_cohort_rows, label_rows
-
-REASONS = ("new_data", "late_data", "edited_rows", "drift", "new_cohort", "definition_change", "repair", "retry", "manual")
-DEFINITION = "definition"
-
-
-@dataclasses.dataclass(frozen=True)
-class PartitionChange:
-    partition: PartitionKey
-    reason: str
-    fingerprint: str
-    rows: int
-    detail: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Observed:
-    """A partition whose training-set fingerprint, as the sensor computes it, changed this pass.
-
-    ``previous`` is the fingerprint of the cells observed before this pass (``EMPTY`` for a
-    partition first seen now): comparing it with ``fingerprint`` is what made it an observation,
-    whatever its sub-model was trained on.
-    """
-
-    fingerprint: str
-    previous: str
-    rows: int
-
-
-@dataclasses.dataclass
-class ChangeReport:
-    """What one detection pass found; ``commit()`` records the state it was computed from."""
-
-    changes: list[PartitionChange]
-    changed_files: list[str]
-    changed_sources: list[str]  # "labels" and/or feature view names whose files changed
-    unreadable: dict[str, str]
-    new_cohorts: list[str]
-    vanished_cohorts: list[str]
-    stale_by_definition: int
-    files_seen: int
-    cells_joined: int = 0  # (window, cohort) cells re-fingerprinted with the feature join this pass
-    # changed label file -> why some of its rows are not trained (a blank cohort: no partition)
-    refused: dict[str, str] = dataclasses.field(default_factory=dict)
-    # unreadable files with their source (labels or a feature view) and the column(s) at fault
-    file_problems: tuple[FileProblem, ...] = ()
-    # partitions whose fingerprint differs from the one of the cells observed before this pass
-    observed: dict[PartitionKey, Observed] = dataclasses.field(default_factory=dict)
-    _commit: list = dataclasses.field(default_factory=list, repr=False)
-
-    def commit(self) -> None:
-        """Record what this pass saw; call inside ``StateStore.transaction()`` with the rest of the tick."""
-        for step in self._commit:
-            step()
-        self._commit = []
-
 
 def state_store(spec: RetrainingSpec) -> StateStore:
     """The retraining's state store; a missing one is rebuilt from the model store (no surprise full retrain)."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from retrain_plugins.changes.detector import DEFINITION, state_store
+from retrain_plugins.changes.detector import state_store
+from retrain_plugins.changes.report import DEFINITION
 from retrain_plugins.changes.fingerprints import EMPTY, Cell, partition_fingerprint
 from retrain_plugins.layout import model_store
 from retrain_plugins.partitions import PartitionKey, training_windows, windows

@@ -61,7 +61,7 @@ from retrain_plugins.dagster.component_attributes import (
     refuse_empty,
     yaml_model,
 )
-from retrain_plugins.dagster.component_scaffold import RetrainingScaffolder
+from retrain_plugins.dagster.component_scaffold import TYPE_NAME, RetrainingScaffolder
 from retrain_plugins.dagster.component_translation import RetrainingAsset, resolve_translation, translated
 from retrain_plugins.dagster.definitions import build_definitions
 from retrain_plugins.errors import SpecError
@@ -69,8 +69,6 @@ from retrain_plugins.spec import RetrainingSpec
 
 __all__ = ["TYPE_NAME", "RetrainingAsset", "RetrainingComponent", "spec_from_defs_yaml", "yaml_model"]
 
-TYPE_NAME = "retrain_plugins.dagster.component.RetrainingComponent"
-"""What ``type:`` says in a defs.yaml: the registered module and the class name."""
 
 def _path(context: dg.ResolutionContext, value: str) -> Path:
     return Path(value)

@@ -26,6 +26,7 @@ from retrain_plugins.spec import RetrainingSpec
 __all__ = ["TO_FILL_IN", "RetrainingScaffolder", "ScaffoldParams", "defs_yaml_text"]
 
 TYPE_NAME = "retrain_plugins.dagster.component.RetrainingComponent"
+"""What ``type:`` says in a defs.yaml: the registered module and the class name."""
 
 TO_FILL_IN = {
     "feature_service": "the Feast feature service of this model, e.g. churn_model_v1 (`feast feature-services list`)",

@@ -39,7 +39,7 @@ from dagster import (
 )
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from retrain_plugins.changes.detector import ChangeReport, PartitionChange
+from retrain_plugins.changes.report import ChangeReport, PartitionChange
 from retrain_plugins.changes.fingerprints import EMPTY
 from retrain_plugins.changes.state import Trained
 from retrain_plugins.feast_view import load_feature_service_view

@@ -13,24 +13,16 @@ source files' check; see :mod:`retrain_plugins.dagster.observations`), which the
 
 from collections.abc import Mapping, Sequence
 
-from dagster import (
-    DagsterInstance,
-    DagsterRunStatus,
-    DefaultSensorStatus,
-    PartitionKeyRange,
-    RunRequest,
-    RunsFilter,
-    SensorEvaluationContext,
-    SensorResult,
-    sensor,
-)
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
+from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, sensor
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from retrain_plugins.changes.detector import ChangeReport, PartitionChange, detect_changes, state_store
+from retrain_plugins.changes.detector import detect_changes, state_store
+from retrain_plugins.changes.report import ChangeReport, PartitionChange
 from retrain_plugins.changes.reconcile import Admission, admit
 from retrain_plugins.changes.state import StateStore, Trained
-from retrain_plugins.dagster.assets import RetrainingAssets, asset_keys
+from retrain_plugins.dagster.assets import RetrainingAssets
 from retrain_plugins.dagster.observations import observations, source_check_evaluations
+from retrain_plugins.dagster.in_flight import in_flight, serving_in_flight
 from retrain_plugins.dagster.outcomes import ingest_outcomes
 from retrain_plugins.bundle import bundle_is_stale
 from retrain_plugins.dagster.tags import REASON_TAG, RETRAINING_TAG, SEQ_TAG, SERVING_TAG, attempt_tags, detail_tags, reason_tags, write_request_log
@@ -42,7 +34,6 @@ from retrain_plugins.partitions import (
     cohort_partitions_def,
     cohorts,
     encode_cohort,
-    partitions_def,
     rectangles,
     windows,
 )
@@ -140,47 +131,6 @@ def serving_request(spec: RetrainingSpec, assets: RetrainingAssets, seq: int) ->
         asset_selection=[assets.fallback_model.key, assets.model_bundle.key],
         tags={RETRAINING_TAG: spec.name, SERVING_TAG: "true", REASON_TAG: "repair"},
     )
-
-
-def serving_in_flight(spec: RetrainingSpec, instance: DagsterInstance) -> bool:
-    """Whether a queued or running run will publish this retraining's bundle.
-
-    That is a serving-only run (:func:`serving_request`), or any run whose selection holds the
-    ``model_bundle`` asset: a retraining run the sensor requested promotes its sub-models in its
-    train step and publishes in its bundle step, so a tick in between sees the store ahead of the
-    bundle and must not ask for a serving run of its own. A run that dies before publishing is no
-    longer in flight: the next tick asks then.
-    """
-    tags = {RETRAINING_TAG: spec.name, SERVING_TAG: "true"}
-    if instance.get_runs(filters=RunsFilter(tags=tags, statuses=_UNFINISHED), limit=1):
-        return True
-    bundle = asset_keys(spec)["model_bundle"]
-    return any(bundle in (run.asset_selection or ()) for run in instance.get_runs(filters=RunsFilter(statuses=_UNFINISHED)))
-
-
-def in_flight(spec: RetrainingSpec, instance: DagsterInstance) -> set[PartitionKey]:
-    """Partitions of this retraining that a queued or running run (requested by its sensor) covers."""
-    runs = instance.get_runs(filters=RunsFilter(tags={RETRAINING_TAG: spec.name}, statuses=_UNFINISHED))
-    if not runs:
-        return set()
-    definition = partitions_def(spec)
-    keys: set[PartitionKey] = set()
-    for run in runs:
-        start, end = run.tags.get(ASSET_PARTITION_RANGE_START_TAG), run.tags.get(ASSET_PARTITION_RANGE_END_TAG)
-        if start and end:
-            found = definition.get_partition_keys_in_range(PartitionKeyRange(start, end), dynamic_partitions_store=instance)
-        elif run.tags.get(PARTITION_NAME_TAG):
-            found = [run.tags[PARTITION_NAME_TAG]]
-        else:
-            continue
-        keys |= {PartitionKey.from_dagster(k) for k in found}
-    return keys
-
-
-_UNFINISHED = [
-    DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING, DagsterRunStatus.MANAGED,
-]
 
 
 def _held(admission: Admission) -> str:
