@@ -90,3 +90,20 @@ def test_lookup_order_log_then_the_sensors_state_then_tags(tmp_path):
     lookup = RequestLookup(spec, tags)
     assert lookup(a) == Requested("edited_rows", "3 rows edited", "fp-a2")
     assert lookup(b) == Requested("drift", "PSI 0.4", "fp-b")
+
+
+def test_the_log_keeps_the_last_ticks_and_the_numbering(tmp_path, monkeypatch):
+    """Logs of old ticks are pruned every PRUNE_EVERY ticks, past KEEP_LOGS; the newest always
+    stays, so a rebuilt state still numbers its ticks after it (last_logged_seq)."""
+    from retrain_plugins.dagster import tags as tags_module
+
+    monkeypatch.setattr(tags_module, "KEEP_LOGS", 25)
+    monkeypatch.setattr(tags_module, "PRUNE_EVERY", 10)
+    spec = make_spec(tmp_path)
+    key = PartitionKey("2025-01-01", "east")
+    for seq in range(1, 46):
+        write_request_log(spec, seq, [(key, "late_data", f"fp-{seq}", None)])
+    logged = sorted(int(name.split(".")[0]) for name in request_log(spec).glob("*.json"))
+    assert logged == list(range(16, 46))  # pruned at 40: 1..15 (40 - 25) went
+    assert read_request_log(spec, 15) is None and read_request_log(spec, 16)[key].fingerprint == "fp-16"
+    assert tags_module.last_logged_seq(spec) == 45

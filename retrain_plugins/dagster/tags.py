@@ -13,7 +13,8 @@ emitted by a tick is stored only by whoever evaluates it (the daemon does, a
 storage is what every run already reads and writes its models on, wherever it runs (a local
 folder, ``s3://``), so the lookup needs nothing that a run does not already have. One writer per
 fact: only the sensor writes the log; runs only read it. Runs without ``retrain/seq`` (started by
-hand, a UI backfill) use the tags, then ``manual``.
+hand, a UI backfill) use the tags, then ``manual``. The sensor keeps the logs of its last
+:data:`KEEP_LOGS` ticks with requests (a run of an older tick, a re-execution say, reads its tags).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ REASON_TAG = "retrain/reason"
 REASONS_TAG = "retrain/reasons"
 DETAIL_TAG = "retrain/details"
 _MAX_TAG = 4000
+KEEP_LOGS = 1000  # request logs kept: the last ticks' (reasons only, never what a run trains on)
+PRUNE_EVERY = 100  # ticks between two prunings of the log (one listing of the folder)
 
 
 def reason_tags(reasons: Mapping[PartitionKey, str]) -> dict[str, str]:
@@ -119,14 +122,23 @@ def write_request_log(spec: RetrainingSpec, seq: int, rows: Iterable[tuple[Parti
         for k, reason, fingerprint, detail in sorted(rows, key=lambda row: row[0])
     ]
     payload = {"retraining": spec.name, "seq": seq, "partitions": partitions}
-    request_log(spec).write_bytes(f"{seq}.json", json.dumps(payload, separators=(",", ":")).encode())
+    log = request_log(spec)
+    log.write_bytes(f"{seq}.json", json.dumps(payload, separators=(",", ":")).encode())
+    if seq % PRUNE_EVERY == 0:
+        for old in _logged(log):
+            if old <= seq - KEEP_LOGS:
+                log.delete(f"{old}.json")
+
+
+def _logged(log: Storage) -> list[int]:
+    names = (name[: -len(".json")] for name in log.glob("*.json"))
+    return [int(stem) for stem in names if stem.isdigit()]
 
 
 def last_logged_seq(spec: RetrainingSpec) -> int:
     """The highest tick number with a request log on the storage (0 when none): where a rebuilt
     state store's tick counter continues, so no run key or log of an earlier tick is used again."""
-    seqs = [int(name[: -len(".json")]) for name in request_log(spec).glob("*.json") if name[: -len(".json")].isdigit()]
-    return max(seqs, default=0)
+    return max(_logged(request_log(spec)), default=0)
 
 
 def read_request_log(spec: RetrainingSpec, seq: int) -> dict[PartitionKey, Requested] | None:
