@@ -74,26 +74,25 @@ def feature_store(feature_repo: str) -> "FeatureStore":
     # last values loaded: set, a materialization on another host (no lock spans hosts) or one
     # killed half-way (its views stay MATERIALIZING until the next) stops no training run.
     raw["registry"] = {**registry, "path": location.url, "serve_features_while_materializing": True}
-    with _quiet_registry_advice():
-        config = RepoConfig(**raw)
+    _quiet_registry_advice()
+    config = RepoConfig(**raw)
     config.repo_path = Path(feature_repo)
     return FeatureStore(repo_path=str(feature_repo), config=config)
 
 
-@contextlib.contextmanager
-def _quiet_registry_advice() -> Iterator[None]:
-    """Drop Feast's advice that ``serve_features_while_materializing`` "typically has no effect"
-    on a file registry: it does (an object-store registry's views are marked MATERIALIZING too)."""
+class _RegistryAdvice(logging.Filter):
+    """Drops Feast's advice that ``serve_features_while_materializing`` "typically has no effect"
+    on a file registry: it does (a file registry's views are marked MATERIALIZING too), and Feast
+    repeats it at every read of ``RepoConfig.registry``."""
 
-    def advice(record: logging.LogRecord) -> bool:
+    def filter(self, record: logging.LogRecord) -> bool:
         return "serve_features_while_materializing` is enabled but" not in record.getMessage()
 
+
+def _quiet_registry_advice() -> None:
     logger = logging.getLogger("feast.repo_config")
-    logger.addFilter(advice)
-    try:
-        yield
-    finally:
-        logger.removeFilter(advice)
+    if not any(isinstance(f, _RegistryAdvice) for f in logger.filters):
+        logger.addFilter(_RegistryAdvice())
 
 
 def apply_feature_repo(feature_repo: Path, in_process: bool = False) -> None:
