@@ -19,7 +19,7 @@ from dagster._core.events.log import EventLogEntry
 from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 
 from retrain_plugins.changes.state import StateStore
-from retrain_plugins.dagster.outcomes import CURSOR, SETTLE_SECONDS, ingest_outcomes
+from retrain_plugins.dagster.outcomes import CURSOR, SETTLE_SECONDS, ingest_outcomes, settle_seconds
 from retrain_plugins.partitions import PartitionKey
 
 from .postgres import write_postgres_instance
@@ -44,9 +44,9 @@ def _entry(materialization: AssetMaterialization) -> EventLogEntry:
     return EventLogEntry(None, logging.INFO, "", RUNLESS_RUN_ID, time.time(), dagster_event=event)
 
 
-def _ingest(state: StateStore, instance: DagsterInstance, now: float | None = None) -> int:
+def _ingest(state: StateStore, instance: DagsterInstance, now: float | None = None, settle: float | None = None) -> int:
     with state.transaction():
-        return ingest_outcomes(state, instance, SUB_MODEL, now=now)
+        return ingest_outcomes(state, instance, SUB_MODEL, now=now, settle=settle)
 
 
 def _outcome_rows(state: StateStore) -> list[tuple]:
@@ -66,6 +66,7 @@ def test_an_event_committed_after_a_newer_one_was_read_is_still_applied(postgres
         transaction = held.begin()
         held.execute(instance.event_log_storage.prepare_insert_event(_entry(_outcome(EARLY, "early-fp", 1))))
         instance.report_runless_asset_event(_outcome(LATE, "late-fp", 2))  # a higher id, committed
+        assert settle_seconds(instance) == SETTLE_SECONDS  # ids may commit out of order here
         assert _ingest(state, instance) == 1
         assert set(state.trained()) == {LATE}
         transaction.commit()
@@ -80,20 +81,34 @@ def test_an_event_committed_after_a_newer_one_was_read_is_still_applied(postgres
 
 
 def test_the_cursor_settles_once_nothing_older_can_still_commit(tmp_path):
+    """The lag as on Postgres (``settle=SETTLE_SECONDS``), on a SQLite instance's real events."""
     state = StateStore(tmp_path / "state.sqlite")
     with DagsterInstance.local_temp(str(tmp_path)) as instance:
         instance.report_runless_asset_event(_outcome(EARLY, "fp-1", 1))
-        first_read = time.time()
-        assert _ingest(state, instance, now=first_read) == 1
-        assert _ingest(state, instance, now=first_read + 1) == 0  # read again, not applied again
+        first_read, lag = time.time(), SETTLE_SECONDS
+        assert _ingest(state, instance, now=first_read, settle=lag) == 1
+        assert _ingest(state, instance, now=first_read + 1, settle=lag) == 0  # read again, not applied again
         assert int(state.get_meta(CURSOR) or 0) == 0 and len(state.ingested()) == 1
 
         instance.report_runless_asset_event(_outcome(LATE, "fp-2", 2))
-        assert _ingest(state, instance, now=first_read + SETTLE_SECONDS) == 1
+        assert _ingest(state, instance, now=first_read + lag, settle=lag) == 1
         # the first event was read SETTLE_SECONDS ago: the cursor moves to it, the newer stays re-read
         (newer,) = state.ingested()
         assert 0 < int(state.get_meta(CURSOR)) < newer
-        assert _ingest(state, instance, now=first_read + 2 * SETTLE_SECONDS) == 0
+        assert _ingest(state, instance, now=first_read + 2 * lag, settle=lag) == 0
         assert state.ingested() == {}
-        assert _ingest(state, instance, now=first_read + 3 * SETTLE_SECONDS) == 0
+        assert _ingest(state, instance, now=first_read + 3 * lag, settle=lag) == 0
         assert [row[:3] for row in _outcome_rows(state)] == [(1, "2025-01-01", "north"), (2, "2025-02-01", "south")]
+
+
+def test_on_sqlite_the_cursor_settles_at_once(tmp_path):
+    """SQLite commits event ids in order: nothing is read twice (a tick after a 1,008-partition
+    build would otherwise re-read every one of its events for a minute)."""
+    state = StateStore(tmp_path / "state.sqlite")
+    with DagsterInstance.local_temp(str(tmp_path)) as instance:
+        assert settle_seconds(instance) == 0
+        for i, key in enumerate((EARLY, LATE)):
+            instance.report_runless_asset_event(_outcome(key, f"fp-{i}", i))
+        assert _ingest(state, instance) == 2
+        assert state.ingested() == {} and int(state.get_meta(CURSOR)) > 0
+        assert _ingest(state, instance) == 0
