@@ -2,13 +2,14 @@
 
 Building a project is: copy ``feature_repo/`` next to a fresh ``data/``, generate the seeded demo
 data at test size, ``feast apply`` (in-process), and optionally materialize every partition
-through Dagster. A materialized template is built once per session and copied per test; the copy
-is re-applied so its Feast sources point at its own data.
+through Dagster. A materialized template is built once per session (per set of spec overrides) and
+copied per test; the copy is re-applied so its Feast sources point at its own data.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,11 +60,20 @@ def new_project(root: Path, config: DemoConfig | None = CONFIG, **spec_overrides
 
 
 @pytest.fixture(scope="session")
-def materialized_template(tmp_path_factory) -> Path:
-    project = new_project(tmp_path_factory.mktemp("template") / "project")
-    result = materialize_all(project.defs, project.spec, project.instance)
-    assert result.success
-    return project.root
+def materialized_templates(tmp_path_factory):
+    """``materialized_templates(**spec_overrides)``: the folder of a project built with those overrides
+    and fully materialized, once per session per set of overrides. Never changed: tests copy it."""
+    built: dict[str, Path] = {}
+
+    def template(**overrides) -> Path:
+        key = json.dumps(overrides, sort_keys=True)
+        if key not in built:
+            project = new_project(tmp_path_factory.mktemp("template") / "project", **overrides)
+            assert materialize_all(project.defs, project.spec, project.instance).success
+            built[key] = project.root
+        return built[key]
+
+    return template
 
 
 @pytest.fixture
@@ -73,11 +83,22 @@ def project(tmp_path) -> Project:
 
 
 @pytest.fixture
-def materialized(materialized_template, tmp_path) -> Project:
+def materialized_copy(materialized_templates, tmp_path):
+    """``materialized_copy(name, **spec_overrides)``: a copy (``tmp_path / name``) of the session's
+    fully materialized project with those overrides, re-applied, on a fresh Dagster instance."""
+
+    def copy(name: str = "custom", **overrides) -> Project:
+        root = tmp_path / name
+        shutil.copytree(materialized_templates(**overrides), root)
+        return _open(root, make_spec(root, **overrides))
+
+    return copy
+
+
+@pytest.fixture
+def materialized(materialized_copy) -> Project:
     """A copy of the session's fully materialized project, on a fresh Dagster instance."""
-    root = tmp_path / "project"
-    shutil.copytree(materialized_template, root)
-    return _open(root, make_spec(root))
+    return materialized_copy("project")
 
 
 @pytest.fixture

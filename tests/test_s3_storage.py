@@ -26,12 +26,11 @@ def _requested(requests) -> set[PartitionKey]:
     return {PartitionKey(*k.split("/", 1)) for r in requests for k in json.loads(r.tags[REASONS_TAG])}
 
 
-def test_a_retraining_on_s3_storage_behaves_as_on_local_disk(make_project, s3):
-    local = make_project("local")
+def test_a_retraining_on_s3_storage_behaves_as_on_local_disk(materialized, make_project, s3):
+    local = materialized  # the same project fully materialized on local disk (a copy of the session's)
     remote = make_project("remote", store={"url": s3.url("retrain")})
     assert remote.spec.store.url == f"s3://{s3.bucket}/retrain"
-    for project in (local, remote):
-        assert materialize_all(project.defs, project.spec, project.instance).success
+    assert materialize_all(remote.defs, remote.spec, remote.instance).success
 
     # everything the retraining writes is in the bucket, nothing on the remote project's disk
     keys = [o["Key"] for o in s3.client.list_objects_v2(Bucket=s3.bucket, Prefix="retrain/")["Contents"]]

@@ -106,14 +106,12 @@ def test_training_set_is_deterministic_and_sorted(project, cohort):
     assert first["label_timestamp"].is_sorted()
 
 
-def test_duckdb_asof_retrieval_path_writes_the_same_training_sets_as_feast(materialized, make_project):
+def test_duckdb_asof_retrieval_path_writes_the_same_training_sets_as_feast(materialized, materialized_copy):
     """retrieval: duckdb_asof is selectable in the spec and yields Feast's frames exactly."""
-    from retrain_plugins.dagster.execution import materialize_all
     from retrain_plugins.layout import training_set_path
     from retrain_plugins.partitions import all_partitions
 
-    fast = make_project("asof", retrieval="duckdb_asof")
-    assert materialize_all(fast.defs, fast.spec, fast.instance).success
+    fast = materialized_copy("asof", retrieval="duckdb_asof")  # a fresh project fully materialized with it
     for key in all_partitions(fast.spec):
         via_feast = pl.read_parquet(training_set_path(materialized.spec, key))
         via_asof = pl.read_parquet(training_set_path(fast.spec, key))
@@ -137,18 +135,17 @@ print(json.dumps({"runs": [r.success for r in results], "feast_imported": "feast
 """
 
 
-def test_duckdb_asof_runs_never_import_feast(make_project):
+def test_duckdb_asof_runs_never_import_feast(materialized_copy):
     """Importing Feast costs seconds per launched run: a duckdb_asof run that needs no online
     refresh (labels changed, not features) trains without it, in a fresh interpreter."""
     import json
     import subprocess
     import sys
 
-    from retrain_plugins.dagster.execution import materialize_all, tick
+    from retrain_plugins.dagster.execution import tick
     from retrain_plugins.demo import scenarios
 
-    fast = make_project("asof", retrieval="duckdb_asof")
-    assert materialize_all(fast.defs, fast.spec, fast.instance).success
+    fast = materialized_copy("asof", retrieval="duckdb_asof")  # fully materialized with duckdb_asof
     assert tick(fast.defs, fast.sensor, fast.instance).run_requests == []  # records the listing
     scenarios.edit_rows(fast.data, "2025-02", "west")
     spec_file = fast.root / "spec.json"

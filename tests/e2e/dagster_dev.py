@@ -28,7 +28,10 @@ from .graphql import GraphQL, wait_for
 
 LOCATION = "e2e_retraining"
 PACKAGE = "e2e_retraining"
-SENSOR_INTERVAL_SECONDS = 5
+# Below the sensor daemon's own 5 s loop (dagster._daemon.sensor.MIN_INTERVAL_LOOP_TIME), so that every
+# loop ticks the sensor: at 5 s, a loop that comes a moment early finds it not due and the tick comes
+# 10 s after the previous one.
+SENSOR_INTERVAL_SECONDS = 2
 # the retraining's assets in the code location (GraphQL asset paths)
 TRAINING_SET, SUB_MODEL, BUNDLE = ["churn", "training_set"], ["churn", "sub_model"], ["churn", "model_bundle"]
 
@@ -169,13 +172,13 @@ class DagsterDev:
                 raise RuntimeError(f"code location failed to load: {loaded.get('message')}")
             return True
 
-        wait_for(location_loaded, deadline - time.monotonic(), f"code location {LOCATION} to load", interval=2.0)
+        wait_for(location_loaded, deadline - time.monotonic(), f"code location {LOCATION} to load", interval=1.0)
 
         def daemons_healthy() -> bool:
             self._alive()
             return all(d["healthy"] for d in self.graphql.daemon_statuses() if d["required"])
 
-        wait_for(daemons_healthy, deadline - time.monotonic(), "the daemons to report healthy", interval=2.0)
+        wait_for(daemons_healthy, deadline - time.monotonic(), "the daemons to report healthy", interval=1.0)
 
     def stop(self, grace: float = 30.0) -> None:
         """SIGTERM to the whole process group, SIGKILL to what is left after ``grace`` seconds."""

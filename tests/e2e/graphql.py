@@ -85,7 +85,7 @@ QUERIES = {
 }
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 2.0) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
     """Poll ``predicate`` until it returns something truthy and return that; fail after ``timeout`` s."""
     deadline = time.monotonic() + max(timeout, 0.0)
     while True:
@@ -250,7 +250,7 @@ class GraphQL:
     def wait_run(self, run_id: str, timeout: float) -> dict:
         """:meth:`run` once it has finished (success, failure or canceled)."""
         return wait_for(
-            lambda: (r := self.run(run_id))["status"] in FINISHED_RUN and r, timeout, f"run {run_id} to finish", interval=2.0
+            lambda: (r := self.run(run_id))["status"] in FINISHED_RUN and r, timeout, f"run {run_id} to finish", interval=1.0
         )
 
     def wait_backfill(self, backfill_id: str, timeout: float) -> dict:
@@ -259,7 +259,7 @@ class GraphQL:
             lambda: (b := self.backfill(backfill_id))["status"] in FINISHED_BACKFILL and b,
             timeout,
             f"backfill {backfill_id} to finish",
-            interval=3.0,
+            interval=1.0,
         )
 
     def instance(self) -> dict:

@@ -116,7 +116,7 @@ def _settle(gql: GraphQL, since: float, quiet_after: float) -> list[dict]:
                     seen.add(run_id)
                     runs.append(run := gql.wait_run(run_id, RUN_TIMEOUT))
                     quiet_after = max(quiet_after, run["endTime"] or time.time())
-        time.sleep(2.0)
+        time.sleep(1.0)
     raise TimeoutError(f"the change sensor did not rest (no SKIPPED tick after {quiet_after}) within the deadline")
 
 

@@ -43,7 +43,7 @@ def test_partition_range_backfill_materializes_exactly_the_range(served):
             lambda: (b := gql.backfill(backfill_id))["status"] in FINISHED_BACKFILL and b,
             BACKFILL_TIMEOUT,
             f"backfill {backfill_id} to finish",
-            interval=3.0,
+            interval=1.0,
         )
     except TimeoutError as exc:
         raise AssertionError(f"{exc}: {gql.backfill(backfill_id)}\n{served.server.log_tail()}") from None
@@ -89,7 +89,7 @@ def test_change_sensor_retrains_exactly_the_edited_partition(served):
         # first tick publishes it with a serving-only run, and requests nothing else.
         (run_id,) = tick["runIds"]
         serving = wait_for(
-            lambda: (r := gql.run(run_id))["status"] in FINISHED_RUN and r, RUN_TIMEOUT, "the serving run", interval=3.0
+            lambda: (r := gql.run(run_id))["status"] in FINISHED_RUN and r, RUN_TIMEOUT, "the serving run", interval=1.0
         )
         assert serving["tags"]["retrain/serving"] == "true" and serving["status"] == "SUCCESS", serving
         tick = wait_for(
@@ -118,7 +118,7 @@ def test_change_sensor_retrains_exactly_the_edited_partition(served):
         lambda: (r := gql.run(tick["runIds"][0]))["status"] in FINISHED_RUN and r,
         RUN_TIMEOUT,
         "the sensor-driven run to finish",
-        interval=3.0,
+        interval=1.0,
     )
     assert run["status"] == "SUCCESS", f"{run}\n{served.server.log_tail()}"
     assert run["tags"]["dagster/sensor_name"] == sensor
