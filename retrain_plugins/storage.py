@@ -25,7 +25,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,9 @@ from retrain_plugins.local_files import atomic_local_write, flocked, fsync_dir
 __all__ = ["Storage", "is_url"]
 
 _RETRIES = 20  # conditional-write attempts under contention before giving up with an error
+# After a lost race: a random wait up to 10 ms, doubling per loss, at most 0.5 s (so writers that
+# lost together do not collide again at once: without it 4 writers of one object gave up)
+_BACKOFF_START, _BACKOFF_MAX = 0.01, 0.5
 
 
 def is_url(path: str | os.PathLike) -> bool:
@@ -242,7 +247,9 @@ class Storage:
             new = mutate(old)
             self.write_bytes(rel, new)
             return new
-        for _ in range(_RETRIES):
+        for attempt in range(_RETRIES):
+            if attempt:
+                time.sleep(random.uniform(0, min(_BACKOFF_MAX, _BACKOFF_START * 2 ** (attempt - 1))))
             etag = _etag(self.fs, self.path(rel))
             old = None if etag is None else self.read_bytes(rel)
             new = mutate(old)

@@ -7,6 +7,13 @@ waits until it answers an S3 request and returns an :class:`S3Server`; ``stop()`
 Credentials and the endpoint are not set here at import or globally: :meth:`S3Server.env` returns
 the variables a test process sets for itself (``monkeypatch.setenv``), fake keys (``testing``) and
 ``AWS_ENDPOINT_URL_S3`` pointing at the server, which botocore (boto3, s3fs) reads.
+
+The server is ``moto_server``'s own application served one request at a time (:data:`SERIAL`):
+``moto_server`` serves threads, and moto checks ``If-Match`` / ``If-None-Match`` and then stores
+the object without a lock, so concurrent conditional writes could both succeed there (seen: 34 of
+40 increments kept). S3 makes the check and the write one step; serving serially gives the tests
+that guarantee. Werkzeug then answers HTTP/1.0, one connection per request, so no client waits on
+another's open connection.
 """
 
 from __future__ import annotations
@@ -22,6 +29,13 @@ import urllib.request
 from pathlib import Path
 
 START_TIMEOUT = 30.0  # seconds; moto_server starts in ~1-2 s here
+SERIAL = """
+import sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+app = DomainDispatcherApplication(create_backend_app)
+run_simple(sys.argv[1], int(sys.argv[2]), app, threaded=False, request_handler=MotoRequestHandler)
+"""
 
 
 def moto_server_executable() -> Path:
@@ -104,8 +118,11 @@ def start(log_dir: Path, attempts: int = 3, executable: Path | None = None) -> S
         port = free_port()
         log = Path(log_dir) / f"moto_server.{port}.log"
         with open(log, "wb") as out:
+            command = [str(executable), "-H", "127.0.0.1", "-p", str(port)]
+            if executable == moto_server_executable():  # moto's app, one request at a time (see above)
+                command = [sys.executable, "-c", SERIAL, "127.0.0.1", str(port)]
             process = subprocess.Popen(
-                [str(executable), "-H", "127.0.0.1", "-p", str(port)],
+                command,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
