@@ -97,7 +97,8 @@ class RegistryLocation:
         return self.local_path.with_name(self.local_path.name + ".definitions.json")
 
 
-def _config_text(feature_repo: Path) -> str:
+def config_text(feature_repo: Path) -> str:
+    """``feature_store.yaml`` with environment variables expanded, as Feast reads it."""
     config_file = Path(feature_repo) / "feature_store.yaml"
     try:
         return os.path.expandvars(config_file.read_text())  # as feast.repo_config.load_repo_config does
@@ -108,7 +109,7 @@ def _config_text(feature_repo: Path) -> str:
 def registry_location(feature_repo: Path) -> RegistryLocation:
     """The registry named in the repo's ``feature_store.yaml``; reads the (small) yaml, no Feast."""
     repo = Path(feature_repo).resolve()
-    return _parse_location(str(repo), _config_text(repo))
+    return _parse_location(str(repo), config_text(repo))
 
 
 @functools.lru_cache(maxsize=64)  # keyed by the expanded yaml text: an edited yaml is re-parsed
@@ -237,7 +238,7 @@ def definitions_digest(feature_repo: Path) -> DefinitionsDigest:
     feastignore = repo / ".feastignore"
     if feastignore.is_file():
         files[".feastignore"] = _file_hash(feastignore)
-    files["feature_store.yaml"] = hashlib.sha256(_config_text(repo).encode()).hexdigest()  # expanded
+    files["feature_store.yaml"] = hashlib.sha256(config_text(repo).encode()).hexdigest()  # expanded
     blob = json.dumps({"repo": str(repo), "files": files}, sort_keys=True).encode()
     return DefinitionsDigest(str(repo), hashlib.sha256(blob).hexdigest(), files)
 

@@ -23,7 +23,7 @@ import yaml
 
 from retrain_plugins.errors import SpecError
 from retrain_plugins.feast_import import import_feast
-from retrain_plugins.feast_registry import definitions_digest, registry_location, write_record
+from retrain_plugins.feast_registry import config_text, definitions_digest, registry_location, write_record
 from retrain_plugins.feast_registry_diff import load_repo_objects
 
 if TYPE_CHECKING:  # feast is slow to import: only where a store is really built
@@ -63,7 +63,7 @@ def feature_store(feature_repo: str) -> "FeatureStore":
     location = registry_location(Path(feature_repo))
     from feast.repo_config import RepoConfig
 
-    raw = yaml.safe_load(os.path.expandvars((Path(feature_repo) / "feature_store.yaml").read_text()))
+    raw = yaml.safe_load(config_text(Path(feature_repo)))
     registry = raw["registry"] if isinstance(raw["registry"], dict) else {"path": raw["registry"]}
     # A relative SQLite URL of a SQL registry: Feast hands it to SQLAlchemy as it is, which reads it
     # against the working directory (`feast apply` runs from the repo). Made absolute against the

@@ -71,8 +71,9 @@ def test_an_event_committed_after_a_newer_one_was_read_is_still_applied(postgres
         assert set(state.trained()) == {LATE}
         transaction.commit()
 
-        ids = [row[0] for row in postgres.query(db, "SELECT id FROM event_logs WHERE asset_key IS NOT NULL ORDER BY id")]
-        assert len(ids) == 2  # the held insert has the lower id: it committed after the higher one was read
+        rows = postgres.query(db, "SELECT partition FROM event_logs WHERE asset_key IS NOT NULL ORDER BY id")
+        # the held insert has the lower id: it committed after the higher one was read
+        assert [PartitionKey.from_dagster(p) for (p,) in rows] == [EARLY, LATE]
         assert _ingest(state, instance) == 1
         assert state.trained()[EARLY].fingerprint == "early-fp" and state.trained()[LATE].fingerprint == "late-fp"
         assert _ingest(state, instance) == 0  # both read again while the cursor lags, applied once
