@@ -66,3 +66,20 @@ def test_help_lists_every_subcommand(tmp_path):
     assert done.returncode == 0
     for command in ("demo", "apply", "status", "predict"):
         assert command in done.stdout
+
+
+def test_progress_reaches_the_terminal_while_a_runs_log_capture_holds_stderr(tmp_path, capfd):
+    """Dagster's compute-log capture points descriptor 2 at the run's log file for the whole run and
+    echoes it with a ``tail -F`` it terminates at the run's end; progress written to stderr in the
+    run's last moments can miss the terminal. Progress goes around the capture, straight to it."""
+    from dagster._core.execution.compute_logs import redirect_to_file
+
+    from retrain_plugins.cli.runs import uncaptured_stderr
+
+    log = tmp_path / "run.log"
+    with uncaptured_stderr() as terminal:
+        with redirect_to_file(sys.stderr, str(log)):  # what a run's capture does to stderr
+            print("library output", file=sys.stderr, flush=True)
+            print("step train: done in 1.0 s", file=terminal, flush=True)
+    assert capfd.readouterr().err == "step train: done in 1.0 s\n"
+    assert log.read_text() == "library output\n"

@@ -74,6 +74,11 @@ def test_materialize_all_builds_every_asset_in_one_run(built):
     assert "training sets 12/12" in progress and "sub-models 12/12 (trained 12)" in progress
     for step in ("churn__train", "churn__fallback_model", "churn__model_bundle", "churn__online_features"):
         assert f"step {step}: started" in progress and any(p.startswith(f"step {step}: done in ") for p in progress)
+    # Progress goes around the run's log capture (whose echo can drop a run's last lines); what
+    # Feast printed is in the run's captured stderr as well as on the command's.
+    (captured,) = (cli.home / "storage" / run_id / "compute_logs").glob("*.err")
+    assert "customer_profile_fv" in captured.read_text() and "customer_profile_fv" in done.stderr
+    assert "step churn__train: started" not in captured.read_text()
     with cli.instance() as instance:
         (run,) = instance.get_runs()
         assert run.run_id == run_id

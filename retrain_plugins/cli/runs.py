@@ -5,17 +5,27 @@ request's tags, recorded on the instance of ``DAGSTER_HOME``), with a run id cho
 event listener can follow it: one line per step (started, done, failed) and, inside the train
 step, partitions done / total (at most every few seconds, and when each half is complete). Progress,
 and whatever libraries print during the run, goes to stderr; what a command reports stays on stdout.
+
+Progress lines are written to a duplicate of stderr's descriptor taken before the run starts, not
+to descriptor 2. For the whole run Dagster's compute-log capture points descriptors 1 and 2 at the
+run's log file and echoes that file to the terminal with ``tail -F``, which it terminates when the
+run ends: what was written in the run's last moments can miss the terminal (dagster-io/dagster
+#23336; measured here: a run's last ``step ...: done`` line lost on a loaded machine). What
+libraries print still goes through the capture, so it stays in the run's compute logs as well.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
+import os
 import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, TextIO
 
 from retrain_plugins.dagster.execution import retraining_assets
 from retrain_plugins.spec import RetrainingSpec
@@ -30,6 +40,20 @@ _SUB_MODEL = re.compile(r": (trained|rejected|skipped|failed) \([^()]*\)$")
 
 def progress_line(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def uncaptured_stderr() -> Iterator[TextIO]:
+    """A stream on a duplicate of stderr's descriptor, which a run's log capture does not redirect
+    (see the module docstring); stderr itself when it has no descriptor (a test's in-memory one)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        yield sys.stderr
+        return
+    sys.stderr.flush()
+    with os.fdopen(os.dup(fd), "w", buffering=1, encoding=sys.stderr.encoding, errors="replace") as stream:
+        yield stream
 
 
 class Progress:
@@ -79,10 +103,11 @@ def run_in_process(
     selection: Sequence[AssetKey] | None,
     tags: dict[str, str],
     partitions: int,
-    say: Callable[[str], None] = progress_line,
+    say: Callable[[str], None] | None = None,
 ) -> ExecuteInProcessResult:
     """One in-process run of ``spec``'s assets (``selection``: all of them when None) over the
-    partition range in ``tags``; failures are returned, not raised (the run is recorded failed)."""
+    partition range in ``tags``; failures are returned, not raised (the run is recorded failed).
+    Progress goes to ``say``, by default lines on :func:`uncaptured_stderr`."""
     from dagster import Definitions, define_asset_job
     from dagster._core.definitions.materialize import EPHEMERAL_JOB_NAME
     from dagster._core.utils import make_new_run_id
@@ -93,9 +118,13 @@ def run_in_process(
         resources=defs.resources,
     )
     run_id = make_new_run_id()
-    instance.add_event_listener(run_id, Progress(partitions, say))
-    # What libraries print during the run (Feast's materialize) is progress too, not the command's report.
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.ExitStack() as stack:
+        if say is None:
+            terminal = stack.enter_context(uncaptured_stderr())
+            say = functools.partial(print, file=terminal, flush=True)
+        instance.add_event_listener(run_id, Progress(partitions, say))
+        # What libraries print during the run (Feast's materialize) is progress too, not the command's report.
+        stack.enter_context(contextlib.redirect_stdout(sys.stderr))
         return job_defs.resolve_job_def(EPHEMERAL_JOB_NAME).execute_in_process(
             # Dagster's own console lines would drown the progress; warnings and errors still print.
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
