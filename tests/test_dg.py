@@ -129,7 +129,8 @@ def dg_dev(dg_project, tmp_path) -> Iterator[tuple[str, subprocess.Popen]]:
     try:
         yield f"http://127.0.0.1:{port}", process
     finally:
-        process.send_signal(signal.SIGINT)  # dg dev shuts down its webserver, daemon and code server
+        # Ctrl-C signals the terminal's whole foreground group: dg dev, and the dagster dev it runs.
+        os.killpg(process.pid, signal.SIGINT)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
