@@ -3,9 +3,9 @@
 A source glob is either a local path (listed with ``glob`` + ``os.stat``, as always:
 :func:`retrain_plugins.sources.file_stats`) or a URL whose protocol fsspec knows. ``file://`` URLs
 are local paths. A URL is listed through its fsspec filesystem (``fsspec.core.url_to_fs``) and read
-by DuckDB through the same filesystem registered on the connection
-(:func:`retrain_plugins.sql.connect`): no DuckDB extension is installed or downloaded, so this works
-offline.
+by DuckDB through a filesystem of the same configuration registered on the connection
+(:func:`reading_filesystem`, :func:`retrain_plugins.sql.connect`): no DuckDB extension is installed
+or downloaded, so this works offline.
 
 **Configuration** is the backend's own, never the spec's: fsspec builds the filesystem from its
 standard configuration. For S3 (s3fs, botocore) that is the ``AWS_ACCESS_KEY_ID`` /
@@ -88,12 +88,26 @@ def configured_s3_endpoint() -> str | None:
 def filesystem(url: str) -> "AbstractFileSystem":
     """The fsspec filesystem of ``url``, as configured by the environment (see the module docstring).
 
-    Built without a listing cache (a sensor lists every tick and must see new objects; DuckDB globs
-    through the same instance), and cached by fsspec per process.
+    Built without a listing cache (a sensor lists every tick and must see new objects), and cached
+    by fsspec per process. DuckDB reads through :func:`reading_filesystem`.
     """
     import fsspec
 
     fs, _ = fsspec.core.url_to_fs(url, use_listings_cache=False)
+    return fs
+
+
+def reading_filesystem(url: str) -> "AbstractFileSystem":
+    """The fsspec filesystem DuckDB reads ``url`` through: :func:`filesystem`'s configuration, with
+    a listing cache that :func:`retrain_plugins.sql.connect` empties for each connection.
+
+    Without one, every ``info`` DuckDB asks for while reading is a request of its own (a HEAD per
+    open, size and modification time: ~200 requests to read one partition's dozen files); with
+    it they come from the glob's listing, taken after the connection was opened.
+    """
+    import fsspec
+
+    fs, _ = fsspec.core.url_to_fs(url, use_listings_cache=True, listings_expiry_time=None)
     return fs
 
 

@@ -161,7 +161,8 @@ def file_stats(pattern: str) -> dict[str, FileStat]:
     if remote.is_remote(pattern):
         listed = remote.list_files(pattern)
         # What is listed is read next (inspect_file, the joins): the process's DuckDB reads it
-        # through the same filesystem, also where a caller connects without naming the paths.
+        # through a filesystem of the same configuration, also where a caller connects without
+        # naming the paths.
         register_filesystems([pattern])
         return {path: FileStat(f.size, f.mtime_ns, None, None, f.token) for path, f in listed.items()}
     found = {}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from retrain_plugins.remote import filesystem, is_remote, protocol
+from retrain_plugins.remote import is_remote, protocol, reading_filesystem
 
 if TYPE_CHECKING:
     import polars as pl
@@ -41,7 +41,7 @@ def _flatten(paths: Iterable) -> Iterable[str]:
 def register_filesystems(paths: Iterable) -> None:
     """Make the process's DuckDB database read ``paths`` that are fsspec URLs (``s3://...``).
 
-    Each remote URL's fsspec filesystem (:func:`retrain_plugins.remote.filesystem`) is registered
+    Each remote URL's fsspec filesystem (:func:`retrain_plugins.remote.reading_filesystem`) is registered
     with ``register_filesystem`` once per protocol; DuckDB then lists globs and reads files through
     it. No extension (httpfs) is loaded or downloaded. Registration is database-wide: every later
     cursor of the process reads that protocol too. Local paths need nothing.
@@ -51,7 +51,7 @@ def register_filesystems(paths: Iterable) -> None:
         return
     database, registered = _database()
     for url in remote:
-        fs = filesystem(url)
+        fs = reading_filesystem(url)
         names = [fs.protocol] if isinstance(fs.protocol, str) else list(fs.protocol)
         with _LOCK:
             if registered.get(names[0]) is fs:
@@ -74,7 +74,13 @@ def connect(*paths: str | Iterable[str]) -> duckdb.DuckDBPyConnection:
     those that are fsspec URLs get their filesystem registered (:func:`register_filesystems`).
     """
     register_filesystems(paths)
-    con = _database()[0].cursor()
+    database, registered = _database()
+    # What this connection reads is listed after it opened: listings cached for an earlier
+    # connection are dropped (a source's new objects are never missed), and the listings this one's
+    # globs take answer its reads' metadata requests.
+    for fs in list(registered.values()):
+        fs.invalidate_cache()
+    con = database.cursor()
     con.execute("SET TimeZone = 'UTC'")
     return con
 

@@ -272,6 +272,31 @@ def upload_sources_keys(local: Path) -> list[str]:
     return sorted(p.relative_to(local).as_posix() for p in (local / "sources").rglob("*.parquet"))
 
 
+def test_each_connection_lists_a_glob_afresh_and_answers_reads_from_that_listing(s3, s3_server):
+    """A DuckDB connection reads an S3 glob from a listing taken after it opened (an object uploaded
+    since the last connection is read), and its reads' size and modification-time requests are
+    answered from that listing: no HEAD request per file (there were ~9 per file per query)."""
+    import io
+
+    def put(name: str, values: list[int]) -> None:
+        buffer = io.BytesIO()
+        pl.DataFrame({"x": values}).write_parquet(buffer)
+        s3.client.put_object(Bucket=s3.bucket, Key=f"t/{name}.parquet", Body=buffer.getvalue())
+
+    def total() -> int:
+        url = s3.url("t/*.parquet")
+        return connect(url).execute(f"SELECT sum(x) FROM {parquet('p')}", {"p": url}).fetchone()[0]
+
+    put("a", [1, 2]), put("b", [10])
+    assert total() == 13
+    put("c", [100])
+    logged = len(s3_server.log.read_text().splitlines())
+    assert total() == 113 and total() == 113
+    requests = [line for line in s3_server.log.read_text().splitlines()[logged:] if '"' in line]
+    methods = [line.split('"')[1].split()[0] for line in requests]
+    assert "HEAD" not in methods and methods.count("GET") >= 2 * 3, requests  # listings and the files' bytes
+
+
 def test_a_missing_bucket_fails_and_an_empty_prefix_warns(s3, caplog):
     with pytest.raises(DataError, match=r"s3://no-such-bucket-here does not exist"):
         file_stats("s3://no-such-bucket-here/labels/*/*.parquet")
