@@ -115,20 +115,31 @@ def _feature_scan(fv: FeatureViewInfo, i: int, windows: Sequence[Window], label_
     if not scans:  # no windows, no labels: an empty side with the right columns
         scans.append(f"SELECT {out}, {fts} AS _ts, {created} AS _cr, {cols} FROM {parquet(f'src{i}')} WHERE FALSE")
     group = ", ".join(f"_k{j}" for j in range(len(keys)))
-    # One hash aggregation per (key, time, created): rows there are either all equal (any one
-    # stands for them) or ambiguous; then the newest created time wins per (key, time).
+    rows = " UNION ALL ".join(scans)
+    # One hash aggregation per (key, time, created) keeps any row of each group and counts them;
+    # then the newest created time wins per (key, time). Rows of a group are either all equal (any
+    # one stands for them) or ambiguous, which only groups of several rows can be: they are found
+    # by a second, semi-joined aggregation over just those. Counting distinct rows in every group
+    # instead made the aggregation 4.5x slower (a per-group hash set: 3.5 s against 0.77 s over
+    # 7.9M feature rows without one duplicate).
     firsts = ", ".join(f"first({ident(f)}) AS {ident(f)}" for f in fv.features)
-    if not fv.created_timestamp_field:  # one aggregation: no created time to rank rows by
-        return f"""
-            SELECT {group}, _ts, {firsts}, count(*) > 1 AND count(DISTINCT ROW({cols})) > 1 AS _ambiguous
-            FROM ({' UNION ALL '.join(scans)})
-            GROUP BY {group}, _ts
-        """
+    by = [f"_k{j}" for j in range(len(keys))] + ["_ts"] + (["_cr"] if fv.created_timestamp_field else [])
+    winners = f"SELECT {', '.join(by)}, {firsts}, count(*) AS _tie_rows FROM ({rows}) GROUP BY {', '.join(by)}"
+    if fv.created_timestamp_field:
+        winners += f" QUALIFY row_number() OVER (PARTITION BY {group}, _ts ORDER BY _cr DESC NULLS LAST) = 1"
+    def same(a: str, b: str) -> str:  # the group of a row (keys are never NULL here: labels' keys)
+        return " AND ".join(f"{a}.{c} IS NOT DISTINCT FROM {b}.{c}" if c == "_cr" else f"{a}.{c} = {b}.{c}" for c in by)
+    values = ", ".join(f"r.{ident(f)}" for f in fv.features)
+    tied = f"""
+        SELECT {', '.join(f'r.{c}' for c in by)} FROM ({rows}) AS r
+        SEMI JOIN (SELECT * FROM winners WHERE _tie_rows > 1) AS w ON {same('r', 'w')}
+        GROUP BY ALL HAVING count(DISTINCT ROW({values})) > 1
+    """
     return f"""
-        SELECT {group}, _ts, {firsts}, count(DISTINCT ROW({cols})) > 1 AS _ambiguous
-        FROM ({' UNION ALL '.join(scans)})
-        GROUP BY {group}, _ts, _cr
-        QUALIFY row_number() OVER (PARTITION BY {group}, _ts ORDER BY _cr DESC NULLS LAST) = 1
+        WITH winners AS ({winners})
+        SELECT {', '.join(f'w._k{j}' for j in range(len(keys)))}, w._ts, {', '.join(f'w.{ident(f)}' for f in fv.features)},
+               t._ts IS NOT NULL AS _ambiguous
+        FROM winners AS w LEFT JOIN ({tied}) AS t ON {same('t', 'w')}
     """
 
 

@@ -150,6 +150,37 @@ def test_feast_and_duckdb_asof_frames_are_equal_row_by_row(tmp_path):
                 assert got == want, (window.key, site, column)
 
 
+def test_weather_rows_tied_on_created_time_are_harmless_when_equal_and_refused_when_they_differ(tmp_path):
+    """The weather view breaks (site, hour) ties by ``created``; a row that ties the winner on its
+    created time too is harmless with the same values, refused (naming the view) with others, and a
+    newer correction wins. Identical for both retrieval paths' joins (the frames equal Feast's)."""
+    from retrain_plugins.errors import DataError
+
+    from .sites.generate import write_parquet
+
+    project = _build(tmp_path / "p")
+    spec = project.spec
+    view = load_feature_service_view(spec)
+    site, window = spec.cohorts[0], [w for w in windows(spec) if w.start.month == 2]
+    hour = pd.Timestamp(_joined_hour(project.data, site, month=2))
+    weather = load_source(project.data, "weather")
+    ours = weather[(weather["site_id"] == site) & (weather["event_timestamp"] == hour)]
+    winner = ours.sort_values("created").tail(1)
+    before = asof_training_set(spec, view, window, [site])
+    extra = project.data / "sources" / "weather" / MONTHS[1].strftime("%Y-%m") / "tie.parquet"
+    write_parquet(winner, extra)  # the same row again: any copy stands for it
+    assert_frame_equal(asof_training_set(spec, view, window, [site]), before)
+    write_parquet(winner.assign(temperature=winner["temperature"] + 7.0), extra)
+    with pytest.raises(DataError, match=r"feature view 'site_weather\w*'.*same key and event time and created time.*"
+                       rf"site_id='{site}'.*Give such rows distinct created timestamps"):
+        asof_training_set(spec, view, window, [site])
+    newer = winner.assign(temperature=-40.0, created=winner["created"] + pd.Timedelta(seconds=1))
+    write_parquet(newer, extra)  # a correction: the newest created time wins
+    corrected = asof_training_set(spec, view, window, [site])
+    assert -40.0 in corrected["temperature"].to_list() and -40.0 not in before["temperature"].to_list()
+    assert_frame_equal(feast_training_set(spec, view, window, site), corrected.select(feast_training_set(spec, view, window, site).columns), check_dtypes=False)
+
+
 def test_training_set_bytes_do_not_depend_on_file_row_order(tmp_path):
     """8 of 10 label times tie on real data: the frame's total order makes its bytes content-only."""
     project = _build(tmp_path / "p")
