@@ -23,7 +23,8 @@ from retrain_plugins.changes.reconcile import admit
 from retrain_plugins.changes.state import Trained
 from retrain_plugins.cli.status import partition_states
 from retrain_plugins.dagster.execution import execute, tick
-from retrain_plugins.dagster.tags import ATTEMPTS_TAG, REASONS_TAG, RETRAINING_TAG, SEQ_TAG, read_request_log
+from retrain_plugins.changes.request_log import read_request_log
+from retrain_plugins.dagster.tags import ATTEMPTS_TAG, REASONS_TAG, RETRAINING_TAG, SEQ_TAG
 from retrain_plugins.demo import scenarios
 from retrain_plugins.layout import model_store_root
 from retrain_plugins.partitions import PartitionKey, path_segment

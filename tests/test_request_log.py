@@ -6,18 +6,8 @@ from dagster import AssetRecordsFilter, materialize
 
 from retrain_plugins.changes.detector import state_store
 from retrain_plugins.dagster.execution import retraining_assets, tick
-from retrain_plugins.dagster.tags import (
-    DETAIL_TAG,
-    REASON_TAG,
-    REASONS_TAG,
-    SEQ_TAG,
-    RequestLookup,
-    Requested,
-    read_request_log,
-    reason_tags,
-    request_log,
-    write_request_log,
-)
+from retrain_plugins.changes.request_log import Requested, read_request_log, request_log, write_request_log
+from retrain_plugins.dagster.tags import DETAIL_TAG, REASON_TAG, REASONS_TAG, SEQ_TAG, RequestLookup, reason_tags
 from retrain_plugins.demo.generate import DemoConfig
 from retrain_plugins.partitions import PartitionKey, encode_cohort, windows
 
@@ -95,10 +85,10 @@ def test_lookup_order_log_then_the_sensors_state_then_tags(tmp_path):
 def test_the_log_keeps_the_last_ticks_and_the_numbering(tmp_path, monkeypatch):
     """Logs of old ticks are pruned every PRUNE_EVERY ticks, past KEEP_LOGS; the newest always
     stays, so a rebuilt state still numbers its ticks after it (last_logged_seq)."""
-    from retrain_plugins.dagster import tags as tags_module
+    from retrain_plugins.changes import request_log as log_module
 
-    monkeypatch.setattr(tags_module, "KEEP_LOGS", 25)
-    monkeypatch.setattr(tags_module, "PRUNE_EVERY", 10)
+    monkeypatch.setattr(log_module, "KEEP_LOGS", 25)
+    monkeypatch.setattr(log_module, "PRUNE_EVERY", 10)
     spec = make_spec(tmp_path)
     key = PartitionKey("2025-01-01", "east")
     for seq in range(1, 46):
@@ -106,4 +96,4 @@ def test_the_log_keeps_the_last_ticks_and_the_numbering(tmp_path, monkeypatch):
     logged = sorted(int(name.split(".")[0]) for name in request_log(spec).glob("*.json"))
     assert logged == list(range(16, 46))  # pruned at 40: 1..15 (40 - 25) went
     assert read_request_log(spec, 15) is None and read_request_log(spec, 16)[key].fingerprint == "fp-16"
-    assert tags_module.last_logged_seq(spec) == 45
+    assert log_module.last_logged_seq(spec) == 45

@@ -42,7 +42,7 @@ def state_store(spec: RetrainingSpec) -> StateStore:
     state = StateStore(state_path(spec))
     if state.created:
         from retrain_plugins.changes.rebuild import rebuild_trained
-        from retrain_plugins.dagster.tags import last_logged_seq
+        from retrain_plugins.changes.request_log import last_logged_seq
         from retrain_plugins.layout import model_store
 
         rebuild_trained(state, model_store(spec), last_logged_seq(spec))

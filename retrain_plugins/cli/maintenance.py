@@ -70,7 +70,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_state(args: argparse.Namespace) -> int:
     from retrain_plugins.changes.rebuild import rebuild_state
-    from retrain_plugins.dagster.tags import last_logged_seq
+    from retrain_plugins.changes.request_log import last_logged_seq
     from retrain_plugins.layout import model_store, state_path
 
     spec = load_spec(args)

@@ -33,7 +33,7 @@ from retrain_plugins.spec import RetrainingSpec
 if TYPE_CHECKING:
     from dagster import DagsterInstance, Definitions, RunRequest
 
-    from retrain_plugins.dagster.tags import Requested
+    from retrain_plugins.changes.request_log import Requested
     from retrain_plugins.partitions import PartitionKey
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -111,7 +111,7 @@ def _members(
     spec: RetrainingSpec, requests: list[RunRequest], seq: int | None, order: list[str]
 ) -> list[dict[PartitionKey, Requested]]:
     """Per request, the partitions of its range with what the tick logged for them."""
-    from retrain_plugins.dagster.tags import read_request_log
+    from retrain_plugins.changes.request_log import read_request_log
     from retrain_plugins.partitions import PartitionKey, windows
 
     logged = (read_request_log(spec, seq) if seq is not None else None) or {}
@@ -180,7 +180,7 @@ def cmd_tick(args: argparse.Namespace) -> int:
             evaluation = evaluate(defs, spec, dagster, apply=True)
             print("\n".join(describe(evaluation)), flush=True)
             return 0 if launch(defs, spec, dagster, evaluation) else 1
-        from retrain_plugins.dagster.tags import request_logs_in
+        from retrain_plugins.changes.request_log import request_logs_in
         from retrain_plugins.storage import Storage
 
         with tempfile.TemporaryDirectory(prefix="retrain-tick-") as scratch:

@@ -25,7 +25,8 @@ from retrain_plugins.dagster.observations import observations, source_check_eval
 from retrain_plugins.dagster.in_flight import in_flight, serving_in_flight
 from retrain_plugins.dagster.outcomes import ingest_outcomes
 from retrain_plugins.bundle import bundle_is_stale
-from retrain_plugins.dagster.tags import REASON_TAG, RETRAINING_TAG, SEQ_TAG, SERVING_TAG, attempt_tags, detail_tags, reason_tags, write_request_log
+from retrain_plugins.changes.request_log import write_request_log
+from retrain_plugins.dagster.tags import REASON_TAG, RETRAINING_TAG, SEQ_TAG, SERVING_TAG, attempt_tags, detail_tags, reason_tags
 from retrain_plugins.fallback import fallback_affected
 from retrain_plugins.feast_view import load_feature_service_view
 from retrain_plugins.layout import model_store

@@ -1,10 +1,11 @@
-"""Run tags that carry why a partition is being retrained, and the request log a run reads it from.
+"""Run tags that carry why a partition is being retrained, and the lookup that reads the request log.
 
 Tags are size-capped in practice, so the per-partition tags are only set when they fit (~4,000
 characters: about 150 partitions of reasons, fewer of details). Whatever the run's size, a run
 the change sensor requested finds each partition's reason and detail in the **request log** of
 the tick that asked (its ``retrain/seq`` tag): one small JSON object per tick on the retraining's
-storage, ``requests/<name>/<seq>.json``, written by the sensor before it returns its requests.
+storage, ``requests/<name>/<seq>.json``, written by the sensor before it returns its requests
+(:mod:`retrain_plugins.changes.request_log`).
 
 Why there, and not in the sensor's state or Dagster's event log: the state is SQLite on the
 sensor's host and runs may start elsewhere (a run launcher, Kubernetes); an asset observation
@@ -14,22 +15,19 @@ storage is what every run already reads and writes its models on, wherever it ru
 folder, ``s3://``), so the lookup needs nothing that a run does not already have. One writer per
 fact: only the sensor writes the log; runs only read it. Runs without ``retrain/seq`` (started by
 hand, a UI backfill) use the tags, then ``manual``. The sensor keeps the logs of its last
-:data:`KEEP_LOGS` ticks with requests (a run of an older tick, a re-execution say, reads its tags).
+:data:`retrain_plugins.changes.request_log.KEEP_LOGS` ticks with requests (a run of an older tick, a re-execution say, reads its tags).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import NamedTuple
+from collections.abc import Mapping
 
+from retrain_plugins.changes.request_log import Requested, read_request_log
 from retrain_plugins.changes.state import read_requests
-from retrain_plugins.layout import state_path, storage
+from retrain_plugins.layout import state_path
 from retrain_plugins.partitions import PartitionKey
 from retrain_plugins.spec import RetrainingSpec
-from retrain_plugins.storage import Storage
 
 RETRAINING_TAG = "retrain/retraining"  # which retraining's sensor requested the run
 ATTEMPTS_TAG = "retrain/attempts"  # per partition: which request of the same data this is (1 = first)
@@ -39,8 +37,6 @@ REASON_TAG = "retrain/reason"
 REASONS_TAG = "retrain/reasons"
 DETAIL_TAG = "retrain/details"
 _MAX_TAG = 4000
-KEEP_LOGS = 1000  # request logs kept: the last ticks' (reasons only, never what a run trains on)
-PRUNE_EVERY = 100  # ticks between two prunings of the log (one listing of the folder)
 
 
 def reason_tags(reasons: Mapping[PartitionKey, str]) -> dict[str, str]:
@@ -80,74 +76,6 @@ def attempt_tags(attempts: Mapping[PartitionKey, int]) -> dict[str, str]:
 
 
 # -- the request log -------------------------------------------------------------------------
-
-
-class Requested(NamedTuple):
-    """Why the sensor asked for one partition: reason, what changed, the data's fingerprint."""
-
-    reason: str
-    detail: str | None
-    fingerprint: str | None = None
-
-
-_ELSEWHERE: ContextVar[Storage | None] = ContextVar("retrain_request_log_elsewhere", default=None)
-
-
-def request_log(spec: RetrainingSpec) -> Storage:
-    """Where ``spec``'s sensor logs each tick's requests: ``<storage>/requests/<name>/``."""
-    elsewhere = _ELSEWHERE.get()
-    return elsewhere.child(spec.name) if elsewhere is not None else storage(spec).child(f"requests/{spec.name}")
-
-
-@contextmanager
-def request_logs_in(root: Storage) -> Iterator[None]:
-    """Log the requests of ticks evaluated in this context under ``root`` instead: a dry tick
-    (``retrain tick`` without ``--launch``, on a copy of the sensor's state) must not write the
-    log that the real tick of the same number and its runs use."""
-    token = _ELSEWHERE.set(root)
-    try:
-        yield
-    finally:
-        _ELSEWHERE.reset(token)
-
-
-def write_request_log(spec: RetrainingSpec, seq: int, rows: Iterable[tuple[PartitionKey, str, str, str | None]]) -> None:
-    """Record tick ``seq``'s requests (partition, reason, fingerprint, detail). The sensor's alone.
-
-    Written whole or not at all, once per tick number (a rebuilt state store continues the
-    numbering after :func:`last_logged_seq`).
-    """
-    partitions = [
-        {"window": k.window, "cohort": k.cohort, "reason": reason, "fingerprint": fingerprint, "detail": detail}
-        for k, reason, fingerprint, detail in sorted(rows, key=lambda row: row[0])
-    ]
-    payload = {"retraining": spec.name, "seq": seq, "partitions": partitions}
-    log = request_log(spec)
-    log.write_bytes(f"{seq}.json", json.dumps(payload, separators=(",", ":")).encode())
-    if seq % PRUNE_EVERY == 0:
-        for old in _logged(log):
-            if old <= seq - KEEP_LOGS:
-                log.delete(f"{old}.json")
-
-
-def _logged(log: Storage) -> list[int]:
-    names = (name[: -len(".json")] for name in log.glob("*.json"))
-    return [int(stem) for stem in names if stem.isdigit()]
-
-
-def last_logged_seq(spec: RetrainingSpec) -> int:
-    """The highest tick number with a request log on the storage (0 when none): where a rebuilt
-    state store's tick counter continues, so no run key or log of an earlier tick is used again."""
-    return max(_logged(request_log(spec)), default=0)
-
-
-def read_request_log(spec: RetrainingSpec, seq: int) -> dict[PartitionKey, Requested] | None:
-    """Tick ``seq``'s requests by partition; None when that tick left no log (older versions)."""
-    try:
-        raw = json.loads(request_log(spec).read_bytes(f"{seq}.json"))
-    except FileNotFoundError:
-        return None
-    return {PartitionKey(p["window"], p["cohort"]): Requested(p["reason"], p["detail"], p["fingerprint"]) for p in raw["partitions"]}
 
 
 class RequestLookup:
