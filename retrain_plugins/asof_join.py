@@ -127,6 +127,7 @@ def _feature_scan(fv: FeatureViewInfo, i: int, windows: Sequence[Window], label_
     winners = f"SELECT {', '.join(by)}, {firsts}, count(*) AS _tie_rows FROM ({rows}) GROUP BY {', '.join(by)}"
     if fv.created_timestamp_field:
         winners += f" QUALIFY row_number() OVER (PARTITION BY {group}, _ts ORDER BY _cr DESC NULLS LAST) = 1"
+
     def same(a: str, b: str) -> str:  # the group of a row (keys are never NULL here: labels' keys)
         return " AND ".join(f"{a}.{c} IS NOT DISTINCT FROM {b}.{c}" if c == "_cr" else f"{a}.{c} = {b}.{c}" for c in by)
     values = ", ".join(f"r.{ident(f)}" for f in fv.features)

@@ -41,8 +41,8 @@ def _flatten(paths: Iterable) -> Iterable[str]:
 def register_filesystems(paths: Iterable) -> None:
     """Make the process's DuckDB database read ``paths`` that are fsspec URLs (``s3://...``).
 
-    Each remote URL's fsspec filesystem (:func:`retrain_plugins.remote.reading_filesystem`) is registered
-    with ``register_filesystem`` once per protocol; DuckDB then lists globs and reads files through
+    Each remote URL's fsspec filesystem (:func:`retrain_plugins.remote.reading_filesystem`) is
+    registered with ``register_filesystem`` once per protocol; DuckDB then lists globs and reads files through
     it. No extension (httpfs) is loaded or downloaded. Registration is database-wide: every later
     cursor of the process reads that protocol too. Local paths need nothing.
     """
@@ -70,15 +70,19 @@ def connect(*paths: str | Iterable[str]) -> duckdb.DuckDBPyConnection:
 
     A cursor on the process's in-memory database: its settings and registered frames are its own
     (connection-local), and closing it leaves the database open for the next caller. Use one
-    connection per thread. ``paths`` (globs, files or lists of them) are what the caller will read:
-    those that are fsspec URLs get their filesystem registered (:func:`register_filesystems`).
+    connection per thread, and one per read: an object-store glob is listed once per connection.
+    ``paths`` (globs, files or lists of them) are what the caller will read: those that are fsspec
+    URLs get their filesystem registered (:func:`register_filesystems`).
     """
     register_filesystems(paths)
     database, registered = _database()
     # What this connection reads is listed after it opened: listings cached for an earlier
     # connection are dropped (a source's new objects are never missed), and the listings this one's
-    # globs take answer its reads' metadata requests.
-    for fs in list(registered.values()):
+    # globs take answer its reads' metadata requests. Copied under the lock: another thread may be
+    # registering a filesystem (a code server answers several calls at once).
+    with _LOCK:
+        remote = list(registered.values())
+    for fs in remote:
         fs.invalidate_cache()
     con = database.cursor()
     con.execute("SET TimeZone = 'UTC'")

@@ -15,7 +15,8 @@ storage is what every run already reads and writes its models on, wherever it ru
 folder, ``s3://``), so the lookup needs nothing that a run does not already have. One writer per
 fact: only the sensor writes the log; runs only read it. Runs without ``retrain/seq`` (started by
 hand, a UI backfill) use the tags, then ``manual``. The sensor keeps the logs of its last
-:data:`retrain_plugins.changes.request_log.KEEP_LOGS` ticks with requests (a run of an older tick, a re-execution say, reads its tags).
+:data:`retrain_plugins.changes.request_log.KEEP_LOGS` ticks with requests (a run of an older tick,
+a re-execution say, reads its tags).
 """
 
 from __future__ import annotations
