@@ -22,6 +22,7 @@ from retrain_plugins.dagster.component import TYPE_NAME, RetrainingComponent, sp
 from retrain_plugins.dagster.component_attributes import SpecSection
 from retrain_plugins.errors import SpecError
 from retrain_plugins.layout import model_store_root
+from retrain_plugins.mlflow import MLflowRegistryResource
 
 from .component_sandbox import DEFS_YAML, chain, defs_sandbox, load
 from .helpers import make_spec
@@ -56,7 +57,7 @@ def _inner(annotation):
 def test_attributes_are_the_spec_fields_plus_the_sensor_interval_and_translation():
     """A static dataclass: one attribute per spec field (same defaults, same choices), plus two of its own."""
     fields = {f.name: f for f in dataclasses.fields(RetrainingComponent)}
-    assert list(fields) == [*RetrainingSpec.model_fields, "sensor_interval_seconds", "in_process_executor", "translation"]
+    assert list(fields) == [*RetrainingSpec.model_fields, "sensor_interval_seconds", "in_process_executor", "mlflow", "translation"]
     assert list(RetrainingComponent.model().model_fields) == list(fields)  # the YAML schema Dagster derives
     for name, info in RetrainingSpec.model_fields.items():
         field, kind = fields[name], _inner(fields[name].type)
@@ -74,6 +75,10 @@ def test_attributes_are_the_spec_fields_plus_the_sensor_interval_and_translation
             assert typing.get_args(kind) == typing.get_args(info.annotation), name
     assert fields["sensor_interval_seconds"].default == 10 and fields["translation"].default is None
     assert fields["in_process_executor"].default is True
+    # mlflow: the resource's own fields, nothing attached by default
+    assert fields["mlflow"].default is None and _inner(fields["mlflow"].type) is MLflowRegistryResource
+    mlflow_schema = _inner(RetrainingComponent.model().model_fields["mlflow"].annotation)
+    assert list(mlflow_schema.model_fields) == list(MLflowRegistryResource.model_fields)
 
 
 def test_demo_defs_yaml_resolves_paths_against_its_folder():
@@ -128,9 +133,15 @@ def test_component_builds_exactly_what_build_definitions_builds(sandbox_project)
         # required text left empty (what the scaffold leaves to fill in)
         ("  feature_service: churn_model_v1", '  feature_service: ""',
          ["attributes.feature_service", "defs.yaml:5", "is empty: Feast feature service"]),
+        # mlflow: the resource's fields
+        ("  sensor_interval_seconds: 7", "  sensor_interval_seconds: 7\n  mlflow: {alias: prod}",
+         ["attributes.mlflow", "tracking_uri", "Field required", "defs.yaml:23"]),
+        ("  sensor_interval_seconds: 7", "  sensor_interval_seconds: 7\n  mlflow: {tracking_uri: 'sqlite:///m.db', uri: x}",
+         ["attributes.mlflow", "uri", "Extra inputs are not permitted", "defs.yaml:23"]),
     ],
     ids=["wrong-type", "wrong-type-top-level", "unknown-key", "unknown-nested-key", "out-of-range", "bad-date",
-         "end-before-start", "bad-name", "duplicate-cohorts", "empty-feature-service"],  # fmt: skip
+         "end-before-start", "bad-name", "duplicate-cohorts", "empty-feature-service", "mlflow-missing-uri",
+         "mlflow-unknown-key"],  # fmt: skip
 )
 def test_invalid_defs_yaml_names_the_field(sandbox_project, old, new, expected):
     sandbox, path, _ = sandbox_project

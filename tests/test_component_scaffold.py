@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from retrain_plugins.dagster.component import spec_from_defs_yaml
+from retrain_plugins.dagster.component import retraining_from_defs_yaml, spec_from_defs_yaml
 from retrain_plugins.dagster.component_scaffold import TO_FILL_IN, defs_yaml_text
 from retrain_plugins.errors import SpecError
 from retrain_plugins.spec import RetrainingSpec
@@ -51,7 +51,7 @@ def _flatten(tree: dict, prefix: str = "") -> list[str]:
     out = []
     for key, value in tree.items():
         out.append(f"{prefix}{key}")
-        if isinstance(value, dict) and key not in ("params", "options", "entity_columns", "strategy_overrides", "translation"):
+        if isinstance(value, dict) and key not in ("params", "options", "entity_columns", "strategy_overrides", "mlflow", "translation"):
             out.extend(_flatten(value, f"{prefix}{key}."))
     return out
 
@@ -87,17 +87,22 @@ def test_left_as_scaffolded_it_names_what_to_fill_in(scaffolded):
     assert "labels.path" not in str(failed.value)
 
 
-def test_every_attribute_is_in_it_and_the_commented_defaults_are_the_defaults(scaffolded):
+def test_every_attribute_is_in_it_and_the_commented_defaults_are_the_defaults(scaffolded, monkeypatch):
     """Switching every commented-out attribute on gives the same retraining: they show the defaults."""
     path, text = scaffolded
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/mlflow.db")  # the mlflow: example's template
     filled = _fill(text, FILLED)
     every = yaml.safe_load(_uncomment_keys(filled))["attributes"]
-    assert _flatten(every) == [*_paths(RetrainingSpec), "sensor_interval_seconds", "in_process_executor", "translation"]
+    assert _flatten(every) == [
+        *_paths(RetrainingSpec), "sensor_interval_seconds", "in_process_executor", "mlflow", "translation"
+    ]  # fmt: skip
     assert "post_processing:" in text  # Dagster's own, shown in the header
     path.write_text(filled)
     as_scaffolded = spec_from_defs_yaml(path)
     path.write_text(_uncomment_keys(filled))
     assert spec_from_defs_yaml(path) == as_scaffolded
+    _, resources = retraining_from_defs_yaml(path)
+    assert resources["churn2_mlflow"].tracking_uri == "sqlite:////tmp/mlflow.db"
 
 
 def test_the_scaffolder_writes_paths_relative_to_the_new_folder(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """MLflow registry (retrain_plugins.mlflow) against a real local tracking store: SQLite backend, file
 artifact store under tmp, no server. One project is materialized with the resource attached for the
-module; the tests run in file order, the last one changes it (a sensor update, then a rollback)."""
+module; the tests run in file order, and two change it (a sensor update, then a rollback; the
+last one through a defs.yaml's `mlflow:` attribute)."""
 
 from __future__ import annotations
 
@@ -259,3 +260,68 @@ def test_cli_settings_and_resource_keys_are_checked(registered):
         build_definitions(registered.spec, resources={"churn_mlflow": object()})
     with pytest.raises(ValueError, match="churn_feast"):
         build_definitions(registered.spec, resources={"churn_feast": object()})
+
+
+def test_the_components_mlflow_attribute_attaches_the_registry_in_dagster_and_in_the_cli(registered, tmp_path, monkeypatch, capsys):
+    """``mlflow:`` in a defs.yaml (its tracking URI a ``{{ env.X }}`` template), loaded by Dagster's
+    defs-folder loader: a publication registers what serves, a sensor update registers its partition,
+    and ``retrain rollback --spec defs.yaml`` moves that partition's alias back with no ``--mlflow``."""
+    import yaml
+    from dagster import materialize
+    from dagster.components.testing import create_defs_folder_sandbox
+
+    from retrain_plugins.cli.main import main
+    from retrain_plugins.dagster.component import TYPE_NAME, retraining_from_defs_yaml
+    from retrain_plugins.dagster.execution import retraining_assets
+
+    project, key = registered, PartitionKey("2025-03-01", "south")
+    uri = f"sqlite:///{tmp_path / 'component.db'}"
+    monkeypatch.setenv("RETRAIN_TEST_COMPONENT_MLFLOW_URI", uri)
+    mlflow_attribute = {
+        "tracking_uri": "{{ env.RETRAIN_TEST_COMPONENT_MLFLOW_URI }}",
+        "artifact_location": str(tmp_path / "artifacts"),
+        "alias": "prod",
+    }
+    attributes = {**json.loads(project.spec.model_dump_json()), "mlflow": mlflow_attribute}
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    alias = f"prod-{key.window}-{key.cohort}"
+    with create_defs_folder_sandbox() as sandbox:
+        folder = sandbox.defs_folder_path / "churn"
+        folder.mkdir()
+        defs_yaml = folder / "defs.yaml"
+        defs_yaml.write_text(yaml.safe_dump({"type": TYPE_NAME, "attributes": attributes}, sort_keys=False))
+        with sandbox.build_all_defs() as defs:
+            resource = defs.resources[mlflow_resource_key(project.spec)]
+            assert isinstance(resource, MLflowRegistryResource)
+            assert (resource.tracking_uri, resource.alias) == (uri, "prod")  # the template rendered
+            for name in ("sub_model", "model_bundle"):
+                assert "churn_mlflow" in defs.resolve_assets_def(AssetKey(["churn", name])).required_resource_keys, name
+
+            bundle = retraining_assets(defs, project.spec, "model_bundle")
+            assert materialize(bundle, instance=project.instance, resources=defs.resources).success
+            entries = model_store(project.spec).entries()
+            serving = {v.tags["partition"]: v.version for v in client.search_model_versions(f"name = '{SUB_MODELS}'")}
+            assert set(serving) == {str(k) for k in entries}  # the publication registered every serving model
+            aliases = client.get_registered_model(SUB_MODELS).aliases
+            assert aliases[alias] == serving[str(key)]
+            assert str(client.get_registered_model(ROUTED).aliases["prod"]) == "1"
+
+            scenarios.late_rows(
+                DemoConfig(n_customers=60, months=3, cohorts=COHORTS), project.root / "data", key.window[:7],
+                cohorts=(key.cohort,), batch=7, fraction=1.0,
+            )  # fmt: skip
+            requested = tick(defs, f"{project.spec.name}_change_sensor", project.instance)
+            assert len(requested.run_requests) == 1
+            assert all(r.success for r in execute(defs, project.spec, requested.run_requests, project.instance))
+        new = [v for v in client.search_model_versions(f"name = '{SUB_MODELS}'") if v.version not in serving.values()]
+        assert [v.tags["partition"] for v in new] == [str(key)]  # the update registered its partition only
+        updated = client.get_registered_model(SUB_MODELS).aliases[alias]
+        assert updated == new[0].version != serving[str(key)]
+        assert client.get_model_version(SUB_MODELS, updated).tags["sha256"] == model_store(project.spec).entries()[key]["sha256"]
+
+        assert retraining_from_defs_yaml(defs_yaml)[1] == {mlflow_resource_key(project.spec): resource}
+        code = main(["rollback", key.window, key.cohort, "--spec", str(defs_yaml)])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert f"MLflow: alias {alias} -> {SUB_MODELS} version {serving[str(key)]}" in out
+        assert client.get_registered_model(SUB_MODELS).aliases[alias] == serving[str(key)]

@@ -6,7 +6,7 @@ import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from retrain_plugins.errors import RetrainError
 from retrain_plugins.spec import RetrainingSpec
@@ -19,8 +19,13 @@ AddCommand = Callable[[str, str, Callable[[argparse.Namespace], int]], argparse.
 
 
 def load_spec(args: argparse.Namespace) -> RetrainingSpec:
-    """The spec in ``--spec``: a Dagster ``defs.yaml`` declaring a RetrainingComponent (what the
-    code location loads), or a plain spec YAML."""
+    """The spec in ``--spec`` (see :func:`load_retraining`)."""
+    return load_retraining(args)[0]
+
+
+def load_retraining(args: argparse.Namespace) -> tuple[RetrainingSpec, dict[str, Any]]:
+    """(spec, resources) in ``--spec``: a Dagster ``defs.yaml`` declaring a RetrainingComponent
+    (what the code location loads: its ``mlflow:`` registry too), or a plain spec YAML (no resources)."""
     import yaml
 
     path = Path(args.spec)
@@ -29,10 +34,10 @@ def load_spec(args: argparse.Namespace) -> RetrainingSpec:
     except (OSError, yaml.YAMLError) as exc:
         raise RetrainError(f"cannot read {path}: {exc}") from exc
     if isinstance(raw, dict) and "type" in raw and "attributes" in raw:
-        from retrain_plugins.dagster.component import spec_from_defs_yaml
+        from retrain_plugins.dagster.component import retraining_from_defs_yaml
 
-        return spec_from_defs_yaml(path)
-    return RetrainingSpec.from_yaml(path)
+        return retraining_from_defs_yaml(path)
+    return RetrainingSpec.from_yaml(path), {}
 
 
 def optional_instance() -> DagsterInstance | None:

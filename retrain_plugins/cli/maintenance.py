@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from retrain_plugins.cli.common import AddCommand, load_spec
+from retrain_plugins.cli.common import AddCommand, load_retraining, load_spec
 from retrain_plugins.errors import StoreError
 
 
@@ -13,11 +13,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from retrain_plugins.changes.detector import current_fingerprint, state_store
     from retrain_plugins.feast_view import load_feature_service_view
     from retrain_plugins.layout import model_store
-    from retrain_plugins.mlflow import from_cli
+    from retrain_plugins.mlflow import from_cli, mlflow_resource_key
     from retrain_plugins.partitions import PartitionKey
 
-    spec = load_spec(args)
-    registry = from_cli(args.mlflow)  # checked before anything changes
+    spec, resources = load_retraining(args)
+    # checked before anything changes; --mlflow, else the defs.yaml's `mlflow:`
+    registry = from_cli(args.mlflow) or resources.get(mlflow_resource_key(spec))
     key = PartitionKey(args.window, args.cohort)
     entry = model_store(spec).rollback(key, to=args.to)
     state = state_store(spec)
@@ -94,7 +95,8 @@ def register(add: AddCommand) -> None:
     rollback.add_argument(
         "--mlflow", action="append", default=[], metavar="FIELD=VALUE",
         help="move the MLflow aliases too: the retraining's MLflowRegistryResource fields, repeated "
-        "(tracking_uri=... required; registry_uri, experiment, sub_model_name, bundle_model_name, alias as configured)",
+        "(tracking_uri=... required; registry_uri, experiment, sub_model_name, bundle_model_name, alias as configured); "
+        "default: the defs.yaml's `mlflow:` attribute, if any",
     )
     verify = add("verify", "Check the model store against its records (checksums, missing, orphans).", cmd_verify)
     verify.add_argument(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from retrain_plugins.cli.common import AddCommand, instance, load_spec
+from retrain_plugins.cli.common import AddCommand, instance, load_retraining
 from retrain_plugins.errors import RetrainError
 
 
@@ -29,8 +29,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
     if not args.all:
         raise RetrainError("say what to build: --all (every partition and the serving assets)")
-    spec = load_spec(args)
-    defs = build_definitions(spec)
+    spec, resources = load_retraining(args)
+    defs = build_definitions(spec, resources=resources)
     with instance() as dagster:
         if spec.dynamic_cohorts:  # the spec's cohorts are the first dynamic partitions; a tick adds new ones
             known = set(cohorts(spec, dagster))

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from retrain_plugins.cli.common import AddCommand, instance, load_spec
+from retrain_plugins.cli.common import AddCommand, instance, load_retraining
 from retrain_plugins.spec import RetrainingSpec
 
 if TYPE_CHECKING:
@@ -173,10 +173,10 @@ def launch(defs: Definitions, spec: RetrainingSpec, instance: DagsterInstance, e
 def cmd_tick(args: argparse.Namespace) -> int:
     from retrain_plugins.dagster.definitions import build_definitions
 
-    spec = load_spec(args)
+    spec, resources = load_retraining(args)
     with instance() as dagster:
         if args.launch:
-            defs = build_definitions(spec)
+            defs = build_definitions(spec, resources=resources)
             evaluation = evaluate(defs, spec, dagster, apply=True)
             print("\n".join(describe(evaluation)), flush=True)
             return 0 if launch(defs, spec, dagster, evaluation) else 1

@@ -2,7 +2,7 @@
 
 The attributes are :class:`~retrain_plugins.spec.RetrainingSpec`'s fields, so a plain spec YAML
 moves into a defs folder unchanged under ``attributes:``; the component adds
-``sensor_interval_seconds`` and ``translation``::
+``sensor_interval_seconds``, ``in_process_executor``, ``mlflow`` and ``translation``::
 
     # <project>/defs/churn/defs.yaml  (relative paths resolve against this file's folder)
     type: retrain_plugins.dagster.component.RetrainingComponent
@@ -18,6 +18,7 @@ moves into a defs folder unchanged under ``attributes:``; the component adds
       trainer: {name: catboost, params: {iterations: 200, depth: 6}}
       sensor_interval_seconds: 10     # attributes that are not spec fields: the sensor's interval,
       in_process_executor: true       # whether runs execute in one process (see build_definitions),
+      mlflow: {tracking_uri: "{{ env.MLFLOW_TRACKING_URI }}"}   # the MLflow registry (optional),
       translation: {owners: [team:ml], tags: {tier: gold}, kinds: [catboost]}   # and asset attributes
     post_processing:                  # Dagster's own, on every component
       assets:
@@ -52,6 +53,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from retrain_plugins.dagster.component_attributes import (
     ChangeDetectionAttributes,
     FallbackAttributes,
+    MLFLOW_ATTRIBUTE,
     GateAttributes,
     LabelsAttributes,
     StoreAttributes,
@@ -65,9 +67,10 @@ from retrain_plugins.dagster.component_scaffold import TYPE_NAME, RetrainingScaf
 from retrain_plugins.dagster.component_translation import RetrainingAsset, resolve_translation, translated
 from retrain_plugins.dagster.definitions import build_definitions
 from retrain_plugins.errors import SpecError
+from retrain_plugins.mlflow.resource import MLflowRegistryResource, mlflow_resource_key
 from retrain_plugins.spec import RetrainingSpec
 
-__all__ = ["TYPE_NAME", "RetrainingAsset", "RetrainingComponent", "spec_from_defs_yaml", "yaml_model"]
+__all__ = ["TYPE_NAME", "RetrainingAsset", "RetrainingComponent", "retraining_from_defs_yaml", "spec_from_defs_yaml", "yaml_model"]
 
 
 def _path(context: dg.ResolutionContext, value: str) -> Path:
@@ -137,6 +140,7 @@ class RetrainingComponent(dg.Component, dg.Resolvable):
             )
         ),
     ] = True
+    mlflow: Optional[Annotated[MLflowRegistryResource, MLFLOW_ATTRIBUTE]] = None  # noqa: UP045
     translation: Optional[  # noqa: UP045 - Dagster reads this annotation
         Annotated[
             TranslationFn[RetrainingAsset],
@@ -209,12 +213,18 @@ class RetrainingComponent(dg.Component, dg.Resolvable):
             return spec
         return translated(self.translation, spec, RetrainingAsset(self.name, spec.key.path[-1]))
 
+    def resources(self, spec: RetrainingSpec) -> dict[str, Any]:
+        """What these attributes add to ``build_definitions``' resources: ``mlflow:`` under ``<name>_mlflow``."""
+        return {mlflow_resource_key(spec): self.mlflow} if self.mlflow is not None else {}
+
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         """``build_definitions(spec)`` for these attributes (paths relative to the defs.yaml), translated."""
+        spec = self.to_spec(context.path)
         defs = build_definitions(
-            self.to_spec(context.path),
+            spec,
             sensor_interval_seconds=self.sensor_interval_seconds,
             executor=dg.in_process_executor if self.in_process_executor else None,
+            resources=self.resources(spec),
         )
         if self.translation is None:
             return defs
@@ -234,7 +244,14 @@ _SECTIONS = {
 
 
 def spec_from_defs_yaml(path: Path) -> RetrainingSpec:
-    """The :class:`RetrainingSpec` declared by the :class:`RetrainingComponent` in a ``defs.yaml``.
+    """The :class:`RetrainingSpec` declared by the :class:`RetrainingComponent` in a ``defs.yaml``
+    (see :func:`retraining_from_defs_yaml`)."""
+    return retraining_from_defs_yaml(path)[0]
+
+
+def retraining_from_defs_yaml(path: Path) -> tuple[RetrainingSpec, dict[str, Any]]:
+    """(spec, resources) of the :class:`RetrainingComponent` in a ``defs.yaml``: what its
+    ``build_defs`` gives ``build_definitions`` (resources: the ``mlflow:`` registry, if any).
 
     For tools outside Dagster (the CLI, scripts) that read the file a code location loads: same
     YAML parsing as Dagster (dates stay strings), same schema and rules, paths resolved against
@@ -262,4 +279,5 @@ def spec_from_defs_yaml(path: Path) -> RetrainingSpec:
         raise
     except ResolutionException as exc:
         raise SpecError(f"invalid retraining component in {path}: {exc}") from exc
-    return component.to_spec(path.parent)
+    spec = component.to_spec(path.parent)
+    return spec, component.resources(spec)

@@ -28,6 +28,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from retrain_plugins.errors import SpecError
+from retrain_plugins.mlflow.resource import MLflowRegistryResource  # imports no mlflow
 from retrain_plugins.spec import (
     ChangeDetection,
     FallbackSpec,
@@ -44,6 +45,7 @@ __all__ = [
     "FallbackAttributes",
     "GateAttributes",
     "LabelsAttributes",
+    "MLFLOW_ATTRIBUTE",
     "SpecSection",
     "StoreAttributes",
     "TrainerAttributes",
@@ -229,3 +231,31 @@ class StoreAttributes(StoreSpec, SpecSection):
 
 class ChangeDetectionAttributes(ChangeDetection, SpecSection):
     """``change_detection:`` (see :class:`~retrain_plugins.spec.ChangeDetection`)."""
+
+
+def _mlflow(context: dg.ResolutionContext, model: BaseModel | str) -> MLflowRegistryResource:
+    """``mlflow:`` as the retraining's :class:`MLflowRegistryResource` (templates rendered: the
+    fields', or one rendering to the whole mapping or resource)."""
+    written = context.resolve_value(model.model_dump(exclude_unset=True) if isinstance(model, BaseModel) else model)
+    if isinstance(written, MLflowRegistryResource):
+        return written
+    if not isinstance(written, dict):
+        where = located(context, list(context.path))
+        raise AttributesError(f"  {'.'.join(map(str, context.path))}{where}: the MLflow registry's fields, not {written!r}")
+    try:
+        return MLflowRegistryResource(**written)
+    except ValidationError as exc:
+        raise attributes_error(context, exc, "invalid retraining component attributes:") from None
+
+
+MLFLOW_ATTRIBUTE = dg.Resolver(
+    _mlflow,
+    model_field_type=yaml_model(MLflowRegistryResource),
+    description=(
+        "Mirror this retraining's promoted sub-models and routed bundle into MLflow (README \"MLflow\"): "
+        "the fields of retrain_plugins.mlflow.MLflowRegistryResource, e.g. "
+        "{tracking_uri: \"{{ env.MLFLOW_TRACKING_URI }}\"}; registered as the resource <name>_mlflow. "
+        "Without it mlflow is never imported."
+    ),
+)
+"""The ``mlflow:`` attribute: its schema is the resource's fields, its value the resource."""

@@ -133,6 +133,8 @@ def defs_yaml_text(name: str, feature_repo: str, data_dir: str, today: date | No
         "  # sensor_interval_seconds: 10",
         "  # Runs execute in one process; false leaves the executor to the code location (dagster-k8s, dagster-celery).",
         "  # in_process_executor: true",
+        "  # Register promoted sub-models and the routed bundle in MLflow (README \"MLflow\"; retrain-plugins[mlflow]).",
+        '  # mlflow: {tracking_uri: "{{ env.MLFLOW_TRACKING_URI }}"}',
         "  # Attributes of every asset (as in dagster-dbt / dagster-sling); templates see spec, retraining, asset_name.",
         "  # translation: {owners: [team:ml], tags: {tier: gold}, kinds: [catboost]}",
     ]
