@@ -34,7 +34,8 @@ Variants (a fresh project, instance and ``dagster dev`` each, in this order):
 - ``feast``: the demo's spec (``retrieval: feast``), one run at a time, CatBoost's 2 threads: the
   UI backfill, then the single run, then the sensor updates;
 - ``duckdb_asof``: ``retrieval: duckdb_asof`` (no Feast import in a run that does not refresh the
-  online store), one run at a time: the sensor's cold start, then the sensor updates;
+  online store), one run at a time: the sensor's cold start, then the single run (a re-run, the
+  sensor on: its ticks skip while the run is in flight), then the sensor updates;
 - ``parallel``: ``retrieval: feast``, two runs at a time (``max_concurrent_runs: 2``) with 1 CatBoost
   thread per run: the UI backfill only (does a full backfill use both cores better that way?).
 
@@ -95,7 +96,9 @@ class Variant:
 
 
 FEAST = Variant("feast", "`retrieval: feast`, one run at a time, 2 CatBoost threads", "feast", 1, None, ("backfill", "single_run"), True)
-ASOF = Variant("duckdb_asof", "`retrieval: duckdb_asof`, one run at a time, 2 CatBoost threads", "duckdb_asof", 1, None, ("sensor",), True)
+ASOF = Variant(
+    "duckdb_asof", "`retrieval: duckdb_asof`, one run at a time, 2 CatBoost threads", "duckdb_asof", 1, None, ("sensor", "single_run"), True
+)
 PARALLEL = Variant("parallel", "`retrieval: feast`, two runs at a time, 1 CatBoost thread each", "feast", 2, 1, ("backfill",), False)
 
 
