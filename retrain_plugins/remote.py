@@ -103,12 +103,28 @@ def reading_filesystem(url: str) -> "AbstractFileSystem":
 
     Without one, every ``info`` DuckDB asks for while reading is a request of its own (a HEAD per
     open, size and modification time: ~200 requests to read one partition's dozen files); with
-    it they come from the glob's listing, taken after the connection was opened.
+    it they come from the glob's listing, taken after the connection was opened. Whole objects
+    read are kept in memory by content MD5 (:mod:`retrain_plugins.remote_reads`), so a run over
+    many partitions fetches each unchanged object once.
     """
     import fsspec
 
+    from retrain_plugins.remote_reads import cached_reads
+
     fs, _ = fsspec.core.url_to_fs(url, use_listings_cache=True, listings_expiry_time=None)
-    return fs
+    return cached_reads(fs)
+
+
+def list_folder_of(url: str) -> None:
+    """List the folder of the object ``url`` into its reading filesystem's listing cache.
+
+    For a read of one object by its URL (no glob): without a listing, each size, modification time
+    and open DuckDB asks for is a HEAD request (~11 per file validated); after it, one LIST of the
+    folder answers them, until :func:`retrain_plugins.sql.connect` empties the cache.
+    """
+    fs = reading_filesystem(url)
+    fs = getattr(fs, "inner", fs)  # the object store's own filesystem (remote_reads.CachedReads wraps it)
+    fs.ls(fs._parent(fs._strip_protocol(url)), detail=True)
 
 
 class RemoteFile(NamedTuple):

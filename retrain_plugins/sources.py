@@ -97,6 +97,8 @@ def inspect_file(path: str, source: Source) -> tuple[int | None, int | None]:
     """
     try:
         con = connect(path)
+        if remote.is_remote(path):
+            remote.list_folder_of(path)  # DuckDB's size, time and open requests answered from it, not HEADs
         described = con.execute(f"DESCRIBE SELECT * FROM {parquet('p')}", {"p": path}).fetchall()
         types = {name: dtype for name, dtype, *_ in described}
         required = (source.timestamp, *source.timestamps, *source.numeric, *source.text, *source.other)

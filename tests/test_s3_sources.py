@@ -8,6 +8,7 @@ also made against the same computation on local copies of the same files.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import shutil
@@ -29,6 +30,8 @@ from retrain_plugins.demo.project import copy_feature_repo, open_project
 from retrain_plugins.errors import DataError, SpecError
 from retrain_plugins.online import materialize_online
 from retrain_plugins.partitions import PartitionKey, training_windows, windows
+from retrain_plugins.layout import training_set_rel, training_sets
+from retrain_plugins.remote_reads import content_md5
 from retrain_plugins.sources import file_stats, sources, validate_sources
 from retrain_plugins.sql import connect, parquet
 from retrain_plugins.asof_join import asof_training_set
@@ -275,7 +278,8 @@ def upload_sources_keys(local: Path) -> list[str]:
 def test_each_connection_lists_a_glob_afresh_and_answers_reads_from_that_listing(s3, s3_server):
     """A DuckDB connection reads an S3 glob from a listing taken after it opened (an object uploaded
     since the last connection is read), and its reads' size and modification-time requests are
-    answered from that listing: no HEAD request per file (there were ~9 per file per query)."""
+    answered from that listing: no HEAD request per file (there were ~9 per file per query); the
+    objects read before are served from memory (remote_reads)."""
     import io
 
     def put(name: str, values: list[int]) -> None:
@@ -294,7 +298,129 @@ def test_each_connection_lists_a_glob_afresh_and_answers_reads_from_that_listing
     assert total() == 113 and total() == 113
     requests = [line for line in s3_server.log.read_text().splitlines()[logged:] if '"' in line]
     methods = [line.split('"')[1].split()[0] for line in requests]
-    assert "HEAD" not in methods and methods.count("GET") >= 2 * 3, requests  # listings and the files' bytes
+    paths = [line.split('"')[1].split()[1] for line in requests]
+    assert "HEAD" not in methods, requests
+    assert sum("list-type=2" in p for p in paths) == 2, requests  # one listing per connection
+    assert [p for p in paths if p.endswith(".parquet")] == [f"/{s3.bucket}/t/c.parquet"], requests  # a, b: in memory
+
+
+def _requests_since(server, logged: int) -> list[tuple[str, str]]:
+    """(method, path with query) of each request the server logged after line ``logged``."""
+    lines = [line for line in server.log.read_text().splitlines()[logged:] if '"' in line]
+    return [tuple(line.split('"')[1].split()[:2]) for line in lines]
+
+
+def test_a_run_over_every_partition_fetches_each_object_once_and_lists_each_folder_once(s3, s3_server, s3_sources):
+    """One run training all 12 partitions: each source object is fetched once (kept in memory by its
+    ETag, the content's MD5), each glob is listed for the step, not per connection, and no object
+    is HEADed; the training sets are the ones built from the local copies. (Before: 27 GETs per object,
+    326 LISTs and 283 HEADs for this run.)"""
+    project = s3_sources
+    spec, view = project.spec, load_feature_service_view(project.spec)
+    local_spec, local_view = local_twin(project)
+    logged = len(s3_server.log.read_text().splitlines())
+    materialize_training(project)
+    requests = _requests_since(s3_server, logged)
+    objects = [path.split("?")[0] for method, path in requests if method == "GET" and path.split("?")[0].endswith(".parquet")]
+    listings = [path for method, path in requests if method == "GET" and "list-type=2" in path]
+    local = project.root / "local" / "sources"
+    folders = {p.parent for p in local.rglob("*.parquet")} | {p.parent.parent for p in local.rglob("*.parquet")}
+    assert len(objects) == len(set(objects)) > 0, objects  # each object read is fetched once
+    assert [r for r in requests if r[0] == "HEAD" and r[1].endswith(".parquet")] == []  # (fsspec's glob HEADs each root once)
+    assert len(listings) <= 3 * len(folders), listings  # the step's globs, validation, the run's listing
+    all_windows = windows(spec)
+    for key in (PartitionKey("2025-01-01", "east"), PartitionKey("2025-03-01", "west")):
+        span = [w for w in all_windows if w.key in training_windows(key.window, [w.key for w in all_windows], 1)]
+        stored = pl.read_parquet(io.BytesIO(training_sets(spec).read_bytes(training_set_rel(key))))
+        expected = partition_training_set(local_spec, local_view, span, key.cohort)
+        assert_frame_equal(stored.select(expected.columns), expected)
+
+
+def test_objects_are_kept_by_content_md5_and_never_served_stale(s3, s3_server):
+    """An edited object is read again (its listing shows another MD5); an identical re-upload is not
+    fetched again; bytes that do not match the MD5 listed (overwritten after the listing) are served
+    but never kept; over the per-object limit nothing is kept."""
+    from retrain_plugins.remote import list_folder_of, reading_filesystem
+    from retrain_plugins.remote_reads import CachedReads, ObjectCache
+
+    def body(values: list[int]) -> bytes:
+        buffer = io.BytesIO()
+        pl.DataFrame({"x": values}).write_parquet(buffer)
+        return buffer.getvalue()
+
+    url = s3.url("k/a.parquet")
+    s3.client.put_object(Bucket=s3.bucket, Key="k/a.parquet", Body=body([1, 2]))
+
+    def total() -> int:
+        return connect(url).execute(f"SELECT sum(x) FROM {parquet('p')}", {"p": s3.url("k/*.parquet")}).fetchone()[0]
+
+    def fetches(since: int) -> int:
+        return sum(1 for m, p in _requests_since(s3_server, since) if m == "GET" and p.split("?")[0].endswith("a.parquet"))
+
+    logged = len(s3_server.log.read_text().splitlines())
+    assert total() == 3 and total() == 3
+    assert fetches(logged) == 1  # the second query served from memory
+    s3.client.put_object(Bucket=s3.bucket, Key="k/a.parquet", Body=body([1, 2]))  # the same bytes again
+    logged = len(s3_server.log.read_text().splitlines())
+    assert total() == 3 and fetches(logged) == 0
+    s3.client.put_object(Bucket=s3.bucket, Key="k/a.parquet", Body=body([10, 20]))  # edited
+    logged = len(s3_server.log.read_text().splitlines())
+    assert total() == 30 and fetches(logged) == 1
+
+    # a cache too small for the object keeps nothing: every open reads the object again
+    fs = reading_filesystem(url)
+    assert isinstance(fs, CachedReads)
+    tiny = CachedReads(fs.inner, ObjectCache(max_bytes=64))
+    fs.invalidate_cache()
+    logged = len(s3_server.log.read_text().splitlines())
+    for _ in range(2):
+        with tiny.open(url) as handle:
+            assert pl.read_parquet(handle)["x"].to_list() == [10, 20]
+    assert len(tiny.cache) == 0 and fetches(logged) >= 2
+
+    # overwritten between the listing and the read: an error naming the object, nothing kept
+    s3.client.put_object(Bucket=s3.bucket, Key="k/a.parquet", Body=body([7]))
+    fs.invalidate_cache()
+    list_folder_of(url)  # the listing a connection reads from: [7]'s MD5, never read
+    listed_md5 = content_md5(fs.info(url))
+    s3.client.put_object(Bucket=s3.bucket, Key="k/a.parquet", Body=body([8]))
+    kept = len(fs.cache)
+    with pytest.raises(OSError, match=r"a\.parquet changed since it was listed"):
+        fs.open(url)
+    assert fs.cache.get((url, listed_md5)) is None and len(fs.cache) == kept
+    assert total() == 8  # a new connection lists it again
+
+
+def test_content_md5_per_backend():
+    import base64
+    import hashlib
+
+    digest = hashlib.md5(b"x").hexdigest()
+    assert content_md5({"ETag": f'"{digest}"'}) == digest  # S3, single-part upload
+    assert content_md5({"ETag": f'"{digest}-3"'}) is None  # S3 multipart: not the content's MD5
+    assert content_md5({"md5Hash": base64.b64encode(bytes.fromhex(digest)).decode()}) == digest  # GCS
+    assert content_md5({"content_settings": {"content_md5": bytes.fromhex(digest)}}) == digest  # Azure
+    assert content_md5({"etag": "0x8DB1"}) is None and content_md5({"size": 3}) is None
+
+
+def test_listings_held_keep_one_listing_for_a_step_and_connections_outside_list_afresh(s3):
+    from retrain_plugins.sql import listings_held
+
+    def put(name: str) -> None:
+        buffer = io.BytesIO()
+        pl.DataFrame({"x": [1]}).write_parquet(buffer)
+        s3.client.put_object(Bucket=s3.bucket, Key=f"h/{name}.parquet", Body=buffer.getvalue())
+
+    def count() -> int:
+        url = s3.url("h/*.parquet")
+        return connect(url).execute(f"SELECT count(*) FROM {parquet('p')}", {"p": url}).fetchone()[0]
+
+    put("a")
+    with listings_held():
+        assert count() == 1
+        put("b")
+        assert count() == 1  # the step's listing
+    assert count() == 2  # listed afresh
 
 
 def test_a_missing_bucket_fails_and_an_empty_prefix_warns(s3, caplog):

@@ -39,6 +39,7 @@ from retrain_plugins.mlflow import mlflow_resource_key, register_promoted
 from retrain_plugins.partitions import PartitionKey, partitions_def, windows
 from retrain_plugins.sources import validate_sources
 from retrain_plugins.spec import RetrainingSpec
+from retrain_plugins.sql import listings_held
 from retrain_plugins.trainers import check_trainer_spec
 from retrain_plugins.training import build_training_set, train_sub_model
 
@@ -187,6 +188,18 @@ def _build_training_sets(
     # What the change sensor last saw valid (checked then) is not read again: where the sensor's
     # state is on this host. Read only: the state is the sensor's (one writer per fact).
     seen = {k: (f.size, f.mtime_ns) for k, f in StateStore(state_path(spec)).files().items()} if state_path(spec).exists() else {}
+    with listings_held():  # object-store sources: listed once for the step (see sql.listings_held)
+        _build_validated(context, spec, view, feast, asset_key, seen)
+
+
+def _build_validated(
+    context: AssetExecutionContext,
+    spec: RetrainingSpec,
+    view: FeatureServiceView,
+    feast: FeastResource,
+    asset_key: AssetKey,
+    seen: dict[tuple[str, str], tuple[int, int]],
+) -> None:
     problems = validate_sources(spec, view, seen)
     if problems:  # Feast would fail on them too, less clearly; nothing is written
         raise DataError("unusable source files:\n" + "\n".join(problems.values()))
