@@ -316,7 +316,7 @@ def test_a_run_over_every_partition_fetches_each_object_once_and_lists_each_fold
     is HEADed; the training sets are the ones built from the local copies. (Before: 27 GETs per object,
     326 LISTs and 283 HEADs for this run.)"""
     project = s3_sources
-    spec, view = project.spec, load_feature_service_view(project.spec)
+    spec = project.spec
     local_spec, local_view = local_twin(project)
     logged = len(s3_server.log.read_text().splitlines())
     materialize_training(project)
