@@ -37,6 +37,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 UI_TIMEOUT_MS = 90_000  # first loads compile nothing, but the asset health queries take a while under load
+# Playwright's assertions have a timeout of their own (5 s), which page.set_default_timeout does not
+# change: under the load of `make test` (both suites on 2 cores) the asset graph's health line took longer.
+expect.set_options(timeout=UI_TIMEOUT_MS)
 PARTITION = "south|2025-02-01"  # the partition the sensor test edits; any partition works on its own
 
 
