@@ -265,7 +265,8 @@ def test_cli_settings_and_resource_keys_are_checked(registered):
 def test_the_components_mlflow_attribute_attaches_the_registry_in_dagster_and_in_the_cli(registered, tmp_path, monkeypatch, capsys):
     """``mlflow:`` in a defs.yaml (its tracking URI a ``{{ env.X }}`` template), loaded by Dagster's
     defs-folder loader: a publication registers what serves, a sensor update registers its partition,
-    and ``retrain rollback --spec defs.yaml`` moves that partition's alias back with no ``--mlflow``."""
+    ``retrain rollback --spec defs.yaml`` moves that partition's alias back with no ``--mlflow``, and
+    ``retrain materialize --all --spec defs.yaml`` registers in it."""
     import yaml
     from dagster import materialize
     from dagster.components.testing import create_defs_folder_sandbox
@@ -325,3 +326,13 @@ def test_the_components_mlflow_attribute_attaches_the_registry_in_dagster_and_in
         assert code == 0, out
         assert f"MLflow: alias {alias} -> {SUB_MODELS} version {serving[str(key)]}" in out
         assert client.get_registered_model(SUB_MODELS).aliases[alias] == serving[str(key)]
+
+        # `retrain materialize --all --spec defs.yaml` attaches it too: a new registry gets every partition
+        cli_uri = f"sqlite:///{tmp_path / 'cli.db'}"
+        monkeypatch.setenv("RETRAIN_TEST_COMPONENT_MLFLOW_URI", cli_uri)
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+        (tmp_path / "dagster_home").mkdir()
+        assert main(["materialize", "--all", "--spec", str(defs_yaml)]) == 0
+        registered_by_cli = mlflow.MlflowClient(tracking_uri=cli_uri, registry_uri=cli_uri)
+        partitions = {v.tags["partition"] for v in registered_by_cli.search_model_versions(f"name = '{SUB_MODELS}'")}
+        assert partitions == {str(k) for k in model_store(project.spec).entries()}
