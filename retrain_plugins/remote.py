@@ -122,9 +122,7 @@ def list_folder_of(url: str) -> None:
     and open DuckDB asks for is a HEAD request (~11 per file validated); after it, one LIST of the
     folder answers them, until :func:`retrain_plugins.sql.connect` empties the cache.
     """
-    fs = reading_filesystem(url)
-    fs = getattr(fs, "inner", fs)  # the object store's own filesystem (remote_reads.CachedReads wraps it)
-    fs.ls(fs._parent(fs._strip_protocol(url)), detail=True)
+    reading_filesystem(url).ls(url.rsplit("/", 1)[0], detail=True)
 
 
 class RemoteFile(NamedTuple):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
+import functools
 import hashlib
 import io
 import os
@@ -99,7 +100,9 @@ class ObjectCache:
         return len(self._items)
 
 
-def _cache_from_environment() -> ObjectCache | None:
+@functools.cache
+def _object_cache() -> ObjectCache | None:
+    """The process's cache, sized by ``RETRAIN_OBJECT_CACHE_MB`` (None: off)."""
     megabytes = float(os.environ.get("RETRAIN_OBJECT_CACHE_MB", "256"))
     return ObjectCache(int(megabytes * 2**20)) if megabytes > 0 else None
 
@@ -173,19 +176,17 @@ class CachedReads(AbstractFileSystem):
 # was cleared (another environment: endpoint, credentials) must not get the old one's wrapper.
 _WRAPPED: dict[int, tuple[weakref.ref, CachedReads]] = {}
 _WRAPPED_LOCK = threading.Lock()
-_CACHE: list[ObjectCache | None] = []
 
 
 def cached_reads(inner: AbstractFileSystem) -> AbstractFileSystem:
     """The one :class:`CachedReads` of ``inner`` in this process (``inner`` itself with the cache off)."""
+    cache = _object_cache()
+    if cache is None:
+        return inner
     with _WRAPPED_LOCK:
-        if not _CACHE:
-            _CACHE.append(_cache_from_environment())
-        if _CACHE[0] is None:
-            return inner
         for key in [k for k, (ref, _) in _WRAPPED.items() if ref() is None]:
             del _WRAPPED[key]
         found = _WRAPPED.get(id(inner))
         if found is None or found[0]() is not inner:
-            found = _WRAPPED[id(inner)] = (weakref.ref(inner), CachedReads(inner, _CACHE[0]))
+            found = _WRAPPED[id(inner)] = (weakref.ref(inner), CachedReads(inner, cache))
         return found[1]

@@ -138,10 +138,12 @@ def test_component_builds_exactly_what_build_definitions_builds(sandbox_project)
          ["attributes.mlflow", "tracking_uri", "Field required", "defs.yaml:23"]),
         ("  sensor_interval_seconds: 7", "  sensor_interval_seconds: 7\n  mlflow: {tracking_uri: 'sqlite:///m.db', uri: x}",
          ["attributes.mlflow", "uri", "Extra inputs are not permitted", "defs.yaml:23"]),
+        ("  sensor_interval_seconds: 7", '  sensor_interval_seconds: 7\n  mlflow: "sqlite:///m.db"',
+         ["attributes.mlflow", "defs.yaml:23", "the MLflow registry's fields, not 'sqlite:///m.db'"]),
     ],
     ids=["wrong-type", "wrong-type-top-level", "unknown-key", "unknown-nested-key", "out-of-range", "bad-date",
          "end-before-start", "bad-name", "duplicate-cohorts", "empty-feature-service", "mlflow-missing-uri",
-         "mlflow-unknown-key"],  # fmt: skip
+         "mlflow-unknown-key", "mlflow-not-a-mapping"],  # fmt: skip
 )
 def test_invalid_defs_yaml_names_the_field(sandbox_project, old, new, expected):
     sandbox, path, _ = sandbox_project

@@ -53,9 +53,9 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from retrain_plugins.dagster.component_attributes import (
     ChangeDetectionAttributes,
     FallbackAttributes,
-    MLFLOW_ATTRIBUTE,
     GateAttributes,
     LabelsAttributes,
+    MLFLOW_ATTRIBUTE,
     StoreAttributes,
     TrainerAttributes,
     WindowsAttributes,

@@ -235,10 +235,8 @@ class ChangeDetectionAttributes(ChangeDetection, SpecSection):
 
 def _mlflow(context: dg.ResolutionContext, model: BaseModel | str) -> MLflowRegistryResource:
     """``mlflow:`` as the retraining's :class:`MLflowRegistryResource` (templates rendered: the
-    fields', or one rendering to the whole mapping or resource)."""
+    fields', or one standing for the whole mapping)."""
     written = context.resolve_value(model.model_dump(exclude_unset=True) if isinstance(model, BaseModel) else model)
-    if isinstance(written, MLflowRegistryResource):
-        return written
     if not isinstance(written, dict):
         where = located(context, list(context.path))
         raise AttributesError(f"  {'.'.join(map(str, context.path))}{where}: the MLflow registry's fields, not {written!r}")
