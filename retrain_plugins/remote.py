@@ -104,7 +104,7 @@ def reading_filesystem(url: str) -> "AbstractFileSystem":
     Without one, every ``info`` DuckDB asks for while reading is a request of its own (a HEAD per
     open, size and modification time: ~200 requests to read one partition's dozen files); with
     it they come from the glob's listing, taken after the connection was opened. Whole objects
-    read are kept in memory by content MD5 (:mod:`retrain_plugins.remote_reads`), so a run over
+    read are kept in memory by listed version (:mod:`retrain_plugins.remote_reads`), so a run over
     many partitions fetches each unchanged object once.
     """
     import fsspec

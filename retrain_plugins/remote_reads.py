@@ -1,21 +1,27 @@
-"""Whole-object reads of object-store sources, kept in memory by content hash, for DuckDB.
+"""Whole-object reads of object-store sources, kept in memory by version, for DuckDB.
 
 A run that trains many partitions reads the same source objects many times: each partition's
 training set is a few DuckDB queries, each opening every file its glob matches (measured on S3:
 27 GETs per object in a 12-partition run, 45 per partition). :class:`CachedReads` wraps the
 fsspec filesystem DuckDB reads through (:func:`retrain_plugins.remote.reading_filesystem`) and
-serves an object opened for reading from one whole-object GET, kept in a per-process LRU keyed by
-(URL, content MD5).
+serves an object opened for reading from one whole-object read, kept in a per-process LRU keyed by
+(URL, the version the current listing names).
 
-**Never a stale byte.** The MD5 is the object's as the current listing gives it (S3's ETag of a
-plain upload, GCS's ``md5Hash``, Azure's ``content_md5``; a multipart ETag is not an MD5 and is
-not cached), and the fetched bytes are hashed and compared with it before they are served or
-kept: bytes that do not match (the object was overwritten after it was listed) are an ``OSError``,
-as s3fs's own ranged reads raise ``FileExpired`` then; the next connection lists the object
-again. A listing that shows another MD5 (an edited object) misses the cache; one that shows the
-same MD5 (an identical re-upload) is served from it. Objects
-without an MD5 in their listing, opened for writing, or larger than the per-object limit are read
-as fsspec reads them (ranged GETs).
+**Never a stale byte.** The bytes kept are checked to be the listed version's:
+
+- S3: the key is the listed ETag, whatever it is (a single-part upload's MD5, a multipart
+  ``<md5>-<parts>``, an SSE-KMS object's opaque tag), and the object is read through s3fs, which
+  sends that ETag as ``If-Match`` with every read (``FileExpired`` when the object was replaced
+  since the listing); a read whose own details name another ETag (a version-aware filesystem asks
+  again) is refused too. An ETag is not assumed to be an MD5: it is none under SSE-KMS.
+- GCS (``md5Hash``) and Azure (``content_md5``): the key is the content MD5, and the fetched bytes
+  are hashed and compared with it.
+
+A mismatch is an ``OSError`` naming the object ("changed since it was listed"); the next connection
+lists it again. A listing that shows another version (an edited object) misses the cache; one
+that shows the same (an identical re-upload, same MD5 ETag) is served from it. Objects without a
+version token, opened for writing, or larger than the per-object limit are read as fsspec reads
+them (ranged GETs).
 
 Memory: at most ``RETRAIN_OBJECT_CACHE_MB`` (default 256) MiB per process, each object at most a
 quarter of it; ``RETRAIN_OBJECT_CACHE_MB=0`` turns the cache off. Why not fsspec's own caching
@@ -33,7 +39,6 @@ import functools
 import hashlib
 import io
 import os
-import re
 import threading
 import weakref
 from collections import OrderedDict
@@ -43,18 +48,18 @@ from fsspec import AbstractFileSystem
 
 __all__ = ["CachedReads", "ObjectCache", "cached_reads", "content_md5"]
 
-_HEX_MD5 = re.compile(r"^[0-9a-f]{32}$")
+_S3 = frozenset({"s3", "s3a"})
+
+
+def _etag(info: dict[str, Any]) -> str | None:
+    return str(info.get("ETag") or info.get("etag") or "").strip('"') or None
 
 
 def content_md5(info: dict[str, Any]) -> str | None:
-    """The hex MD5 of an object's content from its fsspec info (a listing entry), or None.
-
-    S3: the ETag of a single-part upload is the MD5 (a multipart one is ``<md5>-<parts>``: not the
-    content's); GCS: ``md5Hash`` (base64); Azure: ``content_settings.content_md5`` (bytes).
+    """The hex MD5 of an object's content from its fsspec info (a listing entry), or None:
+    GCS's ``md5Hash`` (base64), Azure's ``content_settings.content_md5`` (bytes). (Not S3's ETag:
+    under SSE-KMS, or for a multipart upload, it is not the content's MD5.)
     """
-    etag = str(info.get("ETag") or info.get("etag") or "").strip('"').lower()
-    if _HEX_MD5.match(etag):
-        return etag
     if info.get("md5Hash"):
         try:
             return base64.b64decode(info["md5Hash"]).hex()
@@ -156,19 +161,40 @@ class CachedReads(AbstractFileSystem):
         if mode != "rb":
             return self.inner.open(path, mode, **kwargs)
         info = self.inner.info(path)  # the current listing's entry (sql.connect: one per connection)
-        md5 = content_md5(info)
-        if md5 is None or int(info.get("size") or 0) > self.cache.max_object:
+        s3 = bool(_S3 & self._protocols)
+        version = _etag(info) if s3 else content_md5(info)
+        if version is None or int(info.get("size") or 0) > self.cache.max_object:
             return self.inner.open(path, mode, **kwargs)
         url = self.inner.unstrip_protocol(self.inner._strip_protocol(path))
-        data = self.cache.get((url, md5))
+        data = self.cache.get((url, version))
         if data is None:
-            data = self.inner.cat_file(path)
-            if hashlib.md5(data, usedforsecurity=False).hexdigest() != md5:
-                # As s3fs's own ranged reads do (FileExpired): the listing this read's sizes come
-                # from no longer describes the object. The next connection lists it again.
-                raise OSError(errno.ESTALE, f"{url} changed since it was listed (listed MD5 {md5}): read it again")
-            self.cache.put((url, md5), data)
+            data = self._read_s3(path, url, version) if s3 else self._read_checked(path, url, version)
+            self.cache.put((url, version), data)
         return io.BytesIO(data)
+
+    @property
+    def _protocols(self) -> set[str]:
+        names = self.inner.protocol
+        return {names} if isinstance(names, str) else set(names)
+
+    def _read_s3(self, path: str, url: str, etag: str) -> bytes:
+        # s3fs reads a file it opens with If-Match: <the ETag of its details>, the listed entry
+        # (FileExpired when the object was replaced since); a version-aware one asks again, so its
+        # details are compared with the listing too.
+        with self.inner.open(path, "rb") as handle:
+            if _etag(handle.details) != etag:
+                raise _changed(url, etag)
+            return handle.read()
+
+    def _read_checked(self, path: str, url: str, md5: str) -> bytes:
+        data = self.inner.cat_file(path)
+        if hashlib.md5(data, usedforsecurity=False).hexdigest() != md5:
+            raise _changed(url, md5)
+        return data
+
+
+def _changed(url: str, version: str) -> OSError:
+    return OSError(errno.ESTALE, f"{url} changed since it was listed (listed version {version}): read it again")
 
 
 # id(inner) -> (a weak reference to inner, its wrapper). By identity, not equality: fsspec

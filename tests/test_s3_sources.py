@@ -336,40 +336,59 @@ def test_a_run_over_every_partition_fetches_each_object_once_and_lists_each_fold
         assert_frame_equal(stored.select(expected.columns), expected)
 
 
-def test_objects_are_kept_by_content_md5_and_never_served_stale(s3, s3_server):
-    """An edited object is read again (its listing shows another MD5); an identical re-upload is not
-    fetched again; bytes that do not match the MD5 listed (overwritten after the listing) are served
-    but never kept; over the per-object limit nothing is kept."""
+def _parquet_body(values: list[int]) -> bytes:
+    buffer = io.BytesIO()
+    pl.DataFrame({"x": values}).write_parquet(buffer)
+    return buffer.getvalue()
+
+
+def _etag_of(fs, url: str) -> str:
+    return fs.info(url)["ETag"].strip('"')
+
+
+def test_objects_are_kept_by_listed_version_and_never_served_stale(s3, s3_server):
+    """An edited object is read again (its listing shows another ETag); an identical re-upload is not
+    fetched again; an object overwritten after the listing is an error naming it (s3fs's If-Match),
+    nothing kept; a multipart upload (an ETag that is no MD5, as under SSE-KMS) is kept too; over
+    the per-object limit nothing is kept."""
     from retrain_plugins.remote import list_folder_of, reading_filesystem
     from retrain_plugins.remote_reads import CachedReads, ObjectCache
 
-    def body(values: list[int]) -> bytes:
-        buffer = io.BytesIO()
-        pl.DataFrame({"x": values}).write_parquet(buffer)
-        return buffer.getvalue()
-
     url = s3.url("k/a.parquet")
-    s3.client.put_object(Bucket=s3.bucket, Key="k/a.parquet", Body=body([1, 2]))
+    s3.client.put_object(Bucket=s3.bucket, Key="k/a.parquet", Body=_parquet_body([1, 2]))
 
     def total() -> int:
         return connect(url).execute(f"SELECT sum(x) FROM {parquet('p')}", {"p": s3.url("k/*.parquet")}).fetchone()[0]
 
-    def fetches(since: int) -> int:
-        return sum(1 for m, p in _requests_since(s3_server, since) if m == "GET" and p.split("?")[0].endswith("a.parquet"))
+    def fetches(since: int, name: str = "a.parquet") -> int:
+        return sum(1 for m, p in _requests_since(s3_server, since) if m == "GET" and p.split("?")[0].endswith(name))
 
     logged = len(s3_server.log.read_text().splitlines())
     assert total() == 3 and total() == 3
     assert fetches(logged) == 1  # the second query served from memory
-    s3.client.put_object(Bucket=s3.bucket, Key="k/a.parquet", Body=body([1, 2]))  # the same bytes again
+    s3.client.put_object(Bucket=s3.bucket, Key="k/a.parquet", Body=_parquet_body([1, 2]))  # the same bytes again
     logged = len(s3_server.log.read_text().splitlines())
     assert total() == 3 and fetches(logged) == 0
-    s3.client.put_object(Bucket=s3.bucket, Key="k/a.parquet", Body=body([10, 20]))  # edited
+    s3.client.put_object(Bucket=s3.bucket, Key="k/a.parquet", Body=_parquet_body([10, 20]))  # edited
     logged = len(s3_server.log.read_text().splitlines())
     assert total() == 30 and fetches(logged) == 1
 
-    # a cache too small for the object keeps nothing: every open reads the object again
+    # a multipart upload: its ETag is not the content's MD5, and it is kept all the same
+    upload = s3.client.create_multipart_upload(Bucket=s3.bucket, Key="k/m.parquet")
+    part = s3.client.upload_part(
+        Bucket=s3.bucket, Key="k/m.parquet", UploadId=upload["UploadId"], PartNumber=1, Body=_parquet_body([100])
+    )  # fmt: skip
+    s3.client.complete_multipart_upload(
+        Bucket=s3.bucket, Key="k/m.parquet", UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+    )  # fmt: skip
+    logged = len(s3_server.log.read_text().splitlines())
+    assert total() == 130 and total() == 130
     fs = reading_filesystem(url)
     assert isinstance(fs, CachedReads)
+    assert _etag_of(fs, s3.url("k/m.parquet")).endswith("-1") and fetches(logged, "m.parquet") == 1
+
+    # a cache too small for the object keeps nothing: every open reads the object again
     tiny = CachedReads(fs.inner, ObjectCache(max_bytes=64))
     fs.invalidate_cache()
     logged = len(s3_server.log.read_text().splitlines())
@@ -379,27 +398,26 @@ def test_objects_are_kept_by_content_md5_and_never_served_stale(s3, s3_server):
     assert len(tiny.cache) == 0 and fetches(logged) >= 2
 
     # overwritten between the listing and the read: an error naming the object, nothing kept
-    s3.client.put_object(Bucket=s3.bucket, Key="k/a.parquet", Body=body([7]))
+    s3.client.put_object(Bucket=s3.bucket, Key="k/a.parquet", Body=_parquet_body([7]))
     fs.invalidate_cache()
-    list_folder_of(url)  # the listing a connection reads from: [7]'s MD5, never read
-    listed_md5 = content_md5(fs.info(url))
-    s3.client.put_object(Bucket=s3.bucket, Key="k/a.parquet", Body=body([8]))
+    list_folder_of(url)  # the listing a connection reads from: [7]'s ETag, never read
+    listed = _etag_of(fs, url)
+    s3.client.put_object(Bucket=s3.bucket, Key="k/a.parquet", Body=_parquet_body([8]))
     kept = len(fs.cache)
-    with pytest.raises(OSError, match=r"a\.parquet changed since it was listed"):
+    with pytest.raises(OSError, match=r"k/a\.parquet"):
         fs.open(url)
-    assert fs.cache.get((url, listed_md5)) is None and len(fs.cache) == kept
-    assert total() == 8  # a new connection lists it again
+    assert fs.cache.get((url, listed)) is None and len(fs.cache) == kept
+    assert total() == 108  # a new connection lists it again
 
 
-def test_content_md5_per_backend():
+def test_content_md5_is_gcs_and_azure_content_md5_never_an_s3_etag():
     import base64
     import hashlib
 
     digest = hashlib.md5(b"x").hexdigest()
-    assert content_md5({"ETag": f'"{digest}"'}) == digest  # S3, single-part upload
-    assert content_md5({"ETag": f'"{digest}-3"'}) is None  # S3 multipart: not the content's MD5
     assert content_md5({"md5Hash": base64.b64encode(bytes.fromhex(digest)).decode()}) == digest  # GCS
     assert content_md5({"content_settings": {"content_md5": bytes.fromhex(digest)}}) == digest  # Azure
+    assert content_md5({"ETag": f'"{digest}"'}) is None  # S3: under SSE-KMS an ETag is no MD5 (s3fs checks it)
     assert content_md5({"etag": "0x8DB1"}) is None and content_md5({"size": 3}) is None
 
 
