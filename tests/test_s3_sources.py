@@ -310,11 +310,11 @@ def _requests_since(server, logged: int) -> list[tuple[str, str]]:
     return [tuple(line.split('"')[1].split()[:2]) for line in lines]
 
 
-def test_a_run_over_every_partition_fetches_each_object_once_and_lists_each_folder_once(s3, s3_server, s3_sources):
+def test_a_run_over_every_partition_fetches_each_object_once_and_lists_per_step_not_per_partition(s3, s3_server, s3_sources):
     """One run training all 12 partitions: each source object is fetched once (kept in memory by its
-    ETag, the content's MD5), each glob is listed for the step, not per connection, and no object
-    is HEADed; the training sets are the ones built from the local copies. (Before: 27 GETs per object,
-    326 LISTs and 283 HEADs for this run.)"""
+    listed ETag), each glob is listed for the step, not per connection, and no object is HEADed;
+    the training sets are the ones built from the local copies. (Without: 411 object GETs and 211
+    listings for this run; objects were HEADed ~11 times each.)"""
     project = s3_sources
     spec = project.spec
     local_spec, local_view = local_twin(project)
@@ -327,7 +327,8 @@ def test_a_run_over_every_partition_fetches_each_object_once_and_lists_each_fold
     folders = {p.parent for p in local.rglob("*.parquet")} | {p.parent.parent for p in local.rglob("*.parquet")}
     assert len(objects) == len(set(objects)) > 0, objects  # each object read is fetched once
     assert [r for r in requests if r[0] == "HEAD" and r[1].endswith(".parquet")] == []  # (fsspec's glob HEADs each root once)
-    assert len(listings) <= 3 * len(folders), listings  # the step's globs, validation, the run's listing
+    # 34 here: the run's source listing, the step's globs (held), the serving steps'; 211 listed per connection
+    assert len(listings) < 3 * len(folders), listings
     all_windows = windows(spec)
     for key in (PartitionKey("2025-01-01", "east"), PartitionKey("2025-03-01", "west")):
         span = [w for w in all_windows if w.key in training_windows(key.window, [w.key for w in all_windows], 1)]
