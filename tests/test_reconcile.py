@@ -16,13 +16,14 @@ import uuid
 
 import pytest
 from dagster import DagsterRun, DagsterRunStatus
-from dagster._core.storage.tags import RUN_KEY_TAG
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, RUN_KEY_TAG
 
 from retrain_plugins import build_definitions
 from retrain_plugins.changes.reconcile import admit
 from retrain_plugins.changes.state import Trained
 from retrain_plugins.cli.status import partition_states
-from retrain_plugins.dagster.execution import execute, tick
+from retrain_plugins.dagster.assets import asset_keys
+from retrain_plugins.dagster.execution import execute, full_build_tags, tick
 from retrain_plugins.changes.request_log import read_request_log
 from retrain_plugins.dagster.tags import ATTEMPTS_TAG, REASONS_TAG, RETRAINING_TAG, SEQ_TAG
 from retrain_plugins.demo import scenarios
@@ -35,6 +36,7 @@ from .conftest import REPO_ROOT, Project
 from .helpers import make_spec
 
 KEY = PartitionKey("2025-02-01", "north")
+RANGE_TAGS = (ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG)
 NO_WAIT = {"change_detection": {"retry": {"max_attempts": 3, "backoff_seconds": 0}}}
 
 
@@ -110,16 +112,44 @@ def test_requests_dagster_never_received_are_asked_again_with_their_attempt_numb
     assert again.run_requests[0].tags[RETRAINING_TAG] == project.spec.name
 
 
-def test_a_partition_with_a_run_in_flight_is_not_asked_again(materialized):
+@pytest.mark.parametrize("launched", ["by the sensor", "from the UI"])
+def test_a_partition_with_a_run_in_flight_is_not_asked_again(materialized, launched):
     project = _reconciling(materialized)
     scenarios.edit_rows(project.data, "2025-02", "north")
-    first = tick(project.defs, project.sensor, project.instance)
-    running = DagsterRun(job_name="__ASSET_JOB", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED, tags=dict(first.run_requests[0].tags))
+    (request,) = tick(project.defs, project.sensor, project.instance).run_requests
+    # A UI launch of the same partition has its asset selection and partition tags, not ours.
+    tags = dict(request.tags) if launched == "by the sensor" else {k: request.tags[k] for k in RANGE_TAGS}
+    running = DagsterRun(
+        job_name="__ASSET_JOB", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED,
+        asset_selection=frozenset(request.asset_selection), tags=tags,
+    )
     project.instance.add_run(running)
     held = tick(project.defs, project.sensor, project.instance)
     assert held.run_requests == [] and "1 partition(s) with a run in flight" in held.skip_message
     project.instance.report_run_failed(project.instance.get_run_by_id(running.run_id))  # its worker died
     assert _reasons(tick(project.defs, project.sensor, project.instance)) == {str(KEY): "retry"}
+
+
+@pytest.mark.parametrize("launched", ["in-process (materialize_all)", "from the UI"])
+def test_a_tick_during_a_full_build_defers_detection_and_records_nothing(materialized, launched):
+    """While a run covers every partition, a tick detects nothing (it would only compete with the
+    build for the cores) and records nothing, so the change it did not look at is still news after."""
+    project = _reconciling(materialized)
+    scenarios.edit_rows(project.data, "2025-02", "north")
+    tags = full_build_tags(project.spec, project.instance)
+    selection = frozenset(asset_keys(project.spec).values())
+    if launched == "from the UI":  # a single-run launch of the whole range: its selection, no tag of ours
+        tags.pop(RETRAINING_TAG)
+    else:  # an in-process run records no selection: the tag says what it covers
+        selection = None
+    build = DagsterRun(job_name="__ASSET_JOB", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED, asset_selection=selection, tags=tags)
+    project.instance.add_run(build)
+    deferred = tick(project.defs, project.sensor, project.instance)
+    assert deferred.run_requests == [] and deferred.asset_events == ()
+    assert deferred.skip_message.startswith(f"every partition has a run in flight (run {build.run_id[:8]})"), deferred.skip_message
+    project.instance.report_run_failed(project.instance.get_run_by_id(build.run_id))
+    # Had the deferred tick recorded the edit's listing and cells, this would be a "retry".
+    assert _reasons(tick(project.defs, project.sensor, project.instance)) == {str(KEY): "edited_rows"}
 
 
 def test_failed_runs_are_retried_with_backoff_until_the_attempts_run_out(materialized):
@@ -267,7 +297,8 @@ from retrain_plugins import RetrainingSpec, build_definitions
 from retrain_plugins import training as training_module
 from retrain_plugins.changes import state as state_module
 from retrain_plugins.dagster import sensors as sensors_module
-from retrain_plugins.dagster.execution import execute, tick
+from retrain_plugins.dagster.assets import asset_keys
+from retrain_plugins.dagster.execution import execute, full_build_tags, tick
 
 spec = RetrainingSpec.model_validate_json(Path(sys.argv[1]).read_text())
 tick_point, run_point = json.loads(sys.argv[2])

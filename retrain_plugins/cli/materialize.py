@@ -19,32 +19,21 @@ from retrain_plugins.errors import RetrainError
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-
     from retrain_plugins.cli.runs import progress_line, run_in_process
     from retrain_plugins.dagster.definitions import build_definitions
     from retrain_plugins.dagster.assets import asset_keys
-    from retrain_plugins.dagster.execution import retraining_assets
-    from retrain_plugins.partitions import PartitionKey, cohorts, encode_cohort, windows
+    from retrain_plugins.dagster.execution import full_build_tags, retraining_assets
+    from retrain_plugins.partitions import cohorts, windows
 
     if not args.all:
         raise RetrainError("say what to build: --all (every partition and the serving assets)")
     spec, resources = load_retraining(args)
     defs = build_definitions(spec, resources=resources)
     with instance() as dagster:
-        if spec.dynamic_cohorts:  # the spec's cohorts are the first dynamic partitions; a tick adds new ones
-            known = set(cohorts(spec, dagster))
-            dagster.add_dynamic_partitions(f"{spec.name}_cohort", [encode_cohort(c) for c in spec.cohorts if c not in known])
-        order = cohorts(spec, dagster)
-        keys = [w.key for w in windows(spec)]
-        if not order:
-            raise RetrainError(f"retraining {spec.name!r} has no cohort partitions yet: list cohorts in the spec, or run `retrain tick --launch`")
-        total = len(keys) * len(order)
-        progress_line(f"materializing {spec.name}: {total} partition(s) ({len(keys)} windows x {len(order)} cohorts) and the serving assets, one run")
-        tags = {
-            ASSET_PARTITION_RANGE_START_TAG: str(PartitionKey(keys[0], order[0]).to_dagster()),
-            ASSET_PARTITION_RANGE_END_TAG: str(PartitionKey(keys[-1], order[-1]).to_dagster()),
-        }
+        tags = full_build_tags(spec, dagster)
+        n_windows, n_cohorts = len(windows(spec)), len(cohorts(spec, dagster))
+        total = n_windows * n_cohorts
+        progress_line(f"materializing {spec.name}: {total} partition(s) ({n_windows} windows x {n_cohorts} cohorts) and the serving assets, one run")
         started = time.perf_counter()
         result = run_in_process(defs, spec, dagster, selection=None, tags=tags, partitions=total)
     outcome = "success" if result.success else "FAILED"

@@ -22,6 +22,8 @@ from dagster import (
 )
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, RUN_KEY_TAG
 
+from retrain_plugins.dagster.tags import RETRAINING_TAG
+from retrain_plugins.errors import RetrainError
 from retrain_plugins.partitions import PartitionKey, cohorts, encode_cohort, windows
 from retrain_plugins.spec import RetrainingSpec
 
@@ -47,6 +49,28 @@ def _run_config(log_level: str | None) -> dict | None:
     return {"loggers": {"console": {"config": {"log_level": log_level}}}} if log_level else None
 
 
+def full_build_tags(spec: RetrainingSpec, instance: DagsterInstance) -> dict[str, str]:
+    """The tags of one run over every (window x cohort) partition of ``spec``: the partition range
+    of the whole rectangle, and the retraining's tag (an in-process run records no asset selection,
+    so the tag is what tells the change sensor that this run covers every partition, in_flight.py).
+
+    With ``dynamic_cohorts`` the spec's cohorts are added to the instance first (its first keys; a
+    tick adds new ones).
+    """
+    if spec.dynamic_cohorts:
+        known = set(cohorts(spec, instance))
+        instance.add_dynamic_partitions(f"{spec.name}_cohort", [encode_cohort(c) for c in spec.cohorts if c not in known])
+    order = cohorts(spec, instance)
+    if not order:
+        raise RetrainError(f"retraining {spec.name!r} has no cohort partitions yet: list cohorts in the spec, or run `retrain tick --launch`")
+    keys = [w.key for w in windows(spec)]
+    return {
+        ASSET_PARTITION_RANGE_START_TAG: str(PartitionKey(keys[0], order[0]).to_dagster()),
+        ASSET_PARTITION_RANGE_END_TAG: str(PartitionKey(keys[-1], order[-1]).to_dagster()),
+        RETRAINING_TAG: spec.name,
+    }
+
+
 def materialize_all(
     defs: Definitions,
     spec: RetrainingSpec,
@@ -55,20 +79,12 @@ def materialize_all(
     log_level: str | None = None,
 ) -> ExecuteInProcessResult:
     """Materialize every partition of the retraining (and the bundle) in one run."""
-    keys = [w.key for w in windows(spec)]
-    if spec.dynamic_cohorts:  # the spec's initial cohorts become the dynamic partitions
-        known = set(cohorts(spec, instance))
-        name = f"{spec.name}_cohort"
-        instance.add_dynamic_partitions(name, [encode_cohort(c) for c in spec.cohorts if c not in known])
-    order = cohorts(spec, instance)
-    start = PartitionKey(keys[0], order[0]).to_dagster()
-    end = PartitionKey(keys[-1], order[-1]).to_dagster()
     return materialize(
         retraining_assets(defs, spec),
         instance=instance,
         resources=defs.resources,
         run_config=_run_config(log_level),
-        tags={ASSET_PARTITION_RANGE_START_TAG: str(start), ASSET_PARTITION_RANGE_END_TAG: str(end), **(tags or {})},
+        tags={**full_build_tags(spec, instance), **(tags or {})},
     )
 
 

@@ -2,18 +2,37 @@
 
 The sensor derives "in flight" from Dagster's run records (never a flag of its own that could
 outlive a crash): a partition a queued or running run covers is not requested again, and no
-serving-only run is asked for while a run that will publish the bundle is on its way.
+serving-only run is asked for while a run that will publish the bundle is on its way. The runs
+that count are the ones that train this retraining: those its sensor requested (tagged
+``retrain/retraining=<name>``, as ``materialize_all`` and ``retrain materialize --all`` tag their
+in-process runs) and those launched from the UI or GraphQL whose selection holds its
+``sub_model`` asset (a materialization, a backfill's runs, a single-run launch).
 """
 
 from __future__ import annotations
 
-from dagster import DagsterInstance, DagsterRunStatus, PartitionKeyRange, RunsFilter
+from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, PartitionKeyRange, RunsFilter
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 
 from retrain_plugins.dagster.assets import asset_keys
-from retrain_plugins.dagster.tags import RETRAINING_TAG, SERVING_TAG
+from retrain_plugins.dagster.tags import RETRAINING_TAG
 from retrain_plugins.partitions import PartitionKey, partitions_def
 from retrain_plugins.spec import RetrainingSpec
+
+
+def _runs(spec: RetrainingSpec, instance: DagsterInstance) -> list[DagsterRun]:
+    """Queued and running runs of this retraining: tagged with it, or selecting any of its assets."""
+    keys = set(asset_keys(spec).values())
+    return [
+        run
+        for run in instance.get_runs(filters=RunsFilter(statuses=_UNFINISHED))
+        if run.tags.get(RETRAINING_TAG) == spec.name or keys & set(run.asset_selection or ())
+    ]
+
+
+def _selects(run: DagsterRun, key: AssetKey) -> bool:
+    # An in-process run (materialize(), execute_in_process) records no selection: its job's assets.
+    return key in run.asset_selection if run.asset_selection else True
 
 
 def serving_in_flight(spec: RetrainingSpec, instance: DagsterInstance) -> bool:
@@ -25,20 +44,18 @@ def serving_in_flight(spec: RetrainingSpec, instance: DagsterInstance) -> bool:
     bundle and must not ask for a serving run of its own. A run that dies before publishing is no
     longer in flight: the next tick asks then.
     """
-    tags = {RETRAINING_TAG: spec.name, SERVING_TAG: "true"}
-    if instance.get_runs(filters=RunsFilter(tags=tags, statuses=_UNFINISHED), limit=1):
-        return True
     bundle = asset_keys(spec)["model_bundle"]
-    return any(bundle in (run.asset_selection or ()) for run in instance.get_runs(filters=RunsFilter(statuses=_UNFINISHED)))
+    return any(_selects(run, bundle) for run in _runs(spec, instance))
 
 
-def in_flight(spec: RetrainingSpec, instance: DagsterInstance) -> set[PartitionKey]:
-    """Partitions of this retraining that a queued or running run (requested by its sensor) covers."""
-    runs = instance.get_runs(filters=RunsFilter(tags={RETRAINING_TAG: spec.name}, statuses=_UNFINISHED))
+def flying_runs(spec: RetrainingSpec, instance: DagsterInstance) -> dict[str, set[PartitionKey]]:
+    """Queued and running runs that train this retraining: run id -> the partitions each covers."""
+    sub_model = asset_keys(spec)["sub_model"]
+    runs = [run for run in _runs(spec, instance) if _selects(run, sub_model)]
     if not runs:
-        return set()
+        return {}
     definition = partitions_def(spec)
-    keys: set[PartitionKey] = set()
+    covered: dict[str, set[PartitionKey]] = {}
     for run in runs:
         start, end = run.tags.get(ASSET_PARTITION_RANGE_START_TAG), run.tags.get(ASSET_PARTITION_RANGE_END_TAG)
         if start and end:
@@ -47,8 +64,8 @@ def in_flight(spec: RetrainingSpec, instance: DagsterInstance) -> set[PartitionK
             found = [run.tags[PARTITION_NAME_TAG]]
         else:
             continue
-        keys |= {PartitionKey.from_dagster(k) for k in found}
-    return keys
+        covered[run.run_id] = {PartitionKey.from_dagster(k) for k in found}
+    return covered
 
 
 _UNFINISHED = [

@@ -22,7 +22,7 @@ from retrain_plugins.changes.reconcile import Admission, admit
 from retrain_plugins.changes.state import StateStore, Trained
 from retrain_plugins.dagster.assets import RetrainingAssets
 from retrain_plugins.dagster.observations import observations, source_check_evaluations
-from retrain_plugins.dagster.in_flight import in_flight, serving_in_flight
+from retrain_plugins.dagster.in_flight import flying_runs, serving_in_flight
 from retrain_plugins.dagster.outcomes import ingest_outcomes
 from retrain_plugins.bundle import bundle_is_stale
 from retrain_plugins.changes.request_log import write_request_log
@@ -112,7 +112,8 @@ def _repairs(spec: RetrainingSpec, trained: Mapping[PartitionKey, Trained], chan
     """Partitions whose serving artifact is missing or corrupted: retrain them (reason ``repair``).
 
     Nothing is marked: whether a repair is under way is Dagster's run state (see
-    :func:`in_flight`), so a tick that dies after requesting one cannot block the next.
+    :func:`~retrain_plugins.dagster.in_flight.flying_runs`), so a tick that dies after requesting
+    one cannot block the next.
     """
     requested = {c.partition for c in changes}
     repairs = []
@@ -149,6 +150,14 @@ def _held(admission: Admission) -> str:
             "are materialized by hand): " + ", ".join(map(str, sorted(admission.gave_up)))
         )
     return "; ".join(parts)
+
+
+def _deferred(flying: Mapping[str, set[PartitionKey]]) -> str:
+    runs = ", ".join(sorted(run_id[:8] for run_id in flying))
+    return (
+        f"every partition has a run in flight (run {runs}): change detection waits for it to finish, "
+        "and the first tick after it sees whatever changed meanwhile"
+    )
 
 
 def _record_savings(state: StateStore, seq: int, changes: Sequence[PartitionChange]) -> None:
@@ -196,17 +205,25 @@ def build_change_sensor(
     )
     def change_sensor(context: SensorEvaluationContext):
         check_trainer_spec(spec)  # a trainer typo fails the tick, before anything is recorded or requested
+        known = cohorts(spec, context.instance)
+        # Runs in flight are read before their outcomes: a run not in flight now has finished, and
+        # its events are in the event log for ingest_outcomes below (read the other way round, a
+        # run finishing in between would be neither, and its partitions asked for twice).
+        flying = flying_runs(spec, context.instance)
+        busy = set().union(*flying.values())
+        if known and busy >= {PartitionKey(w.key, c) for w in windows(spec) for c in known}:
+            # A full build is under way: whatever changed, every partition is held until it ends.
+            # Detecting now would only compete with its training for the cores; this tick records
+            # nothing (no listing, no cells), so the first tick after the build sees every change.
+            return SensorResult(skip_reason=_deferred(flying))
         view = load_feature_service_view(spec)
         state = state_store(spec)
         with state.transaction():  # what runs recorded since the last tick (they never write this state)
             ingest_outcomes(state, context.instance, assets.sub_model_key)
-        known = cohorts(spec, context.instance)
         report = detect_changes(spec, view, state, known)
         trained = state.trained()
         report.changes.extend(_repairs(spec, trained, report.changes))
-        admission = admit(
-            report.changes, in_flight(spec, context.instance), state.attempts(), spec.change_detection.retry, trained=trained
-        )
+        admission = admit(report.changes, busy, state.attempts(), spec.change_detection.retry, trained=trained)
         changes = [change for change, _ in admission.admitted]
         summary = "; ".join(filter(None, [describe(report), _held(admission)]))
         # What this tick saw, for the UI (observations, source checks): recorded by the daemon

@@ -30,7 +30,7 @@ from retrain_plugins.layout import state_path
 from retrain_plugins.partitions import PartitionKey
 from retrain_plugins.spec import RetrainingSpec
 
-RETRAINING_TAG = "retrain/retraining"  # which retraining's sensor requested the run
+RETRAINING_TAG = "retrain/retraining"  # the retraining a run trains: its sensor's requests, in-process full builds
 ATTEMPTS_TAG = "retrain/attempts"  # per partition: which request of the same data this is (1 = first)
 SEQ_TAG = "retrain/seq"  # the change-sensor tick that requested the run (its savings-ledger row, its request log)
 SERVING_TAG = "retrain/serving"  # a run of the serving assets alone (the bundle was behind the store)
