@@ -152,6 +152,28 @@ def test_a_tick_during_a_full_build_defers_detection_and_records_nothing(materia
     assert _reasons(tick(project.defs, project.sensor, project.instance)) == {str(KEY): "edited_rows"}
 
 
+def test_a_cold_start_build_of_every_partition_with_data_defers_the_ticks_during_it(make_project):
+    """The sensor's first tick requests the partitions that have data (here not the empty last
+    month's): while their run is in flight, ticks detect and record nothing, and an edit made
+    meanwhile is still news to the first tick after it (a changed cell: ``new_data``, as the
+    partition was never trained; the untouched ones are only unsettled: ``retry``)."""
+    project = make_project(windows={"end": "2025-05-01"}, **NO_WAIT)  # 2025-04: no labels yet
+    (request,) = tick(project.defs, project.sensor, project.instance).run_requests
+    assert len(json.loads(request.tags[REASONS_TAG])) == 12  # 3 months x 4 cohorts: one rectangle
+    build = DagsterRun(
+        job_name="__ASSET_JOB", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED,
+        asset_selection=frozenset(request.asset_selection), tags=dict(request.tags),
+    )
+    project.instance.add_run(build)
+    scenarios.edit_rows(project.data, "2025-02", "north")
+    deferred = tick(project.defs, project.sensor, project.instance)
+    assert deferred.run_requests == [] and deferred.skip_message.startswith("every partition has a run in flight"), deferred.skip_message
+    project.instance.report_run_failed(project.instance.get_run_by_id(build.run_id))
+    reasons = _reasons(tick(project.defs, project.sensor, project.instance))
+    assert reasons.pop(str(KEY)) == "new_data"
+    assert len(reasons) == 11 and set(reasons.values()) == {"retry"}  # the others: never trained, asked again
+
+
 def test_failed_runs_are_retried_with_backoff_until_the_attempts_run_out(materialized):
     project = _reconciling(materialized)
     scenarios.edit_rows(project.data, "2025-02", "north")

@@ -90,6 +90,18 @@ def unsettled(
     return found
 
 
+def with_data(
+    cells: Mapping[tuple[str, str], Cell], window_keys: list[str], cohorts: Iterable[str], lookback: int
+) -> set[PartitionKey]:
+    """The partitions (of ``cohorts``) whose training data in ``cells`` is not empty."""
+    return {
+        PartitionKey(window, cohort)
+        for window in window_keys
+        for cohort in cohorts
+        if partition_fingerprint(cells, training_windows(window, window_keys, lookback), cohort) != EMPTY
+    }
+
+
 class Admission(NamedTuple):
     admitted: list  # the changes to request now, each with its attempt number
     in_flight: list[PartitionKey]  # a run for it is queued or running

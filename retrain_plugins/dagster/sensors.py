@@ -18,7 +18,8 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from retrain_plugins.changes.detector import detect_changes, state_store
 from retrain_plugins.changes.report import ChangeReport, PartitionChange
-from retrain_plugins.changes.reconcile import Admission, admit
+from retrain_plugins.changes.fingerprints import Cell
+from retrain_plugins.changes.reconcile import Admission, admit, with_data
 from retrain_plugins.changes.state import StateStore, Trained
 from retrain_plugins.dagster.assets import RetrainingAssets
 from retrain_plugins.dagster.observations import observations, source_check_evaluations
@@ -152,6 +153,16 @@ def _held(admission: Admission) -> str:
     return "; ".join(parts)
 
 
+def _with_data(spec: RetrainingSpec, state: StateStore, known: Sequence[str]) -> set[PartitionKey]:
+    """The partitions with data as the last tick observed it (a build covers those: an empty one
+    trains nothing); every partition before any tick observed anything."""
+    stored = state.cells()
+    keys = [w.key for w in windows(spec)]
+    if not stored:
+        return {PartitionKey(w, c) for w in keys for c in known}
+    return with_data({k: Cell(*v) for k, v in stored.items()}, keys, known, spec.windows.lookback)
+
+
 def _deferred(flying: Mapping[str, set[PartitionKey]]) -> str:
     runs = ", ".join(sorted(run_id[:8] for run_id in flying))
     return (
@@ -211,13 +222,13 @@ def build_change_sensor(
         # run finishing in between would be neither, and its partitions asked for twice).
         flying = flying_runs(spec, context.instance)
         busy = set().union(*flying.values())
-        if known and busy >= {PartitionKey(w.key, c) for w in windows(spec) for c in known}:
+        state = state_store(spec)
+        if known and busy and busy >= _with_data(spec, state, known):
             # A full build is under way: whatever changed, every partition is held until it ends.
             # Detecting now would only compete with its training for the cores; this tick records
             # nothing (no listing, no cells), so the first tick after the build sees every change.
             return SensorResult(skip_reason=_deferred(flying))
         view = load_feature_service_view(spec)
-        state = state_store(spec)
         with state.transaction():  # what runs recorded since the last tick (they never write this state)
             ingest_outcomes(state, context.instance, assets.sub_model_key)
         report = detect_changes(spec, view, state, known)
