@@ -266,7 +266,7 @@ def test_the_components_mlflow_attribute_attaches_the_registry_in_dagster_and_in
     """``mlflow:`` in a defs.yaml (its tracking URI a ``{{ env.X }}`` template), loaded by Dagster's
     defs-folder loader: a publication registers what serves, a sensor update registers its partition,
     ``retrain rollback --spec defs.yaml`` moves that partition's alias back with no ``--mlflow``, and
-    ``retrain materialize --all --spec defs.yaml`` registers in it."""
+    ``retrain materialize --all --spec defs.yaml`` and ``retrain tick --launch`` register in it."""
     import yaml
     from dagster import materialize
     from dagster.components.testing import create_defs_folder_sandbox
@@ -336,3 +336,14 @@ def test_the_components_mlflow_attribute_attaches_the_registry_in_dagster_and_in
         registered_by_cli = mlflow.MlflowClient(tracking_uri=cli_uri, registry_uri=cli_uri)
         partitions = {v.tags["partition"] for v in registered_by_cli.search_model_versions(f"name = '{SUB_MODELS}'")}
         assert partitions == {str(k) for k in model_store(project.spec).entries()}
+
+        # `retrain tick --launch --spec defs.yaml` too: the update it runs registers its partition there
+        other = PartitionKey("2025-02-01", "north")
+        scenarios.late_rows(
+            DemoConfig(n_customers=60, months=3, cohorts=COHORTS), project.root / "data", other.window[:7],
+            cohorts=(other.cohort,), batch=8, fraction=1.0,
+        )  # fmt: skip
+        before = {v.version for v in registered_by_cli.search_model_versions(f"name = '{SUB_MODELS}'")}
+        assert main(["tick", "--launch", "--spec", str(defs_yaml)]) == 0, capsys.readouterr().out
+        after = registered_by_cli.search_model_versions(f"name = '{SUB_MODELS}'")
+        assert [v.tags["partition"] for v in after if v.version not in before] == [str(other)]
