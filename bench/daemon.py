@@ -118,7 +118,7 @@ SIZES = {
         (dataclasses.replace(ASOF, builds=("sensor",)),
          dataclasses.replace(ASOF, slug="duckdb_asof-ui", builds=("backfill", "single_run"), edits=False)),
     ),  # fmt: skip
-    "default": Size("realistic partitions", 5000, 12, DEMO_TRAINER, 5, (FEAST, ASOF, PARALLEL)),
+    "default": Size("realistic partitions", 5000, 12, DEMO_TRAINER, 8, (FEAST, ASOF, PARALLEL)),
 }
 BUILD_NAMES = {
     "backfill": "UI backfill of every partition",
@@ -326,7 +326,11 @@ def _session(variant: Variant, config: "DemoConfig", size: Size, workdir: Path, 
         if variant.edits:
             out["edits"] = _edits(server, instance, project, config, size, started="sensor" in variant.builds)
             stamps = sorted(t["timestamp"] for t in gql.sensor_ticks(LOCATION, project.sensor, limit=200))
-            out["tick period"] = Stat.of(b - a for a, b in zip(stamps, stamps[1:]))
+            periods = [b - a for a, b in zip(stamps, stamps[1:])]
+            out["tick period"] = Stat.of(periods)
+            # An edit at a random moment waits, on average, E[T^2] / (2 E[T]) for the next tick
+            # (longer periods are more likely to hold it; T / 2 when every period is T).
+            out["mean wait"] = sum(t * t for t in periods) / (2 * sum(periods))
     finally:
         server.stop()
         instance.dispose()
@@ -381,7 +385,7 @@ def _edits(
     quiet(time.time() - 1)
     months = [month_name(config.month_start(i)) for i in range(config.months)]
     cohorts = list(config.cohorts)
-    cells = [(months[(len(months) // 2 + 3 * i) % len(months)], cohorts[(1 + i) % len(cohorts)]) for i in range(size.edits)]
+    cells = [(months[(len(months) // 2 + 3 * i + i // 4) % len(months)], cohorts[(1 + i) % len(cohorts)]) for i in range(size.edits)]
     results = []
     phase = random.Random(15)
     for i, (month, cohort) in enumerate(cells):
@@ -534,6 +538,10 @@ def _report(size: Size, config: "DemoConfig", sessions: list[dict[str, Any]]) ->
         edit_to_success = Stat.of(e["run"]["ended"] - e["edited"] for e in edits)
         promoted = [e for e in edits if e["promoted"]]
         to_promoted = Stat.of(e["promoted_at"] - e["edited"] for e in promoted) if promoted else None
+        tick_to_promoted = Stat.of(e["promoted_at"] - e["tick"] for e in promoted) if promoted else None
+        # The judged figure: the sampled medians swing with where a few edits happened to land in
+        # the tick period; tick -> promoted plus the mean wait for a tick does not.
+        expected = tick_to_promoted.median + session["mean wait"] if promoted else None
         served = [e["published_at"] - e["edited"] for e in promoted if e["published_at"]]
         to_served = Stat.of(served) if served else None
         main.rows += [
@@ -551,9 +559,19 @@ def _report(size: Size, config: "DemoConfig", sessions: list[dict[str, Any]]) ->
                 [
                     f"daemon ({v.slug}): sensor tick start -> promoted model (without the wait for the tick)",
                     1,
-                    Stat.of(e["promoted_at"] - e["tick"] for e in promoted).fmt(),
+                    tick_to_promoted.fmt(),
                     "-",
                     "-",
+                ]
+            )
+            main.rows.append(
+                [
+                    f"daemon ({v.slug}): expected edit -> promoted model (tick -> promoted + the mean wait for the next tick, "
+                    f"{session['mean wait']:.2f} s)",
+                    1,
+                    f"{expected:.2f} s",
+                    f"{expected / SENSOR_INTERVAL_SECONDS:.1f}x the sensor interval ({SENSOR_INTERVAL_SECONDS} s)",
+                    f"<= interval + 3 s = {SENSOR_INTERVAL_SECONDS + 3} s",
                 ]
             )
             main.rows.append(
@@ -561,8 +579,8 @@ def _report(size: Size, config: "DemoConfig", sessions: list[dict[str, Any]]) ->
                     f"daemon ({v.slug}): edit -> promoted model in the store (`created_at`), {len(promoted)} of {len(edits)} promoted",
                     1,
                     to_promoted.fmt(),
-                    f"{to_promoted.median / SENSOR_INTERVAL_SECONDS:.1f}x the sensor interval ({SENSOR_INTERVAL_SECONDS} s)",
-                    f"<= interval + 3 s = {SENSOR_INTERVAL_SECONDS + 3} s",
+                    "-",
+                    "- (sampled; judged above)",
                 ]
             )
             main.rows.append([f"daemon ({v.slug}): edit -> bundle published (served)", 1, to_served.fmt() if to_served else "-", "-", "-"])
@@ -583,10 +601,12 @@ def _report(size: Size, config: "DemoConfig", sessions: list[dict[str, Any]]) ->
                 update.median / fastest <= 2 / n,
             ),
             Check(
-                f"daemon-path edit -> promoted model ({v.slug})",
-                f"{to_promoted.fmt()} ({len(promoted)} of {len(edits)} promoted)" if to_promoted else f"none of {len(edits)} promoted",
+                f"daemon-path edit -> promoted model, expected (tick -> promoted + mean wait for the tick) ({v.slug})",
+                f"{expected:.2f} s (sampled {to_promoted.fmt()}; {len(promoted)} of {len(edits)} promoted)"
+                if promoted
+                else f"none of {len(edits)} promoted",
                 f"<= sensor interval + 3 s = {SENSOR_INTERVAL_SECONDS + 3} s",
-                to_promoted is not None and to_promoted.median <= SENSOR_INTERVAL_SECONDS + 3,
+                expected is not None and expected <= SENSOR_INTERVAL_SECONDS + 3,
             ),
         ]
     main.notes += [
