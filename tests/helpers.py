@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from retrain_plugins import RetrainingSpec
@@ -48,3 +51,21 @@ def three_classes(frame):
 
     churned, other = pl.col("churned") == 1, pl.col("customer_id").hash(seed=2) % 2
     return frame.with_columns(pl.when(churned).then(2).otherwise(other).cast(pl.Int64).alias("churned"))
+
+
+def ui_backfill(project, names: Sequence[str], partitions: Sequence[str] | None):
+    """A backfill as the UI launches it (``launchPartitionBackfill``), recorded as requested; its
+    daemon has created no run yet."""
+    from dagster._core.execution.backfill import PartitionBackfill
+
+    from retrain_plugins.dagster.assets import asset_keys
+
+    selection = [key for name, key in asset_keys(project.spec).items() if name in names]
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=uuid.uuid4().hex[:8], asset_graph=project.defs.resolve_asset_graph(), partition_names=partitions,
+        asset_selection=selection, backfill_timestamp=time.time(), tags={},
+        dynamic_partitions_store=project.instance, all_partitions=partitions is None, title=None, description=None,
+        run_config=None,
+    )  # fmt: skip
+    project.instance.add_backfill(backfill)
+    return backfill

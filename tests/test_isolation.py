@@ -295,14 +295,19 @@ def test_a_bundle_behind_the_store_is_published_by_a_serving_run(materialized):
     assert tick(project.defs, project.sensor, project.instance).run_requests == []
 
 
-def test_no_serving_run_while_a_run_that_publishes_the_bundle_is_in_flight(materialized):
+@pytest.mark.parametrize("publisher", ["run", "UI backfill"])
+def test_no_serving_run_while_a_run_that_publishes_the_bundle_is_in_flight(materialized, publisher):
     """A retraining run promotes in its train step and publishes in its bundle step: a tick in
-    between sees the store ahead of the bundle, and must leave the publishing to that run."""
+    between sees the store ahead of the bundle, and must leave the publishing to that run (or to
+    the requested backfill whose serving assets are still to come)."""
     from dagster import DagsterRunStatus
+    from dagster._core.execution.backfill import BulkActionStatus
     from dagster._core.storage.dagster_run import DagsterRun
     from dagster._core.utils import make_new_run_id
 
     from retrain_plugins.dagster.tags import RETRAINING_TAG, SERVING_TAG
+
+    from .helpers import ui_backfill
 
     project = materialized
     assert tick(project.defs, project.sensor, project.instance).run_requests == []
@@ -311,17 +316,23 @@ def test_no_serving_run_while_a_run_that_publishes_the_bundle_is_in_flight(mater
     partitioned = [k for k in request.asset_selection if k.path[-1] in ("training_set", "sub_model")]
     assert all(r.success for r in execute(project.defs, project.spec, [request._replace(asset_selection=partitioned)], project.instance))
     assert bundle_is_stale(project.spec)  # the train step is done, the bundle step is still to come:
-    in_flight = project.instance.add_run(
-        DagsterRun(
-            job_name="__ASSET_JOB",
-            run_id=make_new_run_id(),
-            status=DagsterRunStatus.STARTED,
-            asset_selection=frozenset(request.asset_selection),
-            tags={**request.tags, RETRAINING_TAG: project.spec.name},
+    if publisher == "run":
+        in_flight = project.instance.add_run(
+            DagsterRun(
+                job_name="__ASSET_JOB",
+                run_id=make_new_run_id(),
+                status=DagsterRunStatus.STARTED,
+                asset_selection=frozenset(request.asset_selection),
+                tags={**request.tags, RETRAINING_TAG: project.spec.name},
+            )
         )
-    )
+    else:
+        backfill = ui_backfill(project, ("fallback_model", "model_bundle"), None)
     waiting = tick(project.defs, project.sensor, project.instance)
     assert waiting.run_requests == [] and waiting.skip_message.startswith("no partition changed"), waiting
-    project.instance.report_run_failed(in_flight, "died before its bundle step")
+    if publisher == "run":
+        project.instance.report_run_failed(in_flight, "died before its bundle step")
+    else:
+        project.instance.update_backfill(backfill.with_status(BulkActionStatus.CANCELED))
     (serving,) = tick(project.defs, project.sensor, project.instance).run_requests  # now nobody will publish
     assert serving.tags[SERVING_TAG] == "true"

@@ -33,7 +33,7 @@ from retrain_plugins.spec import RetrySpec
 from retrain_plugins.store import ModelStore
 
 from .conftest import REPO_ROOT, Project
-from .helpers import make_spec
+from .helpers import make_spec, ui_backfill
 
 KEY = PartitionKey("2025-02-01", "north")
 RANGE_TAGS = (ASSET_PARTITION_RANGE_START_TAG, ASSET_PARTITION_RANGE_END_TAG)
@@ -150,6 +150,29 @@ def test_a_tick_during_a_full_build_defers_detection_and_records_nothing(materia
     project.instance.report_run_failed(project.instance.get_run_by_id(build.run_id))
     # Had the deferred tick recorded the edit's listing and cells, this would be a "retry".
     assert _reasons(tick(project.defs, project.sensor, project.instance)) == {str(KEY): "edited_rows"}
+
+
+def test_a_requested_ui_backfill_holds_what_it_has_yet_to_materialize(materialized):
+    """Before the backfill daemon has created its runs (up to its 30 s loop) a backfill of every
+    partition defers the ticks as a full-build run does; one of a single partition holds it."""
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    project = _reconciling(materialized)
+    scenarios.edit_rows(project.data, "2025-02", "north")
+    one = ui_backfill(project, ("training_set", "sub_model"), [KEY.to_dagster()])
+    held = tick(project.defs, project.sensor, project.instance)
+    assert held.run_requests == [] and "1 partition(s) with a run in flight" in held.skip_message, held.skip_message
+    # Its daemon has seen the partition materialized (the backfill is still requested): not held any more.
+    data = one.asset_backfill_data
+    done = data._replace(materialized_subset=data.target_subset)
+    project.instance.update_backfill(one.with_asset_backfill_data(done, project.instance, project.defs.resolve_asset_graph()))
+    assert _reasons(tick(project.defs, project.sensor, project.instance)) == {str(KEY): "retry"}
+    project.instance.update_backfill(one.with_status(BulkActionStatus.CANCELED))
+    everything = ui_backfill(project, ("training_set", "sub_model", "fallback_model", "model_bundle"), None)
+    deferred = tick(project.defs, project.sensor, project.instance)
+    assert deferred.skip_message.startswith(f"every partition has a run in flight (backfill {everything.backfill_id})"), deferred.skip_message
+    project.instance.update_backfill(everything.with_status(BulkActionStatus.COMPLETED_FAILED))
+    assert _reasons(tick(project.defs, project.sensor, project.instance)) == {str(KEY): "retry"}
 
 
 def test_a_cold_start_build_of_every_partition_with_data_defers_the_ticks_during_it(make_project):

@@ -6,12 +6,16 @@ serving-only run is asked for while a run that will publish the bundle is on its
 that count are the ones that train this retraining: those its sensor requested (tagged
 ``retrain/retraining=<name>``, as ``materialize_all`` and ``retrain materialize --all`` tag their
 in-process runs) and those launched from the UI or GraphQL whose selection holds its
-``sub_model`` asset (a materialization, a backfill's runs, a single-run launch).
+``sub_model`` asset (a materialization, a backfill's runs, a single-run launch). A backfill still
+requested (the UI's "backfill all partitions") counts for what it has yet to materialize, before its
+daemon has created the runs (its loop is 30 s) and between them, and for the bundle it will publish.
 """
 
 from __future__ import annotations
 
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, PartitionKeyRange, RunsFilter
+from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 
 from retrain_plugins.dagster.assets import asset_keys
@@ -35,6 +39,16 @@ def _selects(run: DagsterRun, key: AssetKey) -> bool:
     return key in run.asset_selection if run.asset_selection else True
 
 
+def _backfills_to_come(instance: DagsterInstance) -> dict[str, AssetGraphSubset]:
+    """Asset backfills still requested: backfill id -> what they have yet to materialize."""
+    out = {}
+    for backfill in instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
+        data = backfill.asset_backfill_data  # None for a job's (partition set) backfill: its runs count
+        if data is not None:
+            out[backfill.backfill_id] = data.target_subset - data.materialized_subset - data.failed_and_downstream_subset
+    return out
+
+
 def serving_in_flight(spec: RetrainingSpec, instance: DagsterInstance) -> bool:
     """Whether a queued or running run will publish this retraining's bundle.
 
@@ -45,17 +59,24 @@ def serving_in_flight(spec: RetrainingSpec, instance: DagsterInstance) -> bool:
     longer in flight: the next tick asks then.
     """
     bundle = asset_keys(spec)["model_bundle"]
-    return any(_selects(run, bundle) for run in _runs(spec, instance))
+    if any(_selects(run, bundle) for run in _runs(spec, instance)):
+        return True
+    return any(bundle in remaining.non_partitioned_asset_keys for remaining in _backfills_to_come(instance).values())
 
 
 def flying_runs(spec: RetrainingSpec, instance: DagsterInstance) -> dict[str, set[PartitionKey]]:
-    """Queued and running runs that train this retraining: run id -> the partitions each covers."""
+    """Queued and running runs, and requested backfills, that train this retraining: ``run <id>`` or
+    ``backfill <id>`` -> the partitions each covers (a backfill: those it has yet to materialize)."""
     sub_model = asset_keys(spec)["sub_model"]
+    covered: dict[str, set[PartitionKey]] = {}
+    for backfill_id, remaining in _backfills_to_come(instance).items():
+        subset = remaining.partitions_subsets_by_asset_key.get(sub_model)
+        if subset is not None and not subset.is_empty:
+            covered[f"backfill {backfill_id}"] = {PartitionKey.from_dagster(k) for k in subset.get_partition_keys()}
     runs = [run for run in _runs(spec, instance) if _selects(run, sub_model)]
     if not runs:
-        return {}
+        return covered
     definition = partitions_def(spec)
-    covered: dict[str, set[PartitionKey]] = {}
     for run in runs:
         start, end = run.tags.get(ASSET_PARTITION_RANGE_START_TAG), run.tags.get(ASSET_PARTITION_RANGE_END_TAG)
         if start and end:
@@ -64,7 +85,7 @@ def flying_runs(spec: RetrainingSpec, instance: DagsterInstance) -> dict[str, se
             found = [run.tags[PARTITION_NAME_TAG]]
         else:
             continue
-        covered[run.run_id] = {PartitionKey.from_dagster(k) for k in found}
+        covered[f"run {run.run_id[:8]}"] = {PartitionKey.from_dagster(k) for k in found}
     return covered
 
 

@@ -164,10 +164,9 @@ def _with_data(spec: RetrainingSpec, state: StateStore, known: Sequence[str]) ->
 
 
 def _deferred(flying: Mapping[str, set[PartitionKey]]) -> str:
-    runs = ", ".join(sorted(run_id[:8] for run_id in flying))
     return (
-        f"every partition has a run in flight (run {runs}): change detection waits for it to finish, "
-        "and the first tick after it sees whatever changed meanwhile"
+        f"every partition has a run in flight ({', '.join(sorted(flying))}): change detection waits for it to "
+        "finish, and the first tick after it sees whatever changed meanwhile"
     )
 
 
