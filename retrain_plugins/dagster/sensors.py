@@ -164,9 +164,10 @@ def _with_data(spec: RetrainingSpec, state: StateStore, known: Sequence[str]) ->
 
 
 def _deferred(flying: Mapping[str, set[PartitionKey]]) -> str:
+    them = "it" if len(flying) == 1 else "them"
     return (
-        f"every partition has a run in flight ({', '.join(sorted(flying))}): change detection waits for it to "
-        "finish, and the first tick after it sees whatever changed meanwhile"
+        f"every partition has a run in flight ({', '.join(sorted(flying))}): change detection waits for {them} to "
+        f"finish, and the first tick after {them} sees whatever changed meanwhile"
     )
 
 
