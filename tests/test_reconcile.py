@@ -126,6 +126,9 @@ def test_a_partition_with_a_run_in_flight_is_not_asked_again(materialized, launc
     project.instance.add_run(running)
     held = tick(project.defs, project.sensor, project.instance)
     assert held.run_requests == [] and "1 partition(s) with a run in flight" in held.skip_message
+    states = {s["partition"]: s["state"] for s in partition_states(project.spec, project.instance)}
+    assert states[KEY] == f"stale: data changed (1 of 3 requests made) (run {running.run_id[:8]} in flight)"
+    assert not any("in flight" in state for key, state in states.items() if key != KEY)
     project.instance.report_run_failed(project.instance.get_run_by_id(running.run_id))  # its worker died
     assert _reasons(tick(project.defs, project.sensor, project.instance)) == {str(KEY): "retry"}
 

@@ -3,7 +3,8 @@
 States: ``current`` (trained on the data as last observed), ``stale: data changed`` (observed data
 differs from what the sub-model was trained on: a run is pending or failed), ``stale: definition
 changed`` (trained under an older feature service / label / trainer definition), ``skipped``
-(no labelled rows or one label class), ``never trained``.
+(no labelled rows or one label class), ``never trained``; with the Dagster instance, each
+followed by the runs or backfills in flight for the partition, if any ("... (run 1a2b3c4d in flight)").
 """
 
 from __future__ import annotations
@@ -33,6 +34,19 @@ def _state(spec: RetrainingSpec, instance: "DagsterInstance | None"):
     return refresh_state(spec, state, instance)
 
 
+def _in_flight(spec: RetrainingSpec, instance: "DagsterInstance | None") -> dict[PartitionKey, str]:
+    """Partition -> the runs (or requested backfills) in ``instance`` covering it."""
+    if instance is None:
+        return {}
+    from retrain_plugins.dagster.in_flight import flying_runs
+
+    out: dict[PartitionKey, list[str]] = {}
+    for label, keys in sorted(flying_runs(spec, instance).items()):
+        for key in keys:
+            out.setdefault(key, []).append(label)
+    return {key: ", ".join(labels) for key, labels in out.items()}
+
+
 def partition_states(spec: RetrainingSpec, instance: "DagsterInstance | None" = None) -> list[dict[str, Any]]:
     """One dict per known partition (static cohorts, plus any cohort seen in the data or trained).
 
@@ -49,6 +63,7 @@ def partition_states(spec: RetrainingSpec, instance: "DagsterInstance | None" = 
     most = spec.change_detection.retry.max_attempts
     keys = [w.key for w in windows(spec)]
     cohorts = sorted(set(spec.cohorts) | {c for _, c in cells} | {k.cohort for k in trained})
+    running = _in_flight(spec, instance)
     rows = []
     for window in keys:
         for cohort in cohorts:
@@ -74,6 +89,8 @@ def partition_states(spec: RetrainingSpec, instance: "DagsterInstance | None" = 
                 status = "current (newest candidate rejected by the gate)"
             else:
                 status = "current"
+            if key in running:
+                status += f" ({running[key]} in flight)"
             rows.append(
                 {
                     "partition": key,
