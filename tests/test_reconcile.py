@@ -345,8 +345,7 @@ from retrain_plugins import RetrainingSpec, build_definitions
 from retrain_plugins import training as training_module
 from retrain_plugins.changes import state as state_module
 from retrain_plugins.dagster import sensors as sensors_module
-from retrain_plugins.dagster.assets import asset_keys
-from retrain_plugins.dagster.execution import execute, full_build_tags, tick
+from retrain_plugins.dagster.execution import execute, tick
 
 spec = RetrainingSpec.model_validate_json(Path(sys.argv[1]).read_text())
 tick_point, run_point = json.loads(sys.argv[2])

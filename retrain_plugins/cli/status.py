@@ -38,10 +38,10 @@ def _in_flight(spec: RetrainingSpec, instance: "DagsterInstance | None") -> dict
     """Partition -> the runs (or requested backfills) in ``instance`` covering it."""
     if instance is None:
         return {}
-    from retrain_plugins.dagster.in_flight import flying_runs
+    from retrain_plugins.dagster.in_flight import in_flight
 
     out: dict[PartitionKey, list[str]] = {}
-    for label, keys in sorted(flying_runs(spec, instance).items()):
+    for label, keys in sorted(in_flight(spec, instance).covered.items()):
         for key in keys:
             out.setdefault(key, []).append(label)
     return {key: ", ".join(labels) for key, labels in out.items()}

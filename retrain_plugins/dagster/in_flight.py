@@ -13,8 +13,9 @@ daemon has created the runs (its loop is 30 s) and between them, and for the bun
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, PartitionKeyRange, RunsFilter
-from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 
@@ -24,14 +25,15 @@ from retrain_plugins.partitions import PartitionKey, partitions_def
 from retrain_plugins.spec import RetrainingSpec
 
 
-def _runs(spec: RetrainingSpec, instance: DagsterInstance) -> list[DagsterRun]:
-    """Queued and running runs of this retraining: tagged with it, or selecting any of its assets."""
-    keys = set(asset_keys(spec).values())
-    return [
-        run
-        for run in instance.get_runs(filters=RunsFilter(statuses=_UNFINISHED))
-        if run.tags.get(RETRAINING_TAG) == spec.name or keys & set(run.asset_selection or ())
-    ]
+class InFlight(NamedTuple):
+    """What is on its way for one retraining, read once per tick."""
+
+    covered: dict[str, set[PartitionKey]]  # "run <id>" / "backfill <id>" -> the partitions it will train
+    publishing: bool  # a run or backfill on its way will publish the bundle
+
+    @property
+    def partitions(self) -> set[PartitionKey]:
+        return set().union(*self.covered.values())
 
 
 def _selects(run: DagsterRun, key: AssetKey) -> bool:
@@ -39,54 +41,47 @@ def _selects(run: DagsterRun, key: AssetKey) -> bool:
     return key in run.asset_selection if run.asset_selection else True
 
 
-def _backfills_to_come(instance: DagsterInstance) -> dict[str, AssetGraphSubset]:
-    """Asset backfills still requested: backfill id -> what they have yet to materialize."""
-    out = {}
+def in_flight(spec: RetrainingSpec, instance: DagsterInstance) -> InFlight:
+    """This retraining's queued and running runs and requested backfills: the partitions each will
+    train, and whether one will publish the bundle.
+
+    A run publishes when its selection holds ``model_bundle``: a retraining run the sensor requested
+    promotes its sub-models in its train step and publishes in its bundle step, so a tick in
+    between sees the store ahead of the bundle and must not ask for a serving run of its own. A run
+    that dies before publishing is no longer in flight: the next tick asks then. A backfill counts
+    for what it has yet to materialize (target minus materialized minus failed and downstream).
+    """
+    keys = asset_keys(spec)
+    ours = set(keys.values())
+    sub_model, bundle = keys["sub_model"], keys["model_bundle"]
+    covered: dict[str, set[PartitionKey]] = {}
+    publishing = False
     for backfill in instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
         data = backfill.asset_backfill_data  # None for a job's (partition set) backfill: its runs count
-        if data is not None:
-            out[backfill.backfill_id] = data.target_subset - data.materialized_subset - data.failed_and_downstream_subset
-    return out
-
-
-def serving_in_flight(spec: RetrainingSpec, instance: DagsterInstance) -> bool:
-    """Whether a queued or running run will publish this retraining's bundle.
-
-    That is a serving-only run (:func:`serving_request`), or any run whose selection holds the
-    ``model_bundle`` asset: a retraining run the sensor requested promotes its sub-models in its
-    train step and publishes in its bundle step, so a tick in between sees the store ahead of the
-    bundle and must not ask for a serving run of its own. A run that dies before publishing is no
-    longer in flight: the next tick asks then.
-    """
-    bundle = asset_keys(spec)["model_bundle"]
-    if any(_selects(run, bundle) for run in _runs(spec, instance)):
-        return True
-    return any(bundle in remaining.non_partitioned_asset_keys for remaining in _backfills_to_come(instance).values())
-
-
-def flying_runs(spec: RetrainingSpec, instance: DagsterInstance) -> dict[str, set[PartitionKey]]:
-    """Queued and running runs, and requested backfills, that train this retraining: ``run <id>`` or
-    ``backfill <id>`` -> the partitions each covers (a backfill: those it has yet to materialize)."""
-    sub_model = asset_keys(spec)["sub_model"]
-    covered: dict[str, set[PartitionKey]] = {}
-    for backfill_id, remaining in _backfills_to_come(instance).items():
+        if data is None:
+            continue
+        remaining = data.target_subset - data.materialized_subset - data.failed_and_downstream_subset
+        publishing |= bundle in remaining.non_partitioned_asset_keys
         subset = remaining.partitions_subsets_by_asset_key.get(sub_model)
         if subset is not None and not subset.is_empty:
-            covered[f"backfill {backfill_id}"] = {PartitionKey.from_dagster(k) for k in subset.get_partition_keys()}
-    runs = [run for run in _runs(spec, instance) if _selects(run, sub_model)]
-    if not runs:
-        return covered
-    definition = partitions_def(spec)
-    for run in runs:
+            covered[f"backfill {backfill.backfill_id}"] = {PartitionKey.from_dagster(k) for k in subset.get_partition_keys()}
+    definition = None
+    for run in instance.get_runs(filters=RunsFilter(statuses=_UNFINISHED)):
+        if run.tags.get(RETRAINING_TAG) != spec.name and not ours & set(run.asset_selection or ()):
+            continue  # another retraining's, or not a retraining's at all
+        publishing |= _selects(run, bundle)
+        if not _selects(run, sub_model):
+            continue
         start, end = run.tags.get(ASSET_PARTITION_RANGE_START_TAG), run.tags.get(ASSET_PARTITION_RANGE_END_TAG)
         if start and end:
+            definition = definition or partitions_def(spec)
             found = definition.get_partition_keys_in_range(PartitionKeyRange(start, end), dynamic_partitions_store=instance)
         elif run.tags.get(PARTITION_NAME_TAG):
             found = [run.tags[PARTITION_NAME_TAG]]
         else:
             continue
         covered[f"run {run.run_id[:8]}"] = {PartitionKey.from_dagster(k) for k in found}
-    return covered
+    return InFlight(covered, publishing)
 
 
 _UNFINISHED = [

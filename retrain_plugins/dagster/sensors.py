@@ -23,7 +23,7 @@ from retrain_plugins.changes.reconcile import Admission, admit, with_data
 from retrain_plugins.changes.state import StateStore, Trained
 from retrain_plugins.dagster.assets import RetrainingAssets
 from retrain_plugins.dagster.observations import observations, source_check_evaluations
-from retrain_plugins.dagster.in_flight import flying_runs, serving_in_flight
+from retrain_plugins.dagster.in_flight import in_flight
 from retrain_plugins.dagster.outcomes import ingest_outcomes
 from retrain_plugins.bundle import bundle_is_stale
 from retrain_plugins.changes.request_log import write_request_log
@@ -113,7 +113,7 @@ def _repairs(spec: RetrainingSpec, trained: Mapping[PartitionKey, Trained], chan
     """Partitions whose serving artifact is missing or corrupted: retrain them (reason ``repair``).
 
     Nothing is marked: whether a repair is under way is Dagster's run state (see
-    :func:`~retrain_plugins.dagster.in_flight.flying_runs`), so a tick that dies after requesting
+    :func:`~retrain_plugins.dagster.in_flight.in_flight`), so a tick that dies after requesting
     one cannot block the next.
     """
     requested = {c.partition for c in changes}
@@ -219,15 +219,16 @@ def build_change_sensor(
         known = cohorts(spec, context.instance)
         # Runs in flight are read before their outcomes: a run not in flight now has finished, and
         # its events are in the event log for ingest_outcomes below (read the other way round, a
-        # run finishing in between would be neither, and its partitions asked for twice).
-        flying = flying_runs(spec, context.instance)
-        busy = set().union(*flying.values())
+        # run finishing in between would be neither, and its partitions asked for twice). The same
+        # snapshot answers whether a run on its way will publish the bundle, further down.
+        flying = in_flight(spec, context.instance)
+        busy = flying.partitions
         state = state_store(spec)
         if known and busy and busy >= _with_data(spec, state, known):
             # A full build is under way: whatever changed, every partition is held until it ends.
             # Detecting now would only compete with its training for the cores; this tick records
             # nothing (no listing, no cells), so the first tick after the build sees every change.
-            return SensorResult(skip_reason=_deferred(flying))
+            return SensorResult(skip_reason=_deferred(flying.covered))
         view = load_feature_service_view(spec)
         with state.transaction():  # what runs recorded since the last tick (they never write this state)
             ingest_outcomes(state, context.instance, assets.sub_model_key)
@@ -247,7 +248,7 @@ def build_change_sensor(
             report.commit()
             if not changes:
                 events = [*observations(spec, report, [], trained, None), *checks]
-                if bundle_is_stale(spec) and not serving_in_flight(spec, context.instance):
+                if bundle_is_stale(spec) and not flying.publishing:
                     # A promoted model the bundle does not route to (a run that died before
                     # publishing, or one that selected only the partitioned assets): publish.
                     seq = state.next_seq()
