@@ -36,6 +36,10 @@ Variants (a fresh project, instance and ``dagster dev`` each, in this order):
 - ``duckdb_asof``: ``retrieval: duckdb_asof`` (no Feast import in a run that does not refresh the
   online store), one run at a time: the sensor's cold start, then the single run (a re-run, the
   sensor on: its ticks skip while the run is in flight), then the sensor updates;
+- ``feast-celery`` and ``duckdb_asof-celery``: the same specs, the single-run full build and the
+  sensor updates, with dagster-celery's ``CeleryRunLauncher`` and one Celery worker
+  (``tests/e2e/celery_worker.py``): each run is executed by a pool process that stays up between
+  runs (warm workers), instead of a new process per run: what removes the per-run process floor;
 - ``parallel``: ``retrieval: feast``, two runs at a time (``max_concurrent_runs: 2``) with 1 CatBoost
   thread per run: the UI backfill only (does a full backfill use both cores better that way?).
 
@@ -93,12 +97,24 @@ class Variant:
     thread_count: int | None  # CatBoost threads per run (None: the trainer's default, 2)
     builds: tuple[str, ...]  # "backfill" (UI backfill of every partition), "single_run", "sensor" (cold start)
     edits: bool
+    launcher: str = "default"  # "default": a process per run; "celery": dagster-celery's launcher, warm workers
 
 
 FEAST = Variant("feast", "`retrieval: feast`, one run at a time, 2 CatBoost threads", "feast", 1, None, ("backfill", "single_run"), True)
 ASOF = Variant(
     "duckdb_asof", "`retrieval: duckdb_asof`, one run at a time, 2 CatBoost threads", "duckdb_asof", 1, None, ("sensor", "single_run"), True
 )
+# Warm run workers: the same builds and updates, each run executed by a long-lived Celery worker
+# process (tests/e2e/celery_worker.py) instead of a new process per run.
+FEAST_CELERY = dataclasses.replace(
+    FEAST, slug="feast-celery", label="`retrieval: feast`, Celery run launcher (one warm worker process), 2 CatBoost threads",
+    builds=("single_run",), launcher="celery",
+)  # fmt: skip
+ASOF_CELERY = dataclasses.replace(
+    ASOF, slug="duckdb_asof-celery",
+    label="`retrieval: duckdb_asof`, Celery run launcher (one warm worker process), 2 CatBoost threads",
+    builds=("single_run",), launcher="celery",
+)  # fmt: skip
 PARALLEL = Variant("parallel", "`retrieval: feast`, two runs at a time, 1 CatBoost thread each", "feast", 2, 1, ("backfill",), False)
 
 
@@ -116,9 +132,10 @@ SIZES = {
     "quick": Size(
         "quick", 30, 2, {**DEMO_TRAINER, "params": {"iterations": 30, "depth": 4}}, 1,
         (dataclasses.replace(ASOF, builds=("sensor",)),
-         dataclasses.replace(ASOF, slug="duckdb_asof-ui", builds=("backfill", "single_run"), edits=False)),
+         dataclasses.replace(ASOF, slug="duckdb_asof-ui", builds=("backfill", "single_run"), edits=False),
+         dataclasses.replace(ASOF_CELERY, builds=("single_run",))),
     ),  # fmt: skip
-    "default": Size("realistic partitions", 5000, 12, DEMO_TRAINER, 8, (FEAST, ASOF, PARALLEL)),
+    "default": Size("realistic partitions", 5000, 12, DEMO_TRAINER, 8, (FEAST, FEAST_CELERY, ASOF, ASOF_CELERY, PARALLEL)),
 }
 BUILD_NAMES = {
     "backfill": "UI backfill of every partition",
@@ -242,6 +259,7 @@ def _session(variant: Variant, config: "DemoConfig", size: Size, workdir: Path, 
     from dagster import DagsterInstance
 
     from retrain_plugins.partitions import PartitionKey, windows
+    from tests.e2e.celery_worker import CeleryWorker, celery_run_launcher
     from tests.e2e.dagster_dev import LOCATION, DagsterDev, write_code_location, write_instance
 
     trainer = size.trainer
@@ -252,9 +270,12 @@ def _session(variant: Variant, config: "DemoConfig", size: Size, workdir: Path, 
         root / "project", config, cache, windows={"end": month_end(config).isoformat()}, trainer=trainer, retrieval=variant.retrieval
     )
     project.close()  # its in-process instance is not used: the server's DAGSTER_HOME is
-    home = write_instance(root / "dagster_home", variant.max_concurrent_runs, DEQUEUE_INTERVAL_SECONDS)
+    celery = variant.launcher == "celery"
+    launcher = celery_run_launcher(root / "celery") if celery else None
+    home = write_instance(root / "dagster_home", variant.max_concurrent_runs, DEQUEUE_INTERVAL_SECONDS, launcher)
     workspace = write_code_location(root / "location", project.spec, SENSOR_INTERVAL_SECONDS)
     server = DagsterDev(workspace, home, root / "dagster_dev.log")
+    worker = CeleryWorker(root / "celery", home, root / "location", variant.max_concurrent_runs) if celery else None
     spec = project.spec
     keys = [[spec.name, name] for name in ("training_set", "sub_model", "fallback_model", "model_bundle", "online_features")]
     window_keys = [w.key for w in windows(spec)]
@@ -268,6 +289,8 @@ def _session(variant: Variant, config: "DemoConfig", size: Size, workdir: Path, 
         retrieval=variant.retrieval,
     )  # fmt: skip
     with Timer() as t_up:
+        if worker is not None:
+            worker.start()
         server.start()
         server.wait_until_ready(300.0)
     out["server start"] = t_up.seconds
@@ -336,9 +359,11 @@ def _session(variant: Variant, config: "DemoConfig", size: Size, workdir: Path, 
             out["mean wait"] = sum(t * t for t in periods) / (2 * sum(periods))
     finally:
         server.stop()
+        if worker is not None:
+            worker.stop()
         instance.dispose()
         twin.close()
-    if variant.edits:  # what each kind of process imports, on this variant's code location
+    if variant.edits and not celery:  # what each kind of process imports, on this variant's code location
         key = next(iter(out["edits"]))["partition_key"]
         out["imports"] = import_profile(root / "location", home, key, spec.name)
     return out
@@ -506,7 +531,7 @@ def _build_label(build: str) -> str:
 def _report(size: Size, config: "DemoConfig", sessions: list[dict[str, Any]]) -> BenchResult:
     n = config.months * len(config.cohorts)
     main = Table(
-        f"Daemon path vs in-process, {n} partitions, {size.label} (`dagster dev`, queued run coordinator, default run launcher)",
+        f"Daemon path vs in-process, {n} partitions, {size.label} (`dagster dev`, queued run coordinator; run launcher per variant)",
         ["what", "runs", "wall time", "ratio", "target"],
     )
     checks: list[Check] = []
@@ -614,7 +639,11 @@ def _report(size: Size, config: "DemoConfig", sessions: list[dict[str, Any]]) ->
         ]
     main.notes += [
         f"Instance: `QueuedRunCoordinator` (`max_concurrent_runs` per variant, `dequeue_interval_seconds: "
-        f"{DEQUEUE_INTERVAL_SECONDS}`), default run launcher (a process per run), sqlite storage in a temp DAGSTER_HOME; "
+        f"{DEQUEUE_INTERVAL_SECONDS}`), Dagster's default run launcher (a new process per run), except in the `-celery` "
+        "variants: dagster-celery's `CeleryRunLauncher` and one Celery worker (`dagster-celery worker start`, a pool of "
+        "`max_concurrent_runs` processes that stay up between runs, so every run after the worker's first finds Dagster, "
+        "the code location and the trainer imported; kombu's filesystem broker in a temp folder, polled every 0.1 s: there "
+        "is no broker server here). Sqlite storage in a temp DAGSTER_HOME; "
         f"change sensor interval {SENSOR_INTERVAL_SECONDS} s. The backfill daemon loops every {BACKFILL_DAEMON_LOOP_SECONDS} s "
         "(Dagster's fixed `DEFAULT_DAEMON_INTERVAL_SECONDS`).",
         "Each daemon full build is timed right after an in-process full retrain of a twin project (same shape and spec, "
@@ -692,7 +721,8 @@ def _report(size: Size, config: "DemoConfig", sessions: list[dict[str, Any]]) ->
     )
     runs.notes.append(
         "queue: enqueued -> launched (`PIPELINE_STARTING`); run worker start: launched -> the run process starts "
-        "executing (`PIPELINE_START`: interpreter, `import dagster`, loading the code location); step start: time inside "
+        "executing (`PIPELINE_START`: interpreter, `import dagster`, loading the code location; with the Celery launcher: "
+        "the broker's delivery and the warm worker process loading the job); step start: time inside "
         "the run covered by no step (a step process's start-up under the multiprocess executor); work: covered by steps; "
         "run end: last step -> `PIPELINE_SUCCESS`. processes: distinct process ids among the run's events after its "
         "launch (the run worker, plus one per step under the multiprocess executor)."

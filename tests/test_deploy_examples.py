@@ -3,11 +3,12 @@
 Each file is checked with Dagster's own instance schema (``dagster_instance_config``: storage,
 run queue, monitoring, every top-level key) and each configurable class in it (run coordinator,
 run launcher) against that class's ``config_type()``, where the class can be imported. The
-Kubernetes and Celery launchers come from dagster-k8s and dagster-celery, which this project does
-not install: for them the test asserts that they are the only parts left unchecked, and says so
-(``validate_example`` checks them too wherever those packages are importable). The Postgres
-example is also loaded for real against PostgreSQL by tests/test_postgres_instance.py and
-tests/e2e/test_postgres_instance.py.
+Kubernetes launcher comes from dagster-k8s, which this project does not install: for it the test
+asserts that it is the only part left unchecked, and says so (``validate_example`` checks it too
+wherever dagster-k8s is importable). dagster-celery is in the lock (the ``celery`` extra), so the
+Celery launcher's block is checked against its own schema. The Postgres example is also loaded for
+real against PostgreSQL by tests/test_postgres_instance.py and tests/e2e/test_postgres_instance.py,
+and the Celery launcher run by tests/e2e/test_celery_launcher.py.
 """
 
 from __future__ import annotations

@@ -55,12 +55,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_instance(home: Path, max_concurrent_runs: int = 1, dequeue_interval_seconds: int = 1) -> Path:
-    """A fresh DAGSTER_HOME with the instance config above (queue limit and interval as given)."""
+def write_instance(
+    home: Path, max_concurrent_runs: int = 1, dequeue_interval_seconds: int = 1, run_launcher: Mapping | None = None
+) -> Path:
+    """A fresh DAGSTER_HOME with the instance config above (queue limit and interval as given; a
+    ``run_launcher`` block instead of Dagster's default launcher, e.g.
+    :func:`tests.e2e.celery_worker.celery_run_launcher`)."""
     home.mkdir(parents=True, exist_ok=True)
     config = {**INSTANCE_YAML["run_coordinator"]["config"], "max_concurrent_runs": max_concurrent_runs,
               "dequeue_interval_seconds": dequeue_interval_seconds}  # fmt: skip
     instance = {**INSTANCE_YAML, "run_coordinator": {**INSTANCE_YAML["run_coordinator"], "config": config}}
+    if run_launcher is not None:
+        instance["run_launcher"] = dict(run_launcher)
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance, sort_keys=False))
     return home
 

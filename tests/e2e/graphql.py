@@ -247,6 +247,31 @@ class GraphQL:
         data = _check(self.execute(SENSOR_TICKS, variables)["sensorOrError"], "Sensor")
         return data["sensorState"]["ticks"]
 
+    def finished_ticks(self, location: str, sensor: str, after: float) -> list[dict]:
+        """The sensor's finished ticks that started after ``after`` (epoch seconds), oldest first."""
+        ticks = self.sensor_ticks(location, sensor, limit=100)
+        return sorted((t for t in ticks if t["timestamp"] > after and t["status"] != "STARTED"), key=lambda t: t["timestamp"])
+
+    def settle(self, location: str, sensor: str, since: float, quiet_after: float, timeout: float, run_timeout: float) -> list[dict]:
+        """Wait for the sensor to rest: a SKIPPED tick after ``quiet_after`` and after the end of every
+        run its ticks since ``since`` launched (each waited for). Returns those runs; a FAILURE tick
+        fails."""
+        runs: list[dict] = []
+        seen: set[str] = set()
+        deadline = time.monotonic() + timeout + 2 * run_timeout
+        while time.monotonic() < deadline:
+            for t in self.finished_ticks(location, sensor, since):
+                assert t["status"] in {"SKIPPED", "SUCCESS"}, t
+                if t["status"] == "SKIPPED" and t["timestamp"] > quiet_after:
+                    return runs
+                for run_id in t["runIds"]:
+                    if run_id not in seen:
+                        seen.add(run_id)
+                        runs.append(run := self.wait_run(run_id, run_timeout))
+                        quiet_after = max(quiet_after, run["endTime"] or time.time())
+            time.sleep(1.0)
+        raise TimeoutError(f"the sensor {sensor} did not rest (no SKIPPED tick after {quiet_after}) within the deadline")
+
     def wait_run(self, run_id: str, timeout: float) -> dict:
         """:meth:`run` once it has finished (success, failure or canceled)."""
         return wait_for(

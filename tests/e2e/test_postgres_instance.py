@@ -95,29 +95,11 @@ def test_the_server_runs_on_the_guides_postgres_instance(on_postgres):
 
 
 def _finished_ticks(gql: GraphQL, after: float) -> list[dict]:
-    """Finished ticks of the change sensor that started after ``after`` (epoch seconds), oldest first."""
-    ticks = gql.sensor_ticks(LOCATION, SENSOR, limit=100)
-    return sorted((t for t in ticks if t["timestamp"] > after and t["status"] != "STARTED"), key=lambda t: t["timestamp"])
+    return gql.finished_ticks(LOCATION, SENSOR, after)
 
 
 def _settle(gql: GraphQL, since: float, quiet_after: float) -> list[dict]:
-    """Wait for the change sensor to rest: a SKIPPED tick after ``quiet_after`` and after the end of
-    every run its ticks since ``since`` launched (each waited for). Returns those runs."""
-    runs: list[dict] = []
-    seen: set[str] = set()
-    deadline = time.monotonic() + TICK_TIMEOUT + 2 * RUN_TIMEOUT
-    while time.monotonic() < deadline:
-        for t in _finished_ticks(gql, since):
-            assert t["status"] in {"SKIPPED", "SUCCESS"}, t
-            if t["status"] == "SKIPPED" and t["timestamp"] > quiet_after:
-                return runs
-            for run_id in t["runIds"]:
-                if run_id not in seen:
-                    seen.add(run_id)
-                    runs.append(run := gql.wait_run(run_id, RUN_TIMEOUT))
-                    quiet_after = max(quiet_after, run["endTime"] or time.time())
-        time.sleep(1.0)
-    raise TimeoutError(f"the change sensor did not rest (no SKIPPED tick after {quiet_after}) within the deadline")
+    return gql.settle(LOCATION, SENSOR, since, quiet_after, TICK_TIMEOUT, RUN_TIMEOUT)
 
 
 def test_sensor_backfill_and_sensor_driven_update_on_postgres(on_postgres):
