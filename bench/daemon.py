@@ -36,8 +36,8 @@ Variants (a fresh project, instance and ``dagster dev`` each, in this order):
 - ``duckdb_asof``: ``retrieval: duckdb_asof`` (no Feast import in a run that does not refresh the
   online store), one run at a time: the sensor's cold start, then the single run (a re-run, the
   sensor on: its ticks skip while the run is in flight), then the sensor updates;
-- ``feast-celery`` and ``duckdb_asof-celery``: the same specs, the single-run full build and the
-  sensor updates, with dagster-celery's ``CeleryRunLauncher`` and one Celery worker
+- ``feast-celery`` and ``duckdb_asof-celery``: the same specs, full builds and sensor updates as
+  their counterparts, with dagster-celery's ``CeleryRunLauncher`` and one Celery worker
   (``tests/e2e/celery_worker.py``): each run is executed by a pool process that stays up between
   runs (warm workers), instead of a new process per run: what removes the per-run process floor;
 - ``parallel``: ``retrieval: feast``, two runs at a time (``max_concurrent_runs: 2``) with 1 CatBoost
@@ -104,16 +104,17 @@ FEAST = Variant("feast", "`retrieval: feast`, one run at a time, 2 CatBoost thre
 ASOF = Variant(
     "duckdb_asof", "`retrieval: duckdb_asof`, one run at a time, 2 CatBoost threads", "duckdb_asof", 1, None, ("sensor", "single_run"), True
 )
-# Warm run workers: the same builds and updates, each run executed by a long-lived Celery worker
+# Warm run workers: the same builds (so the fastest full build, the updates' denominator, is the
+# same kind of build: a re-run) and updates, each run executed by a long-lived Celery worker
 # process (tests/e2e/celery_worker.py) instead of a new process per run.
 FEAST_CELERY = dataclasses.replace(
     FEAST, slug="feast-celery", label="`retrieval: feast`, Celery run launcher (one warm worker process), 2 CatBoost threads",
-    builds=("single_run",), launcher="celery",
+    launcher="celery",
 )  # fmt: skip
 ASOF_CELERY = dataclasses.replace(
     ASOF, slug="duckdb_asof-celery",
     label="`retrieval: duckdb_asof`, Celery run launcher (one warm worker process), 2 CatBoost threads",
-    builds=("single_run",), launcher="celery",
+    launcher="celery",
 )  # fmt: skip
 PARALLEL = Variant("parallel", "`retrieval: feast`, two runs at a time, 1 CatBoost thread each", "feast", 2, 1, ("backfill",), False)
 
