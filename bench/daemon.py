@@ -40,6 +40,9 @@ Variants (a fresh project, instance and ``dagster dev`` each, in this order):
   their counterparts, with dagster-celery's ``CeleryRunLauncher`` and one Celery worker
   (``tests/e2e/celery_worker.py``): each run is executed by a pool process that stays up between
   runs (warm workers), instead of a new process per run: what removes the per-run process floor;
+- ``feast-celery-once``: ``feast-celery`` with the code location's definitions as a module-level
+  ``defs`` object (built once per process) instead of dg's lazy ``defs()`` function, which Dagster
+  calls twice per run, in a warm process too;
 - ``parallel``: ``retrieval: feast``, two runs at a time (``max_concurrent_runs: 2``) with 1 CatBoost
   thread per run: the UI backfill only (does a full backfill use both cores better that way?).
 
@@ -98,6 +101,7 @@ class Variant:
     builds: tuple[str, ...]  # "backfill" (UI backfill of every partition), "single_run", "sensor" (cold start)
     edits: bool
     launcher: str = "default"  # "default": a process per run; "celery": dagster-celery's launcher, warm workers
+    definitions: str = "lazy"  # the code location's definitions.py: dg's lazy ``defs()``, or "once" per process
 
 
 FEAST = Variant("feast", "`retrieval: feast`, one run at a time, 2 CatBoost threads", "feast", 1, None, ("backfill", "single_run"), True)
@@ -115,6 +119,13 @@ ASOF_CELERY = dataclasses.replace(
     ASOF, slug="duckdb_asof-celery",
     label="`retrieval: duckdb_asof`, Celery run launcher (one warm worker process), 2 CatBoost threads",
     launcher="celery",
+)  # fmt: skip
+# The same as feast-celery with the definitions built once per worker process (a module-level
+# ``defs``): Dagster otherwise rebuilds them twice per run, also in a warm process.
+FEAST_CELERY_ONCE = dataclasses.replace(
+    FEAST_CELERY, slug="feast-celery-once",
+    label="`retrieval: feast`, Celery run launcher (one warm worker process), definitions built once per process, 2 CatBoost threads",
+    definitions="once",
 )  # fmt: skip
 PARALLEL = Variant("parallel", "`retrieval: feast`, two runs at a time, 1 CatBoost thread each", "feast", 2, 1, ("backfill",), False)
 
@@ -136,7 +147,9 @@ SIZES = {
          dataclasses.replace(ASOF, slug="duckdb_asof-ui", builds=("backfill", "single_run"), edits=False),
          dataclasses.replace(ASOF_CELERY, builds=("single_run",))),
     ),  # fmt: skip
-    "default": Size("realistic partitions", 5000, 12, DEMO_TRAINER, 8, (FEAST, FEAST_CELERY, ASOF, ASOF_CELERY, PARALLEL)),
+    "default": Size(
+        "realistic partitions", 5000, 12, DEMO_TRAINER, 8, (FEAST, FEAST_CELERY, FEAST_CELERY_ONCE, ASOF, ASOF_CELERY, PARALLEL)
+    ),
 }
 BUILD_NAMES = {
     "backfill": "UI backfill of every partition",
@@ -274,7 +287,7 @@ def _session(variant: Variant, config: "DemoConfig", size: Size, workdir: Path, 
     celery = variant.launcher == "celery"
     launcher = celery_run_launcher(root / "celery") if celery else None
     home = write_instance(root / "dagster_home", variant.max_concurrent_runs, DEQUEUE_INTERVAL_SECONDS, launcher)
-    workspace = write_code_location(root / "location", project.spec, SENSOR_INTERVAL_SECONDS)
+    workspace = write_code_location(root / "location", project.spec, SENSOR_INTERVAL_SECONDS, variant.definitions)
     server = DagsterDev(workspace, home, root / "dagster_dev.log")
     worker = CeleryWorker(root / "celery", home, root / "location", variant.max_concurrent_runs) if celery else None
     spec = project.spec
@@ -644,7 +657,9 @@ def _report(size: Size, config: "DemoConfig", sessions: list[dict[str, Any]]) ->
         "variants: dagster-celery's `CeleryRunLauncher` and one Celery worker (`dagster-celery worker start`, a pool of "
         "`max_concurrent_runs` processes that stay up between runs, so every run after the worker's first finds Dagster, "
         "the code location and the trainer imported; kombu's filesystem broker in a temp folder, polled every 0.1 s: there "
-        "is no broker server here). Sqlite storage in a temp DAGSTER_HOME; "
+        "is no broker server here). The code location's definitions.py is dg's lazy `defs()` function (Dagster builds "
+        "the definitions twice per run), except in `feast-celery-once`: a module-level `defs` object, built once per "
+        "process. Sqlite storage in a temp DAGSTER_HOME; "
         f"change sensor interval {SENSOR_INTERVAL_SECONDS} s. The backfill daemon loops every {BACKFILL_DAEMON_LOOP_SECONDS} s "
         "(Dagster's fixed `DEFAULT_DAEMON_INTERVAL_SECONDS`).",
         "Each daemon full build is timed right after an in-process full retrain of a twin project (same shape and spec, "

@@ -25,7 +25,7 @@ from retrain_plugins.store import ModelStore
 from retrain_plugins.store_records import sha256_bytes
 from retrain_plugins.tasks import resolve_task, validate_labels
 from retrain_plugins.trainers import fit_and_evaluate, make_trainer
-from retrain_plugins.sql import connect, ident
+from retrain_plugins.sql import connect, ident, query
 from retrain_plugins.training_sets import partition_training_set
 
 if TYPE_CHECKING:
@@ -148,8 +148,8 @@ def _label_files_hint(spec: RetrainingSpec, key: PartitionKey) -> str:
     params = {"p": spec.label_glob, "c": key.cohort}
     try:
         con = connect()
-        empty = con.execute(f"SELECT {column} FROM {source} LIMIT 0", params).to_arrow_table()
-        task = resolve_task(spec, pl.from_arrow(empty).schema[lab.label_column])
+        empty = query(con, f"SELECT {column} FROM {source} LIMIT 0", params)
+        task = resolve_task(spec, empty.schema[lab.label_column])
         number = f"TRY_CAST({column} AS DOUBLE)"
         bad, what = {
             "binary": (f"{number} IS NULL OR isnan({number}) OR {number} NOT IN (0, 1)", "values outside {0, 1}"),

@@ -71,10 +71,31 @@ def write_instance(
     return home
 
 
-def write_code_location(root: Path, spec: RetrainingSpec, sensor_interval_seconds: int = SENSOR_INTERVAL_SECONDS) -> Path:
+# definitions.py as dg scaffolds it: Dagster calls ``defs()`` each time it loads the code location,
+# which a run worker does twice per run (to reconstruct the job, then for its execution plan).
+LAZY_DEFINITIONS = (
+    '"""Loads defs/ like dagster_project/definitions.py does."""\n\n'
+    "from pathlib import Path\n\nimport dagster as dg\n\n\n"
+    "@dg.definitions\ndef defs() -> dg.Definitions:\n"
+    "    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)\n"
+)
+# The same definitions as a module-level object: built once per process at import, so a warm
+# worker (docs/deployment.md, Celery) does not rebuild them for every run.
+ONCE_DEFINITIONS = (
+    '"""Loads defs/ once per process (a warm worker reuses them for every run)."""\n\n'
+    "from pathlib import Path\n\nimport dagster as dg\n\n"
+    "defs = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)\n"
+)
+
+
+def write_code_location(
+    root: Path, spec: RetrainingSpec, sensor_interval_seconds: int = SENSOR_INTERVAL_SECONDS, definitions: str = "lazy"
+) -> Path:
     """Write the code location package for ``spec`` under ``root``; return its workspace.yaml.
 
     The defs.yaml holds every field of ``spec``, with its paths relative to the defs.yaml folder.
+    ``definitions``: ``lazy`` (dg's ``@dg.definitions`` function) or ``once`` (a module-level
+    ``Definitions`` object).
     """
     package = root / PACKAGE
     folder = package / "defs" / spec.name
@@ -82,12 +103,7 @@ def write_code_location(root: Path, spec: RetrainingSpec, sensor_interval_second
     (root / "dg.toml").write_text(f'directory_type = "project"\n\n[project]\nroot_module = "{PACKAGE}"\n')
     (package / "__init__.py").write_text('"""End-to-end test code location."""\n')
     (package / "defs" / "__init__.py").write_text("")
-    (package / "definitions.py").write_text(
-        '"""Loads defs/ like dagster_project/definitions.py does."""\n\n'
-        "from pathlib import Path\n\nimport dagster as dg\n\n\n"
-        "@dg.definitions\ndef defs() -> dg.Definitions:\n"
-        "    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)\n"
-    )
+    (package / "definitions.py").write_text({"lazy": LAZY_DEFINITIONS, "once": ONCE_DEFINITIONS}[definitions])
     attributes = spec.model_dump(mode="json")
     attributes["feature_repo"] = os.path.relpath(spec.feature_repo, folder)
     attributes["data_dir"] = os.path.relpath(spec.data_dir, folder)

@@ -7,7 +7,9 @@ process) executes every run. The broker is kombu's filesystem transport (no serv
 before the server starts. Then the daemon's change sensor drives three updates, each of one
 edited partition, all executed by the same long-lived pool process: the warm process must train
 each on the data as it is now (a stale cache would train on the old rows, and the sensor would
-see the fingerprint differ and ask again), and every other sub-model stays byte-identical.
+see the fingerprint differ and ask again), and every other sub-model stays byte-identical. Both
+forms of the code location's definitions.py run it: dg's lazy ``defs()`` (rebuilt for every run)
+and a module-level ``defs`` built once per worker process, which must not make a run stale either.
 """
 
 from __future__ import annotations
@@ -63,12 +65,14 @@ class OnCelery:
             }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def on_celery(tmp_path_factory) -> Iterator[OnCelery]:
-    root = tmp_path_factory.mktemp("e2e_celery")
+# "lazy": definitions.py as dg scaffolds it (Dagster rebuilds the definitions for every run);
+# "once": a module-level Definitions object, built once per worker process (docs/deployment.md).
+@pytest.fixture(scope="module", params=["lazy", "once"])
+def on_celery(request, tmp_path_factory) -> Iterator[OnCelery]:
+    root = tmp_path_factory.mktemp(f"e2e_celery_{request.param}")
     project = new_project(root / "project")
     home = write_instance(root / "dagster_home", run_launcher=celery_run_launcher(root / "celery"))
-    workspace = write_code_location(root / "location", project.spec)
+    workspace = write_code_location(root / "location", project.spec, definitions=request.param)
     with DagsterInstance.from_config(str(home)) as instance:
         assert materialize_all(project.defs, project.spec, instance).success
     with working(root / "celery", home, root / "location") as worker:
